@@ -1,0 +1,118 @@
+"""The binary map: a k-bit code per grid location, tied back to image pixels.
+
+Codes pack bit 0 into the most significant position: ``code = sum_j bits[j] << (k - 1 - j)``.
+So an 8-bit map shows as grey levels and a 24-bit map as RGB with bits 0-7 in red, 8-15 in
+green and 16-23 in blue (the paper's display of 24 bits as a 3-channel image).
+
+Command line: ``python -m binmap_tf.binary_map IMAGE... --out DIR`` writes each image's map
+as ``<stem>_binary_map.png`` (upsampled to the image) and ``<stem>_binary_map.npy`` (the
+``h x w x k`` bits).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from binmap_tf.backbones.base import GridGeometry
+
+
+def pack_bits(bits: np.ndarray) -> np.ndarray:
+    """Pack (..., k) bits in {0, 1} into integer codes (...,), bit 0 most significant."""
+    bits = np.asarray(bits)
+    k = bits.shape[-1]
+    if k > 62:
+        raise ValueError(f"cannot pack {k} bits into one integer code; use at most 62")
+    weights = np.left_shift(np.int64(1), np.arange(k - 1, -1, -1, dtype=np.int64))
+    return (bits.astype(np.int64) * weights).sum(axis=-1)
+
+
+def unpack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Inverse of :func:`pack_bits`: integer codes (...,) to (..., bits) uint8."""
+    shifts = np.arange(bits - 1, -1, -1, dtype=np.int64)
+    return ((np.asarray(codes, dtype=np.int64)[..., None] >> shifts) & 1).astype(np.uint8)
+
+
+def codes_to_image(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Display codes: up to 8 bits as grey levels spread over 0-255, more as RGB bytes (first 24 bits)."""
+    codes = np.asarray(codes, dtype=np.int64)
+    if bits <= 8:
+        return np.round(codes * (255.0 / max(2**bits - 1, 1))).astype(np.uint8)
+    top24 = codes >> max(bits - 24, 0) << max(24 - bits, 0)
+    return np.stack([(top24 >> 16) & 255, (top24 >> 8) & 255, top24 & 255], axis=-1).astype(np.uint8)
+
+
+@dataclass
+class BinaryMap:
+    """One image's binary map.
+
+    ``bits`` (h, w, k) uint8 and ``logits`` (h, w, k) float32 (pre-sign activations) live on the
+    feature grid; ``geometry`` and ``scale`` place grid cells on the original image of shape
+    ``image_shape``; ``edges`` is the backbone's edge probability at image size, when it has one.
+    """
+
+    bits: np.ndarray
+    logits: np.ndarray
+    geometry: GridGeometry
+    scale: float
+    image_shape: tuple[int, int]
+    edges: np.ndarray | None = None
+
+    @property
+    def n_bits(self) -> int:
+        return int(self.bits.shape[-1])
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        return int(self.bits.shape[0]), int(self.bits.shape[1])
+
+    @property
+    def codes(self) -> np.ndarray:
+        """Packed integer code per grid cell (h, w)."""
+        return pack_bits(self.bits)
+
+    def cell_index(self) -> np.ndarray:
+        """Flat index (row * w + col) of the nearest grid cell for every image pixel, (H, W)."""
+        height, width = self.image_shape
+        grid_h, grid_w = self.grid_shape
+        rows = self.geometry.pixel_to_cell(height, grid_h, self.scale)
+        cols = self.geometry.pixel_to_cell(width, grid_w, self.scale)
+        return rows[:, None] * grid_w + cols[None, :]
+
+    def pixel_bits(self) -> np.ndarray:
+        """Bits of each image pixel's nearest grid cell (H, W, k) uint8."""
+        return self.bits.reshape(-1, self.n_bits)[self.cell_index()]
+
+    def to_image(self) -> np.ndarray:
+        """The map upsampled to the image, as grey (<= 8 bits) or RGB (more bits) uint8."""
+        return codes_to_image(self.codes.reshape(-1)[self.cell_index()], self.n_bits)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: write the binary map of each image as PNG and ``.npy``."""
+    from binmap_tf import cli
+    from binmap_tf.files import write_npy, write_png
+    from binmap_tf.images import load_image
+
+    parser = argparse.ArgumentParser(
+        prog="python -m binmap_tf.binary_map",
+        description="Compute the CNN-aware binary map of images (grey levels for <= 8 bits, RGB for 24).")
+    parser.add_argument("images", nargs="+", help="image files or folders of images")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    cli.add_model_arguments(parser)
+    args = parser.parse_args(argv)
+    mapper = cli.mapper_from_args(args)
+
+    def process(path: Path) -> None:
+        binary_map = mapper(load_image(path))
+        write_png(args.out / f"{path.stem}_binary_map.png", binary_map.to_image())
+        write_npy(args.out / f"{path.stem}_binary_map.npy", binary_map.bits)
+
+    return cli.run_batch(cli.collect_images(args.images), process, desc="binary maps")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

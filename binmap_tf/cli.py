@@ -1,0 +1,69 @@
+"""Pieces shared by the command-line tools: model options, image batches, per-file errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from binmap_tf.images import ImageError, find_images
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--backbone``, ``--bits``, ``--hashing`` and ``--scale``."""
+    from binmap_tf.backbones import backbone_names
+    from binmap_tf.model import DEFAULT_BACKBONE, DEFAULT_BITS
+
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=backbone_names(),
+                        help="CNN backbone (default: %(default)s; alexnet needs imported weights)")
+    parser.add_argument("--bits", type=int, default=DEFAULT_BITS, help="code length k (default: %(default)s)")
+    parser.add_argument("--hashing", type=Path, default=None,
+                        help="hashing parameters (.npz from fit_itq or train); default: the fitted ITQ")
+    parser.add_argument("--scale", type=float, default=None,
+                        help="resize factor applied before the CNN (default: the backbone's, 3.4 for alexnet)")
+
+
+def mapper_from_args(args: argparse.Namespace, **backbone_options):
+    """Build the :class:`~binmap_tf.model.BinaryMapper` the arguments describe; exit with a message on error."""
+    from binmap_tf.model import BinaryMapper
+
+    try:
+        return BinaryMapper(backbone=args.backbone, bits=args.bits, hashing=args.hashing, scale=args.scale,
+                            **backbone_options)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def collect_images(inputs: list[str]) -> list[Path]:
+    """Expand files and folders; exit with a message when nothing is found."""
+    paths = find_images(inputs)
+    if not paths:
+        raise SystemExit(f"error: no images found in {' '.join(inputs)}")
+    return paths
+
+
+def run_batch(paths: list[Path], process: Callable[[Path], None], desc: str) -> int:
+    """Run ``process`` on every path with a progress bar; a failing file does not stop the batch.
+
+    Returns the exit status: 0 when every file succeeded, 1 otherwise (after a summary of failures).
+    """
+    failures: list[tuple[Path, str]] = []
+    for path in tqdm(paths, desc=desc, unit="image", disable=len(paths) < 2):
+        try:
+            process(path)
+        except (ImageError, FileNotFoundError, ValueError) as error:
+            failures.append((path, str(error)))
+        except Exception as error:  # noqa: BLE001  (report and keep going, with the trace)
+            failures.append((path, f"{type(error).__name__}: {error}"))
+            traceback.print_exc(file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} of {len(paths)} images failed:", file=sys.stderr)
+        for path, message in failures:
+            print(f"  {path}: {message}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,160 @@
+"""The binary-map network: backbone + ``hconv8`` hashing layer as one Keras model, and the
+:class:`BinaryMapper` that runs it on numpy images.
+
+Grid cells map back to pixels through the backbone's :class:`~binmap_tf.backbones.GridGeometry`:
+cell ``(i, j)`` is centred at ``offset + stride * (i, j)`` in the resized image (the model
+resizes by ``scale`` first), i.e. at ``(offset + stride * i + 0.5) / scale - 0.5`` in the
+original image, and sees ``receptive_field`` resized pixels around that centre.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from binmap_tf.backbones import Backbone, build_backbone
+from binmap_tf.binary_map import BinaryMap
+from binmap_tf.hashing import ITQHashing, ITQParams, load_itq
+from binmap_tf.images import as_rgb_uint8, check_size
+
+DEFAULT_BACKBONE = "vgg16-hed"
+DEFAULT_BITS = 8
+
+
+@keras.saving.register_keras_serializable(package="binmap_tf")
+class PackBits(keras.layers.Layer):
+    """Float bits (..., k) in {0, 1} -> uint8 bits and int32 codes (bit 0 most significant)."""
+
+    def call(self, bits):
+        k = bits.shape[-1]
+        if k is None or k > 31:
+            raise ValueError(f"PackBits packs at most 31 bits into int32 codes, got {k}")
+        weights = tf.constant([1 << (k - 1 - j) for j in range(k)], dtype=tf.int32)
+        as_int = tf.cast(tf.round(bits), tf.int32)
+        return tf.cast(as_int, tf.uint8), tf.reduce_sum(as_int * weights, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape), tuple(input_shape[:-1])
+
+
+def hashing_key(backbone: Backbone) -> str:
+    """Name under which ITQ parameters for this backbone's features are stored."""
+    variant = backbone.options.get("features") or backbone.options.get("layout")
+    return f"{backbone.name}_{variant}" if variant else backbone.name
+
+
+def resolve_hashing(hashing: str | os.PathLike | ITQParams | None, backbone: Backbone, bits: int) -> ITQParams:
+    """ITQ parameters from an object, an ``.npz`` file, or (None) the shipped/fitted defaults."""
+    if isinstance(hashing, ITQParams):
+        return hashing
+    if hashing is None:
+        return load_itq(hashing_key(backbone), bits)
+    path = Path(hashing)
+    if not path.exists():
+        raise FileNotFoundError(f"hashing parameters not found: {path}; pass an .npz written by "
+                                "binmap_tf.fit_itq or binmap_tf.train")
+    return ITQParams.load(path)
+
+
+def build_binmap_model(
+    backbone: str | Backbone = DEFAULT_BACKBONE,
+    bits: int = DEFAULT_BITS,
+    hashing: str | os.PathLike | ITQParams | None = None,
+    scale: float | None = None,
+    **backbone_options,
+) -> keras.Model:
+    """Backbone + hconv8 as one functional model from uint8 RGB images.
+
+    Outputs a dict: ``bits`` uint8 (b, h, w, k), ``codes`` int32 (b, h, w), ``logits`` float32
+    (b, h, w, k) pre-sign activations, and ``edges`` (b, H', W', 1) when the backbone was built
+    with ``edges=True``. ``hashing`` is an :class:`ITQParams`, an ``.npz`` path, or None for the
+    parameters fitted for this backbone; ``scale`` resizes the image inside the model (None:
+    the backbone's default, 3.4 for ``alexnet`` as in the paper).
+    """
+    net = backbone if isinstance(backbone, Backbone) else build_backbone(backbone, scale=scale,
+                                                                         **backbone_options)
+    params = resolve_hashing(hashing, net, bits)
+    if params.bits != bits:
+        raise ValueError(f"hashing parameters have {params.bits} bits, but bits={bits} was asked for")
+    outputs = net.model.outputs
+    features = outputs[0]
+    hashed, logits = ITQHashing.from_itq(params, return_logits=True, name="hconv8")(features)
+    packed_bits, codes = PackBits(name="pack_bits")(hashed)
+    result = {"bits": packed_bits, "codes": codes, "logits": logits}
+    if len(outputs) > 1:
+        result["edges"] = outputs[1]
+    return keras.Model(net.model.inputs, result, name=f"binmap_{net.name.replace('-', '_')}_{bits}bits")
+
+
+class BinaryMapper:
+    """Runs the binary-map model on numpy images and returns :class:`BinaryMap` objects.
+
+    Parameters
+    ----------
+    backbone : str
+        Registered backbone name (``"vgg16-hed"`` default, ``"alexnet"``).
+    bits : int
+        Code length ``k`` (8 in the paper; 24 displays as RGB).
+    hashing : ITQParams, path or None
+        Hashing parameters; None uses the ones fitted for this backbone and ``bits``.
+    scale : float or None
+        Input resize factor; None uses the backbone's default.
+    **backbone_options
+        Passed to the backbone builder (e.g. ``edges=True``, ``features=...``, ``weights=...``).
+    """
+
+    def __init__(self, backbone: str = DEFAULT_BACKBONE, bits: int = DEFAULT_BITS,
+                 hashing: str | os.PathLike | ITQParams | None = None, scale: float | None = None,
+                 **backbone_options) -> None:
+        self.backbone = build_backbone(backbone, scale=scale, **backbone_options)
+        self.bits = int(bits)
+        self.model = build_binmap_model(self.backbone, bits=bits, hashing=hashing)
+
+    @property
+    def scale(self) -> float:
+        return self.backbone.scale
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """Normalise ``image`` to uint8 RGB and check it is large enough for the receptive field."""
+        rgb = as_rgb_uint8(image)
+        check_size(rgb, min_side=self.backbone.min_image_side())
+        return rgb
+
+    def __call__(self, image: np.ndarray) -> BinaryMap:
+        """Binary map of one image (any size, grey/RGB/RGBA, uint8 or float in [0, 1])."""
+        return self.map_batch([image])[0]
+
+    def map_batch(self, images: list[np.ndarray]) -> list[BinaryMap]:
+        """Binary maps of several images; equal-sized images share one forward pass."""
+        prepared = [self.prepare(image) for image in images]
+        results: list[BinaryMap | None] = [None] * len(prepared)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for index, image in enumerate(prepared):
+            by_shape.setdefault(image.shape, []).append(index)
+        for shape, indices in by_shape.items():
+            outputs = self.model(np.stack([prepared[i] for i in indices]), training=False)
+            outputs = {name: np.asarray(value) for name, value in outputs.items()}
+            for row, index in enumerate(indices):
+                results[index] = self._binary_map(outputs, row, shape[:2])
+        return results  # type: ignore[return-value]
+
+    def _binary_map(self, outputs: dict[str, np.ndarray], row: int, image_shape: tuple[int, int]) -> BinaryMap:
+        edges = outputs.get("edges")
+        if edges is not None:
+            edges = _resize_to(edges[row, ..., 0], image_shape)
+        return BinaryMap(bits=outputs["bits"][row], logits=outputs["logits"][row],
+                         geometry=self.backbone.geometry, scale=self.scale,
+                         image_shape=tuple(image_shape), edges=edges)
+
+
+def _resize_to(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a 2-D map to ``shape`` (no-op when it already has it)."""
+    if array.shape == tuple(shape):
+        return array
+    from skimage.transform import resize
+
+    return resize(array, shape, order=1, preserve_range=True).astype(np.float32)
