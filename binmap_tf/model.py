@@ -87,7 +87,7 @@ def build_binmap_model(
     result = {"bits": packed_bits, "codes": codes, "logits": logits}
     if len(outputs) > 1:
         result["edges"] = outputs[1]
-    return keras.Model(net.model.inputs, result, name=f"binmap_{net.name.replace('-', '_')}_{bits}bits")
+    return keras.Model(net.model.inputs[0], result, name=f"binmap_{net.name.replace('-', '_')}_{bits}bits")
 
 
 class BinaryMapper:
