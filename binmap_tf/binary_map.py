@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from binmap_tf.backbones.base import GridGeometry
+from binmap_tf.geometry import GridGeometry
 
 
 def pack_bits(bits: np.ndarray) -> np.ndarray:

@@ -1,12 +1,5 @@
 """What every backbone provides: a Keras model from raw images to a feature grid, and the
-geometry that ties each grid cell back to the pixels it sees.
-
-Geometry convention: pixel ``y`` of the image the CNN receives has its centre at coordinate
-``y``. Grid cell ``i`` is centred on coordinate ``offset + stride * i`` and sees
-``receptive_field`` pixels around it. When the model first resizes the image by ``scale``
-(half-pixel centres, as ``tf.image.resize``), pixel ``y`` of the original image sits at
-``(y + 0.5) * scale - 0.5`` in the resized one.
-"""
+geometry (:mod:`binmap_tf.geometry`) that ties each grid cell back to the pixels it sees."""
 
 from __future__ import annotations
 
@@ -15,45 +8,9 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-
-@dataclass(frozen=True)
-class GridGeometry:
-    """Stride, offset and receptive field of a feature grid, in pixels of the CNN's input."""
-
-    stride: float
-    offset: float
-    receptive_field: float
-
-    @classmethod
-    def from_layers(cls, layers: Sequence[tuple[int, int, int]]) -> "GridGeometry":
-        """Compose ``(kernel, stride, padding_before)`` of each spatial layer, input to output."""
-        stride, offset, field = 1.0, 0.0, 1.0
-        for kernel, layer_stride, pad in layers:
-            offset += ((kernel - 1) / 2.0 - pad) * stride
-            field += (kernel - 1) * stride
-            stride *= layer_stride
-        return cls(stride=stride, offset=offset, receptive_field=field)
-
-    def pixel_to_cell(self, image_len: int, n_cells: int, scale: float = 1.0) -> np.ndarray:
-        """Index of the grid cell whose centre is nearest to each of ``image_len`` original pixels."""
-        scaled_len = scaled_size(image_len, scale)
-        factor = scaled_len / image_len
-        coords = (np.arange(image_len) + 0.5) * factor - 0.5
-        cells = np.rint((coords - self.offset) / self.stride).astype(np.int64)
-        return np.clip(cells, 0, n_cells - 1)
-
-    def cell_centres(self, n_cells: int, image_len: int, scale: float = 1.0) -> np.ndarray:
-        """Centre of each grid cell in original-image pixel coordinates."""
-        factor = scaled_size(image_len, scale) / image_len
-        return (self.offset + self.stride * np.arange(n_cells) + 0.5) / factor - 0.5
-
-
-def scaled_size(length: int, scale: float) -> int:
-    """Length of a side after resizing by ``scale`` (the rule the preprocessing layer uses)."""
-    return max(1, int(math.floor(length * scale + 0.5)))
+from binmap_tf.geometry import GridGeometry, scaled_size  # noqa: F401  (re-exported)
 
 
 @keras.saving.register_keras_serializable(package="binmap_tf")

@@ -1,0 +1,61 @@
+"""On-disk cache of binary maps, so sweeps and re-runs never repeat the CNN.
+
+A cache folder is keyed by everything that changes the map: backbone name and options, input
+scale, bits and a digest of the hashing weights. Each image's map is one ``.npz`` (bits,
+logits, optional edges, the CNN seconds it took), written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from binmap_tf.binary_map import BinaryMap
+from binmap_tf.files import atomic_path
+from binmap_tf.paths import cache_home
+
+
+def mapper_key(mapper) -> str:
+    """A short digest naming the maps ``mapper`` (a :class:`~binmap_tf.model.BinaryMapper`) produces."""
+    hconv8 = mapper.model.get_layer("hconv8")
+    digest = hashlib.sha1()
+    digest.update(json.dumps({"backbone": mapper.backbone.name, "options": mapper.backbone.options,
+                              "scale": mapper.scale, "bits": mapper.bits}, sort_keys=True).encode())
+    for weight in hconv8.get_weights():
+        digest.update(np.ascontiguousarray(weight, dtype=np.float32).tobytes())
+    return f"{mapper.backbone.name}-{mapper.bits}bits-{digest.hexdigest()[:12]}"
+
+
+class BinaryMapCache:
+    """Binary maps of named images under ``root/<mapper key>/<namespace>/<image id>.npz``."""
+
+    def __init__(self, mapper, namespace: str, root: str | Path | None = None) -> None:
+        self.mapper = mapper
+        self.folder = Path(root or cache_home() / "binary_maps") / mapper_key(mapper) / namespace
+
+    def path(self, image_id: str) -> Path:
+        return self.folder / f"{image_id}.npz"
+
+    def get(self, image_id: str, image: np.ndarray) -> tuple[BinaryMap, float]:
+        """Map of ``image`` and the CNN seconds it took (when it was computed), from disk if cached."""
+        path = self.path(image_id)
+        if path.exists():
+            with np.load(path) as data:
+                edges = data["edges"].astype(np.float32) if "edges" in data else None
+                binary_map = BinaryMap(bits=data["bits"], logits=data["logits"], edges=edges,
+                                       geometry=self.mapper.backbone.geometry, scale=self.mapper.scale,
+                                       image_shape=tuple(image.shape[:2]))
+                return binary_map, float(data["cnn_seconds"])
+        start = time.perf_counter()
+        binary_map = self.mapper(image)
+        seconds = time.perf_counter() - start
+        arrays = {"bits": binary_map.bits, "logits": binary_map.logits, "cnn_seconds": np.float64(seconds)}
+        if binary_map.edges is not None:
+            arrays["edges"] = binary_map.edges.astype(np.float16)
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+        return binary_map, seconds
