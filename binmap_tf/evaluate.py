@@ -1,0 +1,263 @@
+"""Reproduce the paper's Table 1 and Fig. 4: segment a benchmark and score every method.
+
+``python -m binmap_tf.evaluate --dataset bsds500 --split test --methods egs slic binmap-egs
+binmap-slic --out DIR`` writes
+
+* ``DIR/per_image.csv``: one row per image, method and setting;
+* ``DIR/summary.json``: ``{method: {seg_iou, seg_iou_image_mean, covering, pri, voi, n_images,
+  mean_segments, mean_superpixels, seconds_per_image, parameter, value}}`` at each method's
+  main setting;
+* ``DIR/table.md``: the measured figures beside the paper's Table 1;
+* with ``--sweep``: ``DIR/sweep.csv`` and ``DIR/sweep.png`` (Fig. 4: Seg-IoU against the number
+  of superpixels, plus quality against the number of *output* segments);
+* with ``--save-labels``: ``DIR/labels/<method>/<image id>.png`` (16-bit) for independent checks.
+
+Binary maps are cached on disk (``$BINMAP_TF_HOME/binary_maps``), so sweeps and re-runs do not
+repeat the CNN; host-side work runs in ``--workers`` processes while the CNN runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from binmap_tf.binary_map import BinaryMap
+from binmap_tf.files import write_json, write_png, write_text
+from binmap_tf.methods import DEFAULT_VALUES, PARAMETER_NAMES, SWEEP_VALUES, Method, parse_method, run_method
+from binmap_tf.metrics import RegionScores, region_scores, summarize
+
+DEFAULT_METHODS = ("egs", "slic", "binmap-egs", "binmap-slic")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One method at one parameter value."""
+
+    method: str
+    value: float
+
+
+@dataclass
+class ImageResult:
+    """Scores of one setting on one image."""
+
+    image_id: str
+    setting: Setting
+    scores: RegionScores
+    n_superpixels: int
+    n_segments: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class HostOptions:
+    """What the host-side stage needs besides the image: merge options and where to save labels."""
+
+    hamming: int
+    merge: str
+    labels_dir: str | None
+
+
+def evaluate_image(sample, maps: dict[str, BinaryMap], cnn_seconds: dict[str, float],
+                   settings: list[Setting], options: HostOptions) -> list[ImageResult]:
+    """Run every setting on one dataset sample and score it against all its annotations."""
+    image = sample.load_image()
+    ground_truths = sample.load_ground_truths()
+    superpixel_cache: dict = {}
+    results = []
+    for setting in settings:
+        method = parse_method(setting.method)
+        binary_map = maps.get(method.map_variant) if method.map_variant else None
+        output = run_method(method, setting.value, image, binary_map, superpixel_cache,
+                            hamming=options.hamming, merge=options.merge)
+        if options.labels_dir:
+            name = setting.method if len(settings) == len({s.method for s in settings}) else \
+                f"{setting.method}_{PARAMETER_NAMES[method.superpixels]}{setting.value:g}"
+            write_png(Path(options.labels_dir) / name / f"{sample.id}.png", output.labels.astype(np.uint16))
+        seconds = output.seconds + (cnn_seconds.get(method.map_variant, 0.0) if method.map_variant else 0.0)
+        results.append(ImageResult(sample.id, setting, region_scores(output.labels, ground_truths),
+                                   output.n_superpixels, int(len(np.unique(output.labels))), seconds))
+    return results
+
+
+def settings_for(methods: list[Method], sweep: bool, values: dict[str, float]) -> list[Setting]:
+    """Each method at its main value, or over the whole sweep grid."""
+    settings = []
+    for method in methods:
+        grid = SWEEP_VALUES[method.superpixels] if sweep else (values[method.superpixels],)
+        settings.extend(Setting(method.name, float(value)) for value in grid)
+    return settings
+
+
+def build_mappers(args: argparse.Namespace, methods: list[Method]) -> dict:
+    """The binary mappers the methods need: ``itq`` (the default hashing) and ``ft`` (``--ft-hashing``)."""
+    from binmap_tf.model import BinaryMapper
+
+    variants = {method.map_variant for method in methods if method.map_variant}
+    if "ft" in variants and args.ft_hashing is None:
+        raise SystemExit("error: -ft methods need --ft-hashing PATH (written by python -m binmap_tf.train)")
+    hashings = {"itq": args.hashing, "ft": args.ft_hashing}
+    try:
+        return {variant: BinaryMapper(backbone=args.backbone, bits=args.bits, hashing=hashings[variant],
+                                      scale=args.scale)
+                for variant in sorted(variants)}
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def run(args: argparse.Namespace) -> list[ImageResult]:
+    """Compute maps (cached) in this process and score images in ``args.workers`` processes."""
+    from binmap_tf.datasets import load_dataset
+    from binmap_tf.map_cache import BinaryMapCache
+
+    methods = [parse_method(name) for name in args.methods]
+    dataset = load_dataset(args.dataset, split=args.split, root=args.data, limit=args.limit)
+    values = {"egs": args.egs_scale, "slic": float(args.slic_segments)}
+    settings = settings_for(methods, args.sweep, values)
+    mappers = build_mappers(args, methods) if any(m.map_variant for m in methods) else {}
+    caches = {variant: BinaryMapCache(mapper, f"{args.dataset}-{args.split}", root=args.cache)
+              for variant, mapper in mappers.items()}
+    options = HostOptions(args.hamming, args.merge, str(args.out / "labels") if args.save_labels else None)
+    results: list[ImageResult] = []
+    pool = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) if args.workers > 1 else None
+    futures: list[Future] = []
+    try:
+        for sample in tqdm(dataset, desc=f"{args.dataset}/{args.split}", unit="image"):
+            maps, cnn_seconds = {}, {}
+            if caches:
+                image = sample.load_image()
+                for variant, cache in caches.items():
+                    maps[variant], cnn_seconds[variant] = cache.get(sample.id, image)
+            if pool is None:
+                results.extend(evaluate_image(sample, maps, cnn_seconds, settings, options))
+            else:
+                futures.append(pool.submit(evaluate_image, sample, maps, cnn_seconds, settings, options))
+        for future in tqdm(futures, desc="scoring", unit="image", disable=not futures):
+            results.extend(future.result())
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return results
+
+
+def summarize_settings(results: list[ImageResult]) -> dict[Setting, dict]:
+    """Dataset figures for every setting, in first-seen order."""
+    grouped: dict[Setting, list[ImageResult]] = {}
+    for result in results:
+        grouped.setdefault(result.setting, []).append(result)
+    summary = {}
+    for setting, rows in grouped.items():
+        scores = summarize([row.scores for row in rows])
+        method = parse_method(setting.method)
+        summary[setting] = {
+            "seg_iou": scores.abo, "seg_iou_image_mean": scores.abo_image_mean, "covering": scores.covering,
+            "pri": scores.pri, "voi": scores.voi, "n_images": scores.n_images,
+            "mean_segments": float(np.mean([row.n_segments for row in rows])),
+            "mean_superpixels": float(np.mean([row.n_superpixels for row in rows])),
+            "seconds_per_image": float(np.mean([row.seconds for row in rows])),
+            "parameter": PARAMETER_NAMES[method.superpixels], "value": setting.value,
+        }
+    return summary
+
+
+def per_image_csv(results: list[ImageResult]) -> str:
+    """One CSV row per image and setting, with the raw accumulators to recompute dataset figures."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["image_id", "method", "value", "n_superpixels", "n_segments", "abo", "abo_sum",
+                     "abo_count", "covering", "pri", "voi", "seconds"])
+    for row in results:
+        scores = row.scores
+        writer.writerow([row.image_id, row.setting.method, f"{row.setting.value:g}", row.n_superpixels,
+                         row.n_segments, f"{scores.abo:.6f}", f"{scores.abo_sum:.6f}", scores.abo_count,
+                         f"{scores.covering:.6f}", f"{scores.rand_index:.6f}",
+                         f"{scores.variation_of_information:.6f}", f"{row.seconds:.4f}"])
+    return buffer.getvalue()
+
+
+def sweep_csv(summary: dict[Setting, dict]) -> str:
+    """The sweep as CSV: one row per method and parameter value."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    fields = ["seg_iou", "seg_iou_image_mean", "covering", "pri", "voi", "mean_superpixels", "mean_segments",
+              "seconds_per_image", "n_images"]
+    writer.writerow(["method", "parameter", "value", *fields])
+    for setting, row in summary.items():
+        writer.writerow([setting.method, row["parameter"], f"{setting.value:g}",
+                         *[f"{row[field]:.6f}" if isinstance(row[field], float) else row[field] for field in fields]])
+    return buffer.getvalue()
+
+
+def main_settings(summary: dict[Setting, dict], values: dict[str, float]) -> dict[str, dict]:
+    """Each method's row at its main parameter value (the one without ``--sweep``)."""
+    chosen = {}
+    for setting, row in summary.items():
+        if setting.value == values[parse_method(setting.method).superpixels]:
+            chosen[setting.method] = row
+    return chosen
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from binmap_tf.cli import add_model_arguments
+
+    parser = argparse.ArgumentParser(prog="python -m binmap_tf.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", choices=("bsds500", "msrc"), default="bsds500")
+    parser.add_argument("--split", default="test", help="bsds500: train/val/test; msrc: all (default: test)")
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
+                        help="egs slic binmap-egs binmap-slic binmap-egs-ft binmap-slic-ft")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--data", type=Path, default=None, help="data root (default: $BINMAP_TF_DATA or ../shared/data)")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                        help="processes for superpixels, merging and scoring (default: %(default)s)")
+    parser.add_argument("--sweep", action="store_true", help="run each method over its parameter grid (Fig. 4)")
+    parser.add_argument("--save-labels", action="store_true", help="write every segmentation as 16-bit PNG")
+    parser.add_argument("--egs-scale", type=float, default=DEFAULT_VALUES["egs"], help="EGS k (default: %(default)s)")
+    parser.add_argument("--slic-segments", type=int, default=int(DEFAULT_VALUES["slic"]),
+                        help="SLIC n_segments (default: %(default)s)")
+    parser.add_argument("--hamming", type=int, default=0, help="merge codes within this Hamming distance")
+    parser.add_argument("--merge", choices=("adjacent", "global"), default="adjacent")
+    parser.add_argument("--ft-hashing", type=Path, default=None, help="fine-tuned hashing for the -ft methods")
+    parser.add_argument("--cache", type=Path, default=None, help="binary-map cache (default: $BINMAP_TF_HOME/binary_maps)")
+    add_model_arguments(parser)
+    args = parser.parse_args(argv)
+    for name in args.methods:
+        try:
+            parse_method(name)
+        except ValueError as error:
+            parser.error(str(error))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from binmap_tf.report import sweep_figure, table_markdown
+
+    args = parse_args(argv)
+    start = time.perf_counter()
+    results = run(args)
+    summary = summarize_settings(results)
+    values = {"egs": args.egs_scale, "slic": float(args.slic_segments)}
+    main_rows = main_settings(summary, values)
+    write_text(args.out / "per_image.csv", per_image_csv(results))
+    write_json(args.out / "summary.json", main_rows)
+    write_text(args.out / "table.md", table_markdown(main_rows, args.dataset, args.split, vars(args)))
+    if args.sweep:
+        write_text(args.out / "sweep.csv", sweep_csv(summary))
+        sweep_figure({s: row for s, row in summary.items()}, args.out / "sweep.png", args.dataset)
+    print(table_markdown(main_rows, args.dataset, args.split, vars(args)))
+    print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
