@@ -1,0 +1,63 @@
+"""The evaluation CLI end to end on a few real benchmark images."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from binmap_tf.datasets import load_dataset
+from binmap_tf.evaluate import main
+from binmap_tf.methods import SWEEP_VALUES, parse_method
+from binmap_tf.metrics import region_scores
+
+
+def test_method_names_parse_and_bad_ones_are_refused():
+    assert parse_method("binmap-slic-ft").map_variant == "ft"
+    assert parse_method("egs").map_variant is None
+    with pytest.raises(ValueError, match="unknown method"):
+        parse_method("binmap-watershed")
+
+
+def test_evaluate_writes_summary_table_and_rescorable_labels(tmp_path):
+    out = tmp_path / "eval"
+    status = main(["--dataset", "bsds500", "--split", "test", "--limit", "2", "--workers", "1",
+                   "--methods", "egs", "binmap-egs", "--out", str(out), "--save-labels",
+                   "--cache", str(tmp_path / "cache")])
+    assert status == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) == {"egs", "binmap-egs"}
+    for row in summary.values():
+        assert 0 < row["seg_iou"] < 1 and 0 < row["covering"] < 1 and row["n_images"] == 2
+    # merging never adds segments
+    assert summary["binmap-egs"]["mean_segments"] <= summary["egs"]["mean_segments"]
+    assert "45.19" in (out / "table.md").read_text()
+    rows = list(csv.DictReader((out / "per_image.csv").open()))
+    assert len(rows) == 4
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) == 2
+    # the saved labels re-score to the per-image figures
+    samples = {sample.id: sample for sample in load_dataset("bsds500", "test", limit=2)}
+    for row in rows:
+        labels = np.asarray(Image.open(out / "labels" / row["method"] / f"{row['image_id']}.png"))
+        scores = region_scores(labels, samples[row["image_id"]].load_ground_truths())
+        assert scores.covering == pytest.approx(float(row["covering"]), abs=1e-6)
+        assert scores.abo == pytest.approx(float(row["abo"]), abs=1e-6)
+
+
+def test_sweep_writes_csv_and_figure(tmp_path):
+    out = tmp_path / "sweep"
+    assert main(["--dataset", "msrc", "--split", "all", "--limit", "2", "--workers", "2", "--methods", "egs",
+                 "--sweep", "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "sweep.csv").open()))
+    assert [float(row["value"]) for row in rows] == list(SWEEP_VALUES["egs"])
+    counts = [float(row["mean_superpixels"]) for row in rows]
+    assert counts == sorted(counts, reverse=True)  # larger EGS scale, fewer superpixels
+    assert (out / "sweep.png").stat().st_size > 10_000
+
+
+def test_ft_methods_need_a_hashing_file(tmp_path):
+    with pytest.raises(SystemExit, match="--ft-hashing"):
+        main(["--limit", "1", "--methods", "binmap-egs-ft", "--out", str(tmp_path)])
