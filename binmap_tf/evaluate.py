@@ -122,6 +122,7 @@ def run(args: argparse.Namespace) -> list[ImageResult]:
 
     methods = [parse_method(name) for name in args.methods]
     dataset = load_dataset(args.dataset, split=args.split, root=args.data, limit=args.limit)
+    args.split = dataset.split
     values = {"egs": args.egs_scale, "slic": float(args.slic_segments)}
     settings = settings_for(methods, args.sweep, values)
     mappers = build_mappers(args, methods) if any(m.map_variant for m in methods) else {}
@@ -212,7 +213,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     parser = argparse.ArgumentParser(prog="python -m binmap_tf.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", choices=("bsds500", "msrc"), default="bsds500")
-    parser.add_argument("--split", default="test", help="bsds500: train/val/test; msrc: all (default: test)")
+    parser.add_argument("--split", default=None,
+                        help="bsds500: train/val/test (default test); msrc: all (the default)")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
                         help="egs slic binmap-egs binmap-slic binmap-egs-ft binmap-slic-ft")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
