@@ -1,0 +1,188 @@
+"""Binary codes for superpixels and merging superpixels with similar codes: the paper's steps
+(c) "the binary code of each superpixel is assigned using the corresponding region on the
+binary map" and (d) "merging superpixels with similar binary patterns".
+
+Everything works on whole label arrays with numpy and ``scipy.sparse``; there are no Python
+loops over pixels or superpixels. Merging decides per *superpixel* which segment it joins, so a
+superpixel is never split and every segment is a union of whole superpixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components
+
+MERGE_MODES = ("adjacent", "global")
+
+
+def _check_labels(labels: np.ndarray) -> np.ndarray:
+    """Return ``labels`` as a non-empty 2-D array of non-negative integers, or raise ``ValueError``."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer) or labels.size == 0:
+        raise ValueError(f"expected a non-empty 2-D integer label image, got {labels.dtype} {labels.shape}")
+    if labels.min() < 0:
+        raise ValueError("labels must be >= 0; relabel with skimage.segmentation.relabel_sequential")
+    return labels
+
+
+def superpixel_codes(superpixels: np.ndarray, bits: np.ndarray,
+                     cell_index: np.ndarray | None = None) -> np.ndarray:
+    """Code of every superpixel: per-bit majority vote over its pixels.
+
+    Parameters
+    ----------
+    superpixels : ndarray of int, shape (H, W)
+        Superpixel (or any region) labels ``0 .. n-1``.
+    bits : ndarray of {0, 1}, shape (H, W, k) or (h, w, k)
+        Bits of every pixel, or, with ``cell_index``, bits of every cell of the binary-map grid.
+    cell_index : ndarray of int, shape (H, W), optional
+        Flat grid cell (``row * w + col``) of every pixel, as
+        :meth:`binmap_tf.binary_map.BinaryMap.cell_index` gives. Preferred: the grid is never
+        upsampled to ``(H, W, k)``.
+
+    Returns
+    -------
+    codes : ndarray of uint8, shape (n, k)
+        Bit ``j`` of superpixel ``s`` is 1 when at least half of the pixels of ``s`` have bit
+        ``j`` set; an exact tie gives 1, the same ">= 0" convention as the ITQ bits. A label in
+        ``0 .. n-1`` with no pixels gets all zeros.
+
+    Notes
+    -----
+    The votes come from one sparse co-occurrence matrix ``overlap[s, c]`` = number of pixels of
+    superpixel ``s`` that lie in grid cell ``c`` (duplicates summed by ``scipy.sparse``), so
+    ``votes = overlap @ bits`` costs one pass over the pixels plus a product with the small grid
+    (about 3 ms for ~400 superpixels on a 321x481 image).
+    The result equals the vote over the upsampled pixel bits. Voting per bit can give a code
+    that no single cell of the region has when the region straddles several codes.
+    """
+    labels = _check_labels(superpixels)
+    bits = np.asarray(bits)
+    if bits.ndim != 3:
+        raise ValueError(f"bits must be (H, W, k) per pixel or (h, w, k) per grid cell, got shape {bits.shape}")
+    table = bits.reshape(-1, bits.shape[-1]).astype(np.int32)
+    if cell_index is None:
+        if bits.shape[:2] != labels.shape:
+            raise ValueError(f"pixel bits {bits.shape} do not match the labels {labels.shape}; pass the grid "
+                             "bits with cell_index to use a binary map")
+        cells = np.arange(labels.size)
+    else:
+        cells = np.asarray(cell_index).ravel()
+        if np.shape(cell_index) != labels.shape:
+            raise ValueError(f"cell_index {np.shape(cell_index)} does not match the labels {labels.shape}")
+        if cells.min() < 0 or cells.max() >= len(table):
+            raise ValueError(f"cell_index points outside the {len(table)} grid cells of bits {bits.shape}")
+    n = int(labels.max()) + 1
+    overlap = sparse.csr_matrix((np.ones(labels.size, np.int32), (labels.ravel(), cells)),
+                                shape=(n, len(table)))
+    votes = overlap @ table
+    sizes = np.bincount(labels.ravel(), minlength=n)
+    return ((2 * votes >= sizes[:, None]) & (sizes[:, None] > 0)).astype(np.uint8)
+
+
+def adjacency(labels: np.ndarray, connectivity: int = 2) -> np.ndarray:
+    """Pairs of labels that touch, each once, as an (e, 2) int64 array with ``a < b``, sorted.
+
+    ``connectivity`` 2 (default) counts diagonal neighbours too (8-connectivity), matching
+    Felzenszwalb's 8-connected pixel graph; 1 uses the 4 direct neighbours only (scikit-image's
+    meaning of ``connectivity`` in 2-D).
+    """
+    labels = _check_labels(labels)
+    if connectivity not in (1, 2):
+        raise ValueError(f"connectivity must be 1 (4-neighbours) or 2 (8-neighbours), got {connectivity}")
+    # Each pixel against its right and lower neighbour, plus both lower diagonals for 8-connectivity.
+    shifts = [(labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])]
+    if connectivity == 2:
+        shifts += [(labels[:-1, :-1], labels[1:, 1:]), (labels[:-1, 1:], labels[1:, :-1])]
+    differ = [a != b for a, b in shifts]
+    first = np.concatenate([a[d] for (a, _), d in zip(shifts, differ)]).astype(np.int64)
+    second = np.concatenate([b[d] for (_, b), d in zip(shifts, differ)]).astype(np.int64)
+    n = int(labels.max()) + 1
+    keys = np.unique(np.minimum(first, second) * n + np.maximum(first, second))
+    return np.stack([keys // n, keys % n], axis=1)
+
+
+def check_merge_options(hamming: int, mode: str) -> None:
+    """Raise ``ValueError`` for a Hamming threshold or merge mode that :func:`group_superpixels` refuses."""
+    if mode not in MERGE_MODES:
+        raise ValueError(f"unknown merge mode {mode!r}; choose one of {MERGE_MODES}")
+    if isinstance(hamming, bool) or not isinstance(hamming, (int, np.integer)) or hamming < 0:
+        raise ValueError(f"hamming must be an integer >= 0 (0 merges equal codes only), got {hamming!r}")
+
+
+def _components(n_nodes: int, edges: np.ndarray) -> np.ndarray:
+    """Connected component (``0 .. m-1``, numbered by smallest member) of each of ``n_nodes`` nodes."""
+    graph = sparse.coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])),
+                              shape=(n_nodes, n_nodes))
+    return connected_components(graph, directed=False)[1].astype(np.int32)
+
+
+def group_superpixels(superpixels: np.ndarray, codes: np.ndarray, hamming: int = 0,
+                      mode: str = "adjacent", connectivity: int = 2) -> np.ndarray:
+    """Segment index ``0 .. m-1`` of every superpixel (see :func:`merge_superpixels`), shape (n,)."""
+    check_merge_options(hamming, mode)
+    labels = _check_labels(superpixels)
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or len(codes) <= labels.max():
+        raise ValueError(f"codes must be (n_superpixels, k) with a row for each of the {labels.max() + 1} "
+                         f"superpixel labels, got shape {codes.shape}")
+    if mode == "adjacent":
+        edges = adjacency(labels, connectivity)
+        distance = np.count_nonzero(codes[edges[:, 0]] != codes[edges[:, 1]], axis=1)
+        return _components(len(codes), edges[distance <= hamming])
+    # Global: group equal codes, then join distinct codes within the threshold. The L1 distance
+    # between {0, 1} vectors is their Hamming distance, so a KD-tree finds the pairs directly.
+    from scipy.spatial import cKDTree
+
+    unique, inverse = np.unique(codes, axis=0, return_inverse=True)
+    edges = cKDTree(unique).query_pairs(r=hamming, p=1, output_type="ndarray")
+    return _components(len(unique), edges.reshape(-1, 2))[inverse.reshape(-1)]
+
+
+def merge_superpixels(superpixels: np.ndarray, codes: np.ndarray, hamming: int = 0,
+                      mode: str = "adjacent", connectivity: int = 2) -> np.ndarray:
+    """Merge superpixels whose binary codes are within ``hamming`` of each other into segments.
+
+    Parameters
+    ----------
+    superpixels : ndarray of int, shape (H, W)
+        Superpixel labels ``0 .. n-1`` (e.g. from :func:`binmap_tf.superpixels.compute_superpixels`).
+    codes : ndarray of {0, 1}, shape (n, k)
+        Code of each superpixel, e.g. from :func:`superpixel_codes`.
+    hamming : int
+        Largest Hamming distance between two codes that still merges; 0 (default, the paper's
+        "zero distance in Hamming space") merges equal codes only.
+    mode : {"adjacent", "global"}
+        ``"adjacent"`` (default): connected components of the region adjacency graph keeping
+        the edges between touching superpixels whose codes are within ``hamming``; every
+        segment is one connected region. ``"global"``: superpixels merge whenever their codes
+        are within ``hamming``, touching or not (chains of close codes join too), so a segment
+        may be several separate regions, e.g. both sides of an occluding pole.
+    connectivity : int
+        Neighbourhood for ``"adjacent"``: 2 (default, 8-neighbours, as Felzenszwalb segments
+        are 8-connected) or 1 (4-neighbours).
+
+    Returns
+    -------
+    labels : ndarray of int32, shape (H, W)
+        Segment ``0 .. m-1`` of every pixel, ``m <= n``; segments are numbered by their
+        smallest superpixel label (adjacent) or by code (global).
+
+    Notes
+    -----
+    The paper says only that it "merged the superpixels with the similar binary codes on the
+    bit maps (i.e., zero distance in Hamming space)". Taken literally that is ``mode="global",
+    hamming=0``; it does not say whether merged superpixels must touch, so which mode its
+    numbers come from is unknown. We default to ``"adjacent"``, where a segment is a connected
+    region as in its EGS and SLIC baselines, and report both.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> superpixels = np.array([[0, 1, 2]])
+    >>> codes = np.array([[1, 0], [1, 0], [0, 1]], np.uint8)
+    >>> merge_superpixels(superpixels, codes)
+    array([[0, 0, 1]], dtype=int32)
+    """
+    return group_superpixels(superpixels, codes, hamming, mode, connectivity)[superpixels]

@@ -1,0 +1,151 @@
+"""End-to-end segmentation: stages, timings, option checks, the real mapper and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from binmap_tf.backbones import GridGeometry
+from binmap_tf.binary_map import BinaryMap
+from binmap_tf.images import load_image
+from binmap_tf.segment import default_mapper, main, segment, segment_labels, segment_with_map
+
+STAGES = ["superpixels", "assign", "merge", "total"]
+
+
+@pytest.fixture(scope="module")
+def crop(bsds_image_path):
+    """A 96x144 corner of a real BSDS500 image."""
+    return load_image(bsds_image_path)[:96, :144]
+
+
+def halves_map(image: np.ndarray, bits: int = 8) -> BinaryMap:
+    """A binary map of 10-pixel cells: code 0...0 on the left half of the image, 1...1 on the right."""
+    height, width = image.shape[:2]
+    grid_h, grid_w = -(-height // 10), -(-width // 10)
+    right = (np.arange(grid_w) >= grid_w // 2).astype(np.uint8)
+    grid = np.broadcast_to(right[None, :, None], (grid_h, grid_w, bits)).copy()
+    return BinaryMap(bits=grid, logits=grid.astype(np.float32) - 0.5, scale=1.0, image_shape=(height, width),
+                     geometry=GridGeometry(stride=10.0, offset=4.5, receptive_field=10.0))
+
+
+def refuse(image):
+    raise AssertionError("the mapper must not run")
+
+
+@pytest.mark.parametrize("method", ["egs", "slic"])
+@pytest.mark.parametrize("merge", ["adjacent", "global"])
+def test_superpixels_merge_by_code(crop, method, merge):
+    result = segment(crop, superpixels=method, merge=merge, binary_map=halves_map(crop))
+    assert result.labels.shape == crop.shape[:2] and result.labels.dtype == np.int32
+    np.testing.assert_array_equal(result.labels, result.segment_of[result.superpixels])
+    assert 2 <= result.n_segments < result.n_superpixels
+    assert set(map(tuple, result.codes)) == {(0,) * 8, (1,) * 8}
+    if merge == "global":  # two codes in the map: two segments
+        assert result.n_segments == 2
+    np.testing.assert_array_equal(result.codes[result.segment_of], result.superpixel_codes)
+
+
+def test_one_code_gives_one_segment(crop):
+    binary_map = halves_map(crop)
+    binary_map.bits[:] = 1
+    assert segment(crop, binary_map=binary_map).n_segments == 1
+
+
+def test_timings_options_and_summary(crop):
+    result = segment(crop, lambda image: halves_map(image), superpixels="slic", n_segments=50, hamming=1)
+    assert list(result.timings) == ["cnn"] + STAGES
+    assert result.timings["total"] >= sum(result.timings[s] for s in ("cnn", "superpixels", "assign", "merge"))
+    assert result.options == {"superpixels": "slic", "hamming": 1, "merge": "adjacent",
+                              "superpixel_params": {"n_segments": 50, "compactness": 10.0, "sigma": 0.0}}
+    summary = json.loads(json.dumps(result.summary()))
+    assert summary["n_segments"] == result.n_segments and summary["bits"] == 8
+    assert summary["grid_shape"] == [10, 15] and summary["image_shape"] == [96, 144]
+    with_map = segment_with_map(crop, halves_map(crop))
+    assert list(with_map.timings) == STAGES  # no CNN ran
+    np.testing.assert_array_equal(segment_labels(crop, binary_map=halves_map(crop)), with_map.labels)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"merge": "nearest"}, "merge mode"),
+    ({"hamming": -1}, "hamming"),
+    ({"superpixels": "quickshift"}, "superpixel method"),
+    ({"n_segments": 10}, "egs superpixels take"),
+])
+def test_options_are_checked_before_the_cnn(crop, options, message):
+    with pytest.raises(ValueError, match=message):
+        segment(crop, refuse, **options)
+
+
+def test_map_of_another_image_is_refused(crop):
+    with pytest.raises(ValueError, match="computed for an image of"):
+        segment(crop[:50], binary_map=halves_map(crop))
+
+
+@pytest.fixture(scope="module")
+def mapper():
+    """The default vgg16-hed 8-bit mapper with the fitted ITQ, built once per module."""
+    return default_mapper()
+
+
+def test_real_mapper_end_to_end(crop, mapper):
+    result = segment(crop, mapper)
+    assert result.binary_map.bits.shape == (6, 9, 8)
+    assert 1 <= result.n_segments <= result.n_superpixels
+    assert list(result.timings) == ["cnn"] + STAGES
+    np.testing.assert_array_equal(result.labels, result.segment_of[result.superpixels])
+
+
+def test_real_mapper_grey_and_rgba(crop, mapper):
+    rgba = np.concatenate([crop, np.full(crop.shape[:2] + (1,), 128, np.uint8)], axis=-1)
+    np.testing.assert_array_equal(segment(rgba, mapper).labels, segment(crop, mapper).labels)
+    grey = segment(crop.mean(axis=-1).astype(np.uint8), mapper)
+    assert grey.labels.shape == crop.shape[:2] and grey.n_segments >= 1
+
+
+def test_cli_writes_outputs_and_reports_bad_files(tmp_path, bsds_image_path, capsys):
+    image = load_image(bsds_image_path)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(image[:80, :120]).convert("L").save(inputs / "grey.png")
+    Image.fromarray(image[-80:, -120:]).convert("RGBA").save(inputs / "rgba.png")
+    (inputs / "broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    status = main([str(inputs), "--out", str(out), "--hamming", "1", "--min-size", "10"])
+    assert status == 1
+    assert "broken.jpg" in capsys.readouterr().err
+    for stem in ("grey", "rgba"):
+        labels = np.load(out / f"{stem}_labels.npy")
+        assert labels.shape == (80, 120) and labels.dtype == np.int32
+        with Image.open(out / f"{stem}_labels.png") as png:
+            np.testing.assert_array_equal(np.asarray(png), labels)
+        with Image.open(out / f"{stem}_overlay.png") as png:
+            assert png.mode == "RGB" and png.size == (120, 80)
+        with Image.open(out / f"{stem}_binary_map.png") as png:
+            assert png.size == (120, 80)
+        record = json.loads((out / f"{stem}.json").read_text())
+        assert record["n_segments"] == labels.max() + 1 and record["backbone"] == "vgg16-hed"
+        assert record["superpixel_params"]["min_size"] == 10 and record["hamming"] == 1
+        assert set(record["timings"]) == {"cnn", *STAGES}
+    assert not list(out.glob("broken*")) and not list(out.glob(".*"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--n-segments", "50"], "--n-segments is an option of --superpixels slic"),
+    (["--superpixels", "slic", "--scale-egs", "300"], "--scale-egs is an option of --superpixels egs"),
+    (["--hamming", "-1"], "hamming"),
+])
+def test_cli_refuses_bad_options(tmp_path, argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["image.jpg", "--out", str(tmp_path)] + argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_help_exits_cleanly():
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
