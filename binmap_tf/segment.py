@@ -11,11 +11,13 @@ binary map computed elsewhere (a cache, a TF Serving client, a batch through
 Command line::
 
     python -m binmap_tf.segment IMAGE_OR_FOLDER... --out DIR [--superpixels egs|slic]
-        [--hamming N] [--merge adjacent|global] [superpixel options] [model options]
+        [--hamming N] [--merge adjacent|global] [superpixel options]
+        [model options | --serving HOST:PORT]
 
 writes, per image, ``<stem>_labels.png`` (16-bit segment labels), ``<stem>_labels.npy``
 (int32), ``<stem>_overlay.png`` (segment boundaries on the image), ``<stem>_binary_map.png``
-and ``<stem>.json`` (counts, settings and seconds per stage).
+and ``<stem>.json`` (counts, settings and seconds per stage). With ``--serving`` the CNN runs on
+a model server (see ``serving/README.md``) and only steps (b)-(d) run here.
 """
 
 from __future__ import annotations
@@ -271,6 +273,9 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, A
         group.add_argument(flag, dest=f"{method}_{name}", type=kind, default=None,
                            help=f"{method.upper()} {name} (default: {default})")
     cli.add_model_arguments(parser)
+    parser.add_argument("--serving", metavar="HOST:PORT", default=None,
+                        help="compute binary maps on a model server (TF Serving or python -m serving.server) "
+                             "instead of locally; the served model then replaces the model options above")
     args = parser.parse_args(argv)
     given = {flag: (method, name, getattr(args, f"{method}_{name}"))
              for flag, (method, name, _, _) in _SUPERPIXEL_FLAGS.items()
@@ -287,6 +292,18 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, A
     return args, params
 
 
+def _served_mapper(target: str) -> Callable[[np.ndarray], BinaryMap]:
+    """A client of the model served at ``target``, asked once up front so a wrong address fails fast."""
+    from serving.client import BinmapClient, ServingError
+
+    client = BinmapClient(target)
+    try:
+        client.signatures()
+    except ServingError as error:
+        raise SystemExit(f"error: {error}") from None
+    return client
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: segment images and write labels, overlay, binary map and a JSON record."""
     from binmap_tf import cli
@@ -295,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args, params = _parse_args(argv)
     images = cli.collect_images(args.images)
-    mapper = cli.mapper_from_args(args)
+    mapper = _served_mapper(args.serving) if args.serving else cli.mapper_from_args(args)
 
     def process(path: Path) -> None:
         image = load_image(path)
@@ -306,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         write_png(f"{stem}_labels.png", label_image_uint16(result.labels))
         write_png(f"{stem}_overlay.png", boundary_overlay(image, result.labels))
         write_png(f"{stem}_binary_map.png", result.binary_map.to_image())
-        write_json(f"{stem}.json", {"image": str(path), "backbone": args.backbone, "scale": mapper.scale,
+        model = {"serving": args.serving} if args.serving else {"backbone": args.backbone}
+        write_json(f"{stem}.json", {"image": str(path), **model, "scale": result.binary_map.scale,
                                     **result.summary()})
 
     return cli.run_batch(images, process, desc="segmenting")

@@ -1,0 +1,217 @@
+"""gRPC client of the served binary-map model (TF Serving or :mod:`serving.server`).
+
+The CNN runs on the server; the client returns the same :class:`~binmap_tf.binary_map.BinaryMap`
+objects as the local :class:`~binmap_tf.model.BinaryMapper`, and :meth:`BinmapClient.segment`
+merges superpixels on the host with :func:`binmap_tf.segment.segment`, so served and local
+segmentations agree.
+
+>>> client = BinmapClient("localhost:8500")  # doctest: +SKIP
+>>> result = client.segment(image, superpixels="egs", hamming=0)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2, predict_pb2, prediction_service_pb2_grpc
+
+from binmap_tf.binary_map import BinaryMap
+from binmap_tf.images import ImageError, as_rgb_uint8, check_size
+from serving.protocol import (
+    BIT_ORDER,
+    DEFAULT_MODEL_NAME,
+    ENCODED_INPUT,
+    ENCODED_SIGNATURE,
+    GEOMETRY_OUTPUT,
+    GRPC_OPTIONS,
+    IMAGES_INPUT,
+    IMAGES_SIGNATURE,
+    ModelInfo,
+)
+
+if TYPE_CHECKING:
+    from binmap_tf.segment import SegmentationResult
+
+START_HINT = ("start TF Serving with `docker compose -f serving/docker-compose.yml up -d` on a GPU host, or "
+              "the local test server with `python -m serving.server --model-dir serving/models/binmap --port {port}`")
+
+
+class ServingError(RuntimeError):
+    """A request to the model server failed; the message says why and what to do."""
+
+
+class ServerUnavailableError(ServingError):
+    """Nothing answers at the target (server down, wrong host or port)."""
+
+
+class DeadlineExceededError(ServingError, TimeoutError):
+    """The server did not answer within the client's timeout."""
+
+
+class ModelNotFoundError(ServingError, LookupError):
+    """The server does not serve the requested model name or version."""
+
+
+class InvalidInputError(ServingError, ValueError):
+    """The input is not an image the model takes (rejected by the client or by the server)."""
+
+
+@functools.lru_cache(maxsize=16)
+def _model_info(text: bytes) -> ModelInfo:
+    """Parse (once per distinct string) the ``geometry`` output of a response."""
+    info = ModelInfo.from_json(text)
+    if info.bit_order != BIT_ORDER:
+        raise ServingError(f"the server's model packs bits {info.bit_order}, this client reads {BIT_ORDER}; "
+                           "update binmap_tf on the client or re-export the model")
+    return info
+
+
+def _prepare(image: np.ndarray) -> np.ndarray:
+    """``image`` as uint8 RGB (H, W, 3), or :class:`InvalidInputError` naming the problem."""
+    try:
+        rgb = as_rgb_uint8(image)
+        check_size(rgb)
+    except ImageError as error:
+        raise InvalidInputError(str(error)) from error
+    return rgb
+
+
+class BinmapClient:
+    """Binary maps (and segmentations) from a served ``binmap`` model over gRPC.
+
+    Parameters
+    ----------
+    target : str
+        ``host:port`` of the gRPC endpoint (TF Serving's default is 8500).
+    model : str
+        Served model name (``serving/models.config``).
+    version : int or None
+        Pin a model version; None asks for the latest the server has.
+    timeout : float
+        Seconds a request may take before :class:`DeadlineExceededError`.
+
+    The client is thread-safe; a call may be used as ``mapper`` of :func:`binmap_tf.segment.segment`.
+    """
+
+    def __init__(self, target: str = "localhost:8500", model: str = DEFAULT_MODEL_NAME,
+                 version: int | None = None, timeout: float = 10.0) -> None:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        self.target = target
+        self.model = model
+        self.version = version
+        self.timeout = float(timeout)
+        self._channel = grpc.insecure_channel(target, options=GRPC_OPTIONS)
+        self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+
+    # -- maps and segmentations ------------------------------------------------------------
+    def __call__(self, image: np.ndarray) -> BinaryMap:
+        return self.binary_map(image)
+
+    def binary_map(self, image: np.ndarray) -> BinaryMap:
+        """Binary map of one image (grey/RGB/RGBA, uint8 or floats in [0, 1]), computed by the server."""
+        return self.binary_maps([image])[0]
+
+    def binary_maps(self, images: Sequence[np.ndarray]) -> list[BinaryMap]:
+        """Binary maps of several images; equal-sized images share one request (one batch)."""
+        prepared = [_prepare(image) for image in images]
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for index, image in enumerate(prepared):
+            by_shape.setdefault(image.shape, []).append(index)
+        maps: list[BinaryMap | None] = [None] * len(prepared)
+        for shape, indices in by_shape.items():
+            outputs = self.predict(np.stack([prepared[i] for i in indices]))
+            for row, index in enumerate(indices):
+                maps[index] = self._binary_map(outputs, row, shape[:2])
+        return maps  # type: ignore[return-value]
+
+    def segment(self, image: np.ndarray, *, superpixels: str = "egs", hamming: int = 0, merge: str = "adjacent",
+                **superpixel_params: Any) -> "SegmentationResult":
+        """Served binary map + host-side superpixels and merging (:func:`binmap_tf.segment.segment`)."""
+        from binmap_tf.segment import segment
+
+        return segment(image, self, superpixels=superpixels, hamming=hamming, merge=merge, **superpixel_params)
+
+    @staticmethod
+    def _binary_map(outputs: dict[str, np.ndarray], row: int, image_shape: tuple[int, int]) -> BinaryMap:
+        info = _model_info(outputs[GEOMETRY_OUTPUT][row])
+        return BinaryMap(bits=outputs["bits"][row], logits=outputs["logits"][row], geometry=info.geometry,
+                         scale=info.scale, image_shape=tuple(image_shape))
+
+    # -- raw requests ----------------------------------------------------------------------
+    def predict(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw ``serving_default`` outputs for a uint8 batch ``(b, H, W, 3)``."""
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise InvalidInputError(f"expected a uint8 batch of RGB images (b, H, W, 3), got {images.dtype} "
+                                    f"{images.shape}; convert single images with binmap_tf.images.as_rgb_uint8")
+        return self._predict(IMAGES_SIGNATURE, IMAGES_INPUT, tf.make_tensor_proto(images))
+
+    def predict_encoded(self, files: Sequence[bytes]) -> dict[str, np.ndarray]:
+        """Raw ``encoded`` outputs for JPEG/PNG file contents, decoded by the server (all of one size)."""
+        if not files or not all(isinstance(data, bytes) for data in files):
+            raise InvalidInputError("expected a non-empty list of encoded image files as bytes")
+        return self._predict(ENCODED_SIGNATURE, ENCODED_INPUT,
+                             tf.make_tensor_proto(np.array(list(files), dtype=object)))
+
+    def signatures(self) -> dict[str, Any]:
+        """The served signatures, ``name -> SignatureDef`` (from ``GetModelMetadata``)."""
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        self._set_spec(request.model_spec)
+        response = self._call(self._stub.GetModelMetadata, request)
+        defs = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(defs)
+        return dict(defs.signature_def)
+
+    def _predict(self, signature: str, input_name: str, tensor: tensor_pb2.TensorProto) -> dict[str, np.ndarray]:
+        request = predict_pb2.PredictRequest()
+        self._set_spec(request.model_spec, signature)
+        request.inputs[input_name].CopyFrom(tensor)
+        response = self._call(self._stub.Predict, request)
+        return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+
+    def _set_spec(self, spec: model_pb2.ModelSpec, signature: str | None = None) -> None:
+        spec.name = self.model
+        if self.version is not None:
+            spec.version.value = self.version
+        if signature is not None:
+            spec.signature_name = signature
+
+    def _call(self, method: Callable, request: Any) -> Any:
+        """Send ``request``; turn gRPC failures into :class:`ServingError` subclasses."""
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise self._error(error.code(), error.details()) from error
+
+    def _error(self, code: grpc.StatusCode, details: str) -> ServingError:
+        model = self.model if self.version is None else f"{self.model} version {self.version}"
+        if code == grpc.StatusCode.UNAVAILABLE:
+            port = self.target.rsplit(":", 1)[-1]
+            return ServerUnavailableError(f"the model server at {self.target} is unavailable ({details}); "
+                                          "if it is overloaded retry later, if nothing runs there "
+                                          + START_HINT.format(port=port))
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return DeadlineExceededError(f"{self.target} did not answer within timeout={self.timeout:g} s; "
+                                         "raise the timeout, send fewer or smaller images, or check the server load")
+        if code == grpc.StatusCode.NOT_FOUND:
+            return ModelNotFoundError(f"{self.target} does not serve model {model} ({details}); check the name in "
+                                      "serving/models.config and the exported version folders")
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            return InvalidInputError(f"the server rejected the input: {details}")
+        return ServingError(f"{code.name} from {self.target} for model {model}: {details}")
+
+    # -- lifetime --------------------------------------------------------------------------
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "BinmapClient":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

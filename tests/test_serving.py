@@ -1,0 +1,301 @@
+"""Serving: the exported SavedModel, version folders, the gRPC client against the loopback
+server (equality with the local model, typed errors, concurrency) and host-side merging."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from binmap_tf.model import BinaryMapper
+from binmap_tf.files import write_png
+from binmap_tf.segment import main as segment_main
+from binmap_tf.segment import segment
+from serving import export
+from serving.client import (
+    BinmapClient,
+    DeadlineExceededError,
+    InvalidInputError,
+    ModelNotFoundError,
+    ServerUnavailableError,
+)
+from serving.protocol import INFO_FILE, WARMUP_FILE, ModelInfo
+from serving.server import LoopbackServer
+
+from conftest import random_itq
+
+BITS = 8
+
+
+def synthetic_image(height: int = 64, width: int = 96, seed: int = 0) -> np.ndarray:
+    """Coloured blocks with mild noise: a few regions for the superpixels to find."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((height, width, 3), np.float64)
+    for _ in range(6):
+        top, left = rng.integers(0, height - 8), rng.integers(0, width - 8)
+        image[top:top + rng.integers(8, height), left:left + rng.integers(8, width)] = rng.uniform(0, 255, 3)
+    image += rng.normal(0, 4, image.shape)
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def mapper() -> BinaryMapper:
+    return BinaryMapper("vgg16-hed", bits=BITS, hashing=random_itq(512, BITS), weights=None)
+
+
+@pytest.fixture(scope="module")
+def version_dir(mapper, tmp_path_factory):
+    return export.export_model(mapper, tmp_path_factory.mktemp("models") / "binmap")
+
+
+@pytest.fixture(scope="module")
+def server(version_dir):
+    with LoopbackServer(version_dir.parent) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with BinmapClient(server.target, timeout=60.0) as connected:
+        yield connected
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return synthetic_image()
+
+
+def parse_saved_model_cli(text: str) -> dict[str, dict[str, dict[str, tuple[str, str]]]]:
+    """``saved_model_cli show --all`` text -> {signature: {"inputs"|"outputs": {name: (dtype, shape)}}}."""
+    signatures = {}
+    for block in re.split(r"\nsignature_def\['", text)[1:]:
+        name = block.split("'", 1)[0]
+        found: dict[str, dict[str, tuple[str, str]]] = {"inputs": {}, "outputs": {}}
+        for kind, tensor, dtype, shape in re.findall(
+                r"(inputs|outputs)\['(\w+)'\] tensor_info:\s+dtype: (\w+)\s+shape: (.+)", block):
+            found[kind][tensor] = (dtype, shape.strip())
+        signatures[name] = found
+    return signatures
+
+
+def test_saved_model_cli_shows_both_signatures(version_dir):
+    shown = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show", "--all",
+                            "--dir", str(version_dir)], capture_output=True, text=True, check=True).stdout
+    signatures = parse_saved_model_cli(shown)
+    outputs = {"bits": ("DT_UINT8", f"(-1, -1, -1, {BITS})"), "codes": ("DT_INT32", "(-1, -1, -1)"),
+               "logits": ("DT_FLOAT", f"(-1, -1, -1, {BITS})"), "geometry": ("DT_STRING", "(-1)")}
+    assert signatures["serving_default"] == {"inputs": {"images": ("DT_UINT8", "(-1, -1, -1, 3)")},
+                                             "outputs": outputs}
+    assert signatures["encoded"] == {"inputs": {"image_bytes": ("DT_STRING", "(-1)")}, "outputs": outputs}
+    ops = re.search(r"contains the following ops: \{(.*)\}", shown).group(1)
+    assert "PyFunc" not in ops and "DecodeImage" in ops  # all in-graph: TF Serving can run it
+
+
+def test_saved_model_gives_the_keras_model_outputs(version_dir, mapper, image):
+    batch = np.stack([image, synthetic_image(seed=1)])
+    served = tf.saved_model.load(str(version_dir)).signatures["serving_default"](images=tf.constant(batch))
+    local = mapper.model(batch, training=False)
+    for name in ("bits", "codes", "logits"):
+        np.testing.assert_array_equal(served[name].numpy(), np.asarray(local[name]), err_msg=name)
+    info = ModelInfo.from_json(served["geometry"].numpy()[1])
+    assert info == ModelInfo.from_json((version_dir / "assets.extra" / INFO_FILE).read_text())
+    assert (info.geometry, info.scale, info.bits, info.backbone) == (mapper.backbone.geometry, mapper.scale,
+                                                                      BITS, "vgg16-hed")
+
+
+def test_encoded_signature_equals_the_uint8_signature(version_dir, image):
+    signatures = tf.saved_model.load(str(version_dir)).signatures
+    batch = np.stack([image, synthetic_image(seed=2)])
+    files = tf.constant([tf.io.encode_png(picture).numpy() for picture in batch])
+    from_files = signatures["encoded"](image_bytes=files)
+    from_pixels = signatures["serving_default"](images=tf.constant(batch))
+    for name in ("bits", "codes", "logits", "geometry"):
+        np.testing.assert_array_equal(from_files[name].numpy(), from_pixels[name].numpy(), err_msg=name)
+    mixed = tf.constant([files[0].numpy(), tf.io.encode_png(image[:, :80]).numpy()])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="must have the same height and width"):
+        signatures["encoded"](image_bytes=mixed)
+
+
+def test_warmup_requests_cover_both_signatures(version_dir, server):
+    requests = export.read_warmup(version_dir / "assets.extra" / WARMUP_FILE)
+    assert [request.model_spec.signature_name for request in requests] == ["serving_default", "encoded"]
+    for request in requests:
+        assert server.model.run(request)["bits"].shape[0] == 1
+
+
+def test_versions_are_numbered_and_published_atomically(mapper, tmp_path, monkeypatch):
+    base = tmp_path / "binmap"
+    assert export.export_model(mapper, base, warmup=False) == base / "1"
+    assert export.export_model(mapper, base, version=5, warmup=False) == base / "5"
+    assert export.export_model(mapper, base, warmup=False) == base / "6"
+    with pytest.raises(FileExistsError, match="version 5 is taken"):
+        export.export_model(mapper, base, version=5, warmup=False)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(export, "write_warmup", fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export.export_model(mapper, base)
+    assert sorted(entry.name for entry in base.iterdir()) == ["1", "5", "6"]  # nothing half-written left
+
+
+def test_publish_skips_a_version_taken_meanwhile(tmp_path, monkeypatch):
+    base = tmp_path / "binmap"
+    (base / "2").mkdir(parents=True)
+    (base / "2" / "saved_model.pb").write_bytes(b"other export")
+    staging = base / ".export-x"
+    staging.mkdir()
+    (staging / "saved_model.pb").write_bytes(b"ours")
+    proposals = iter([2, 3])  # another exporter renamed its folder to 2 after we looked
+    monkeypatch.setattr(export, "next_version", lambda folder: next(proposals))
+    assert export._publish(staging, base, None) == base / "3"
+    assert (base / "3" / "saved_model.pb").read_bytes() == b"ours"
+    assert (base / "2" / "saved_model.pb").read_bytes() == b"other export"
+
+
+def test_export_command_line(tmp_path, capsys):
+    assert export.main(["--out", str(tmp_path), "--no-warmup"]) == 0  # real vgg16-hed, shipped ITQ
+    assert capsys.readouterr().out.strip() == str(tmp_path / "1")
+    assert ModelInfo.from_json((tmp_path / "1" / "assets.extra" / INFO_FILE).read_text()).bits == 8
+    with pytest.raises(SystemExit, match="version 1 is taken"):
+        export.main(["--out", str(tmp_path), "--version", "1"])
+
+
+def assert_same_map(served, local):
+    np.testing.assert_array_equal(served.bits, local.bits)
+    np.testing.assert_array_equal(served.codes, local.codes)
+    np.testing.assert_allclose(served.logits, local.logits, rtol=1e-5, atol=1e-5)
+    assert (served.geometry, served.scale, served.image_shape) == (local.geometry, local.scale, local.image_shape)
+
+
+def test_client_maps_equal_the_local_model(client, mapper, image):
+    assert_same_map(client.binary_map(image), mapper(image))
+    images = [image, synthetic_image(80, 112, seed=3), image[..., 0], np.dstack([image, np.full(image.shape[:2], 9)])]
+    for served, local in zip(client.binary_maps(images), mapper.map_batch(images)):
+        assert_same_map(served, local)
+
+
+def test_client_reads_the_signatures(client):
+    signatures = client.signatures()
+    assert set(signatures) == {"serving_default", "encoded"}
+    assert signatures["serving_default"].inputs["images"].dtype == tf.uint8.as_datatype_enum
+
+
+def free_port() -> int:
+    """A local port nobody listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_unreachable_server():
+    port = free_port()
+    with BinmapClient(f"127.0.0.1:{port}", timeout=5.0) as client:
+        with pytest.raises(ServerUnavailableError, match=rf"127\.0\.0\.1:{port}.*python -m serving\.server"):
+            client.binary_map(synthetic_image())
+
+
+def test_deadline_exceeded(server, image):
+    server.servicer.before_predict = lambda request: time.sleep(1.0)
+    try:
+        with BinmapClient(server.target, timeout=0.2) as client:
+            with pytest.raises(DeadlineExceededError, match="timeout=0.2 s"):
+                client.binary_map(image)
+    finally:
+        server.servicer.before_predict = None
+
+
+@pytest.mark.parametrize("spec, message", [(dict(model="other"), r"Latest\(other\)"),
+                                           (dict(version=99), r"Specific\(binmap, 99\)")])
+def test_unknown_model_or_version(server, image, spec, message):
+    with BinmapClient(server.target, **spec) as client:
+        with pytest.raises(ModelNotFoundError, match=message):
+            client.binary_map(image)
+
+
+def test_pinned_version(server, image):
+    with BinmapClient(server.target, version=server.model.version, timeout=60.0) as client:
+        assert client.binary_map(image).n_bits == BITS
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((2, 64, 96, 3), np.uint8), "not a batch"),
+    (np.zeros((64, 96, 5), np.uint8), r"\(H, W, 4\)"),
+    (np.full((64, 96, 3), "x"), "unsupported image dtype"),
+])
+def test_client_rejects_non_images(client, bad, message):
+    with pytest.raises(InvalidInputError, match=message):
+        client.binary_map(bad)
+
+
+def test_server_rejects_bad_inputs(client, server):
+    with pytest.raises(InvalidInputError, match="uint8 batch"):
+        client.predict(np.zeros((1, 64, 96, 3), np.float32))
+    with pytest.raises(InvalidInputError, match="at least 16 pixels"):
+        client.binary_map(np.zeros((8, 96, 3), np.uint8))
+    with pytest.raises(InvalidInputError, match="Unknown image file format"):
+        client.predict_encoded([b"not an image"])
+    request = predict_pb2.PredictRequest()  # what a client without our checks could send
+    request.model_spec.name = "binmap"
+    request.inputs["images"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 64, 96, 3), np.float32)))
+    with grpc.insecure_channel(server.target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.Predict(request, timeout=30)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "to be uint8" in raised.value.details()
+        request.model_spec.signature_name = "nonexistent"
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.Predict(request, timeout=30)
+        assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_concurrent_requests_all_answered_correctly(client, mapper):
+    images = [synthetic_image(seed=seed) for seed in range(4)]
+    expected = [mapper(picture).bits for picture in images]
+    answered = []
+    lock = threading.Lock()
+
+    def worker(thread: int) -> None:
+        for request in range(20):
+            index = (thread + request) % len(images)
+            bits = client.binary_map(images[index]).bits
+            with lock:
+                answered.append(bool(np.array_equal(bits, expected[index])))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(worker, range(8)))  # re-raises any worker's error
+    assert len(answered) == 8 * 20 and all(answered)
+
+
+@pytest.mark.parametrize("options", [dict(superpixels="egs", hamming=0, merge="adjacent"),
+                                     dict(superpixels="slic", hamming=1, merge="global", n_segments=60)])
+def test_served_map_and_host_merge_equal_local_segment(client, mapper, image, options):
+    served = client.segment(image, **options)
+    local = segment(image, mapper, **options)
+    np.testing.assert_array_equal(served.labels, local.labels)
+    assert served.n_segments == local.n_segments
+
+
+def test_segment_command_line_with_serving(server, mapper, image, tmp_path):
+    write_png(tmp_path / "picture.png", image)
+    assert segment_main([str(tmp_path / "picture.png"), "--out", str(tmp_path / "out"),
+                         "--serving", server.target]) == 0
+    labels = np.load(tmp_path / "out" / "picture_labels.npy")
+    np.testing.assert_array_equal(labels, segment(image, mapper).labels)
+    record = json.loads((tmp_path / "out" / "picture.json").read_text())
+    assert record["serving"] == server.target and "backbone" not in record
+    with pytest.raises(SystemExit, match="unavailable"):
+        segment_main([str(tmp_path / "picture.png"), "--out", str(tmp_path / "out"),
+                      "--serving", f"127.0.0.1:{free_port()}"])
