@@ -8,7 +8,6 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 from tqdm import tqdm
 
 from binmap_tf.images import ImageError, find_images
@@ -67,3 +66,15 @@ def run_batch(paths: list[Path], process: Callable[[Path], None], desc: str) -> 
             print(f"  {path}: {message}", file=sys.stderr)
         return 1
     return 0
+
+
+def served_mapper(target: str) -> Callable:
+    """A client of the model served at ``target``, asked once up front so a wrong address fails fast."""
+    from serving.client import BinmapClient, ServingError
+
+    client = BinmapClient(target)
+    try:
+        client.signatures()
+    except ServingError as error:
+        raise SystemExit(f"error: {error}") from None
+    return client

@@ -35,6 +35,7 @@ from binmap_tf.binary_map import BinaryMap
 from binmap_tf.files import write_json, write_png, write_text
 from binmap_tf.methods import DEFAULT_VALUES, PARAMETER_NAMES, SWEEP_VALUES, Method, parse_method, run_method
 from binmap_tf.metrics import RegionScores, region_scores, summarize
+from binmap_tf.cli import served_mapper
 
 DEFAULT_METHODS = ("egs", "slic", "binmap-egs", "binmap-slic")
 
@@ -118,16 +119,21 @@ def build_mappers(args: argparse.Namespace, methods: list[Method]) -> dict:
 def run(args: argparse.Namespace) -> list[ImageResult]:
     """Compute maps (cached) in this process and score images in ``args.workers`` processes."""
     from binmap_tf.datasets import load_dataset
-    from binmap_tf.map_cache import BinaryMapCache
+    from binmap_tf.map_cache import BinaryMapCache, UncachedMaps
 
     methods = [parse_method(name) for name in args.methods]
     dataset = load_dataset(args.dataset, split=args.split, root=args.data, limit=args.limit)
     args.split = dataset.split
     values = {"egs": args.egs_scale, "slic": float(args.slic_segments)}
     settings = settings_for(methods, args.sweep, values)
-    mappers = build_mappers(args, methods) if any(m.map_variant for m in methods) else {}
-    caches = {variant: BinaryMapCache(mapper, f"{args.dataset}-{args.split}", root=args.cache)
-              for variant, mapper in mappers.items()}
+    if args.serving and any(m.map_variant == "ft" for m in methods):
+        raise SystemExit("error: --serving serves one hashing layer; evaluate -ft methods locally")
+    if args.serving:
+        caches = {"itq": UncachedMaps(served_mapper(args.serving))}
+    else:
+        mappers = build_mappers(args, methods) if any(m.map_variant for m in methods) else {}
+        caches = {variant: BinaryMapCache(mapper, f"{args.dataset}-{args.split}", root=args.cache)
+                  for variant, mapper in mappers.items()}
     options = HostOptions(args.hamming, args.merge, str(args.out / "labels") if args.save_labels else None)
     results: list[ImageResult] = []
     pool = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) if args.workers > 1 else None
@@ -232,6 +238,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ft-hashing", type=Path, default=None, help="fine-tuned hashing for the -ft methods")
     parser.add_argument("--cache", type=Path, default=None, help="binary-map cache (default: $BINMAP_TF_HOME/binary_maps)")
     add_model_arguments(parser)
+    parser.add_argument("--serving", metavar="HOST:PORT", default=None,
+                        help="get binary maps from a model server (not cached) instead of the local model")
     args = parser.parse_args(argv)
     for name in args.methods:
         try:

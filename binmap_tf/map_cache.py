@@ -59,3 +59,18 @@ class BinaryMapCache:
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez_compressed(handle, **arrays)
         return binary_map, seconds
+
+
+class UncachedMaps:
+    """The :class:`BinaryMapCache` interface without a disk: every map is computed afresh.
+
+    For maps from a model server, whose served version may change between runs.
+    """
+
+    def __init__(self, mapper) -> None:
+        self.mapper = mapper
+
+    def get(self, image_id: str, image: np.ndarray) -> tuple[BinaryMap, float]:
+        start = time.perf_counter()
+        binary_map = self.mapper(image)
+        return binary_map, time.perf_counter() - start

@@ -292,18 +292,6 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, A
     return args, params
 
 
-def _served_mapper(target: str) -> Callable[[np.ndarray], BinaryMap]:
-    """A client of the model served at ``target``, asked once up front so a wrong address fails fast."""
-    from serving.client import BinmapClient, ServingError
-
-    client = BinmapClient(target)
-    try:
-        client.signatures()
-    except ServingError as error:
-        raise SystemExit(f"error: {error}") from None
-    return client
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command line: segment images and write labels, overlay, binary map and a JSON record."""
     from binmap_tf import cli
@@ -312,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args, params = _parse_args(argv)
     images = cli.collect_images(args.images)
-    mapper = _served_mapper(args.serving) if args.serving else cli.mapper_from_args(args)
+    mapper = cli.served_mapper(args.serving) if args.serving else cli.mapper_from_args(args)
 
     def process(path: Path) -> None:
         image = load_image(path)

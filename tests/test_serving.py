@@ -299,3 +299,18 @@ def test_segment_command_line_with_serving(server, mapper, image, tmp_path):
     with pytest.raises(SystemExit, match="unavailable"):
         segment_main([str(tmp_path / "picture.png"), "--out", str(tmp_path / "out"),
                       "--serving", f"127.0.0.1:{free_port()}"])
+
+
+def test_evaluate_with_serving_uses_the_served_maps(server, mapper, tmp_path):
+    from PIL import Image
+
+    from binmap_tf.datasets import load_dataset
+    from binmap_tf.evaluate import main as evaluate_main
+
+    out = tmp_path / "eval"
+    assert evaluate_main(["--dataset", "bsds500", "--split", "test", "--limit", "1", "--workers", "1",
+                          "--methods", "binmap-egs", "--save-labels", "--serving", server.target,
+                          "--out", str(out)]) == 0
+    sample = load_dataset("bsds500", "test", limit=1)[0]
+    saved = np.asarray(Image.open(out / "labels" / "binmap-egs" / f"{sample.id}.png"))
+    np.testing.assert_array_equal(saved, segment(sample.load_image(), mapper).labels)
