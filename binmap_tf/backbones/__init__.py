@@ -12,6 +12,7 @@ from binmap_tf.backbones.base import (
     register_backbone,
 )
 from binmap_tf.backbones import vgg16_hed  # noqa: F401  (registers "vgg16-hed")
+from binmap_tf.backbones import alexnet  # noqa: F401  (registers "alexnet")
 
 
 __all__ = [
