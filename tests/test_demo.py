@@ -1,0 +1,255 @@
+"""The Gradio demo: its pure steps, its event handler, and the page driven in a real browser."""
+
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+import pytest
+from gradio.data_classes import ImageData
+from PIL import Image
+from skimage import data
+
+from binmap_tf.binary_map import BinaryMap, unpack_codes
+from binmap_tf.geometry import GridGeometry
+from binmap_tf.images import ImageError, load_image
+from binmap_tf.segment import segment
+from demo.app import Segmenter, build_app, upload_image
+from demo.pipeline import (
+    LocalMappers,
+    MapCache,
+    ServedMaps,
+    Settings,
+    array_digest,
+    average_colours,
+    build_local_mapper,
+    check_upload,
+    example_images,
+    prepare_image,
+    segment_upload,
+)
+
+STRIDE = 16
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.queueing")  # its use of pandas
+
+
+class CountingMaps:
+    """Map source without a CNN: a few pseudo-random codes per image on a stride-16 grid; counts calls."""
+
+    bits_choices = (8, 24)
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, image: np.ndarray, bits: int | None) -> BinaryMap:
+        self.calls += 1
+        height, width = image.shape[:2]
+        rng = np.random.default_rng(int(array_digest(image)[:8], 16))
+        codes = rng.integers(0, 4, size=(-(-height // STRIDE), -(-width // STRIDE)))
+        cell_bits = unpack_codes(codes, bits)
+        return BinaryMap(bits=cell_bits, logits=cell_bits.astype(np.float32) - 0.5,
+                         geometry=GridGeometry(stride=STRIDE, offset=(STRIDE - 1) / 2, receptive_field=STRIDE),
+                         scale=1.0, image_shape=(height, width))
+
+
+@pytest.fixture
+def small_image() -> np.ndarray:
+    return data.astronaut()[::4, ::4]  # 128x128: superpixels in milliseconds
+
+
+def controls(settings: Settings) -> tuple:
+    """The page's control values (method, scale, n_segments, hamming, merge, bits) for ``settings``."""
+    return (settings.superpixels, settings.scale, settings.n_segments, settings.hamming, settings.merge,
+            settings.bits)
+
+
+def test_demo_segmentation_equals_segment(small_image):
+    source = CountingMaps()
+    for settings in (Settings(), Settings(superpixels="slic", n_segments=100, hamming=1, merge="global")):
+        run = segment_upload(small_image, settings, source)
+        expected = segment(small_image, lambda image: source(image, settings.bits), **settings.segment_options())
+        np.testing.assert_array_equal(run.result.labels, expected.labels)
+
+
+def test_changing_merge_controls_reuses_the_binary_map(small_image):
+    source = CountingMaps()
+    segmenter = Segmenter(source)
+    outputs = segmenter.run(small_image, *controls(Settings()), MapCache())
+    assert source.calls == 1
+    for settings in (Settings(hamming=2), Settings(merge="global"), Settings(superpixels="slic", n_segments=50),
+                     Settings(scale=300.0)):
+        outputs = segmenter.run(small_image.copy(), *controls(settings), outputs[-1])
+        assert source.calls == 1, f"the CNN ran again for {settings}"
+        assert ["CNN (s)", "cached"] in outputs[3] and "reused" in outputs[5]
+    outputs = segmenter.run(small_image, *controls(Settings(bits=24)), outputs[-1])
+    assert source.calls == 2 and outputs[0].shape == (*small_image.shape[:2], 3)  # 24 bits show as RGB
+    outputs = segmenter.run(small_image, *controls(Settings(bits=8)), outputs[-1])
+    assert source.calls == 2 and outputs[0].shape == small_image.shape[:2]  # both maps kept
+    segmenter.run(small_image[::-1], *controls(Settings()), outputs[-1])
+    assert source.calls == 3  # another image
+
+
+def test_outputs_and_label_png(small_image):
+    settings = Settings(hamming=1)
+    segmenter = Segmenter(CountingMaps())  # owns the folder of label files
+    binary_map, superpixels, segments, table, label_file, summary, _ = segmenter.run(
+        small_image, *controls(settings), None)
+    expected = segment_upload(small_image, settings, CountingMaps()).result
+    labels = np.asarray(Image.open(label_file))
+    assert labels.dtype == np.uint16
+    np.testing.assert_array_equal(labels, expected.labels)
+    assert binary_map.shape == small_image.shape[:2]
+    assert superpixels.shape == segments.shape == small_image.shape
+    assert dict(table)["segments"] == str(expected.n_segments)
+    assert f"{expected.n_segments} segments" in summary and f"{expected.n_superpixels} EGS" in summary
+
+
+def test_average_colours_paints_segment_means():
+    image = np.array([[[0, 0, 0], [10, 20, 30], [200, 200, 200]]], dtype=np.uint8)
+    labels = np.array([[0, 0, 1]])
+    np.testing.assert_array_equal(average_colours(image, labels),
+                                  [[[5, 10, 15], [5, 10, 15], [200, 200, 200]]])
+
+
+def test_grey_and_rgba_uploads_are_converted(small_image):
+    grey, notices = prepare_image(small_image[..., 0])
+    assert grey.shape == small_image.shape and not notices
+    rgba = np.dstack([small_image, np.full(small_image.shape[:2], 128, np.uint8)])
+    np.testing.assert_array_equal(prepare_image(rgba)[0], small_image)
+
+
+def test_large_upload_is_downscaled_with_a_notice(small_image):
+    segmenter = Segmenter(CountingMaps(), max_pixels=64 * 64)
+    with pytest.warns(UserWarning, match="downscaled to 64x64"):  # gr.Warning outside a page
+        outputs = segmenter.run(small_image, *controls(Settings()), None)
+    assert outputs[2].shape == (64, 64, 3)
+    assert "128x128 pixels" in outputs[5] and "downscaled" in outputs[5]
+
+
+@pytest.mark.parametrize("upload", [np.zeros((2, 2, 2, 2)), np.array([["a", "b"]]), np.array([[None]])])
+def test_non_image_arrays_give_a_message(upload):
+    with pytest.raises(gr.Error, match="image"):
+        Segmenter(CountingMaps()).run(upload, *controls(Settings()), None)
+
+
+def test_missing_image_and_bad_settings_give_messages(small_image):
+    segmenter = Segmenter(CountingMaps())
+    with pytest.raises(gr.Error, match="Upload an image"):
+        segmenter.run(None, *controls(Settings()), None)
+    assert segmenter.rerun(None, *controls(Settings()), None) == tuple(gr.skip() for _ in range(Segmenter.OUTPUTS))
+    with pytest.raises(gr.Error, match="unknown merge mode"):
+        segmenter.run(small_image, *controls(Settings(merge="nearest")), None)
+    with pytest.raises(gr.Error, match="code length"):
+        Segmenter(LocalMappers()).run(small_image, *controls(Settings(bits=16)), None)
+
+
+def test_bad_upload_files_give_messages(tmp_path, bsds_image_path):
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(ImageError, match="notes.png is not an image"):
+        check_upload(text)
+    with pytest.raises(ImageError, match="481x321 = 0.154 MP, more than the 0.001 MP"):
+        check_upload(bsds_image_path, max_pixels=1000)
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(bsds_image_path.read_bytes()[:3000])
+    component = upload_image(render=False)
+    for path, message in ((text, "notes.png is not an image"), (truncated, "could not be decoded")):
+        with pytest.raises(gr.Error, match=message):
+            component.preprocess(ImageData(path=str(path), orig_name=path.name))
+    image = component.preprocess(ImageData(path=str(bsds_image_path), orig_name=bsds_image_path.name))
+    np.testing.assert_array_equal(image, load_image(bsds_image_path))
+
+
+def test_server_down_message_names_the_target(small_image):
+    from demo.browser import free_port
+
+    target = f"127.0.0.1:{free_port()}"
+    segmenter = Segmenter(ServedMaps(target, timeout=5.0))
+    with pytest.raises(gr.Error, match=f"model server at {target}"):
+        segmenter.run(small_image, *controls(Settings(bits=None)), None)
+
+
+def test_example_images_exist():
+    examples = example_images()
+    assert any(path.endswith("100007.jpg") for path in examples)
+    assert any(path.endswith("astronaut.png") for path in examples)
+    assert all(load_image(path).ndim == 3 for path in examples)
+
+
+def test_app_builds_with_named_events():
+    app = build_app(CountingMaps(), examples=[])
+    names = {dependency.get("api_name") for dependency in app.config["dependencies"]}
+    assert {"segment", "resegment", "superpixel_controls"} <= names
+
+
+def test_segment_endpoint_for_gradio_client(bsds_image_path):
+    from gradio_client import Client, handle_file
+
+    from demo.browser import serve
+
+    source = CountingMaps()
+    with serve(build_app(source, examples=[])) as url:
+        outputs = Client(url, verbose=False).predict(handle_file(str(bsds_image_path)), "slic", 100, 300, 1, "global",
+                                                     24, api_name="/segment")
+    settings = Settings(superpixels="slic", n_segments=300, hamming=1, merge="global", bits=24)
+    expected = segment_upload(load_image(bsds_image_path), settings, CountingMaps()).result
+    assert f"**{expected.n_segments} segments**" in outputs[5] and "24-bit" in outputs[5]
+    np.testing.assert_array_equal(np.asarray(Image.open(outputs[4])), expected.labels)
+    assert source.calls == 1
+
+
+def test_served_app_has_no_code_length_control():
+    class Served(CountingMaps):
+        bits_choices = ()
+
+    app = build_app(Served(), examples=[])
+    assert not any(isinstance(block, gr.Radio) and block.label == "Binary map code length"
+                   for block in app.blocks.values())
+
+
+def test_browser_upload_segments_like_the_library(tmp_path, bsds_image_path):
+    """The page in headless Chromium: a bad file gives a message, then a BSDS500 image is segmented
+    exactly as :func:`binmap_tf.segment.segment` does, and switching the merge mode re-merges
+    from the cached map."""
+    try:
+        from demo.browser import SEGMENTS_PATTERN, chromium_page, chromium_path, segment_in_page, serve, summary_after
+
+        chromium_path()
+    except (ImportError, FileNotFoundError) as error:  # CI must have the browser: fail, do not skip
+        pytest.fail(f"the browser test cannot run: {error}")
+    from playwright.sync_api import expect
+
+    from binmap_tf.segment import default_mapper
+
+    calls: list[int] = []
+
+    def counting_mapper(bits: int):
+        mapper = build_local_mapper(bits)
+
+        def call(image: np.ndarray) -> BinaryMap:
+            calls.append(bits)
+            return mapper(image)
+        return call
+
+    default_mapper()  # the page's 8-bit mapper: built before the clock starts
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("not an image")
+    with serve(build_app(LocalMappers(build=counting_mapper))) as url, chromium_page() as page:
+        page.goto(url)
+        page.locator("#input-image input[type=file]").set_input_files(str(not_an_image))
+        page.locator("#run").click()
+        expect(page.get_by_test_id("toast-body")).to_contain_text("notes.png is not an image this demo can read")
+
+        run = segment_in_page(page, url, bsds_image_path)
+        page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
+        print(f"\nupload -> result in the browser: {run.seconds:.2f} s for {bsds_image_path.name} "
+              f"({run.n_segments} segments); screenshot {tmp_path / 'demo.png'}")
+        page.get_by_label("any superpixels (global)").check()
+        global_summary = summary_after(page, "global merging")
+
+    image = load_image(bsds_image_path)
+    expected = segment(image, default_mapper(), **Settings().segment_options())
+    assert run.n_segments == expected.n_segments
+    assert calls == [8], "the CNN must run once: switching the merge mode reuses the cached map"
+    expected_global = segment(image, binary_map=expected.binary_map, **Settings(merge="global").segment_options())
+    assert "reused" in global_summary
+    assert int(SEGMENTS_PATTERN.search(global_summary).group(1)) == expected_global.n_segments
