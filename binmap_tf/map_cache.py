@@ -24,7 +24,8 @@ def mapper_key(mapper) -> str:
     hconv8 = mapper.model.get_layer("hconv8")
     digest = hashlib.sha1()
     digest.update(json.dumps({"backbone": mapper.backbone.name, "options": mapper.backbone.options,
-                              "scale": mapper.scale, "bits": mapper.bits}, sort_keys=True).encode())
+                              "scale": mapper.scale, "bits": mapper.bits,
+                              "precision": mapper.precision}, sort_keys=True).encode())
     for weight in hconv8.get_weights():
         digest.update(np.ascontiguousarray(weight, dtype=np.float32).tobytes())
     return f"{mapper.backbone.name}-{mapper.bits}bits-{digest.hexdigest()[:12]}"

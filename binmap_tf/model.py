@@ -1,6 +1,12 @@
 """The binary-map network: backbone + ``hconv8`` hashing layer as one Keras model, and the
 :class:`BinaryMapper` that runs it on numpy images.
 
+Performance options (see ``benchmarks/run.py`` for the figures): :class:`BinaryMapper` runs the
+model as one TensorFlow graph traced once for every image size (``execution="graph"``, the
+default), eagerly layer by layer (``"eager"``), or compiled by XLA once per input shape
+(``"xla"``); ``precision="bf16"`` computes the backbone in bfloat16 (Keras mixed precision:
+float32 weights, bfloat16 activations) while the ``hconv8`` projection stays float32.
+
 Grid cells map back to pixels through the backbone's :class:`~binmap_tf.backbones.GridGeometry`:
 cell ``(i, j)`` is centred at ``offset + stride * (i, j)`` in the resized image (the model
 resizes by ``scale`` first), i.e. at ``(offset + stride * i + 0.5) / scale - 0.5`` in the
@@ -9,8 +15,10 @@ original image, and sees ``receptive_field`` resized pixels around that centre.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import keras
 import numpy as np
@@ -23,6 +31,9 @@ from binmap_tf.images import as_rgb_uint8, check_size
 
 DEFAULT_BACKBONE = "vgg16-hed"
 DEFAULT_BITS = 8
+# Precision option -> the Keras dtype policy the backbone is built under.
+PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}
+EXECUTIONS = ("graph", "eager", "xla")
 
 
 @keras.saving.register_keras_serializable(package="binmap_tf")
@@ -60,11 +71,48 @@ def resolve_hashing(hashing: str | os.PathLike | ITQParams | None, backbone: Bac
     return ITQParams.load(path)
 
 
+def _check_choice(name: str, value: str, choices: Iterable[str]) -> None:
+    """Raise ``ValueError`` naming the valid ``choices`` when ``value`` is not one of them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+@contextlib.contextmanager
+def _dtype_policy(policy: str) -> Iterator[None]:
+    """Build layers under the global Keras dtype ``policy``, restoring the previous one after."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def build_backbone_at(name: str, precision: str = "fp32", scale: float | None = None, **options) -> Backbone:
+    """:func:`~binmap_tf.backbones.build_backbone` with its layers computing in ``precision``.
+
+    ``"bf16"`` uses Keras mixed precision (float32 weights, so weight files load unchanged;
+    bfloat16 inputs and outputs). Caffe's LRN stays float32: TensorFlow has no bfloat16 LRN
+    kernel on CPU.
+    """
+    from binmap_tf.backbones.alexnet import LocalResponseNorm
+
+    _check_choice("precision", precision, PRECISIONS)
+    with _dtype_policy(PRECISIONS[precision]):
+        backbone = build_backbone(name, scale=scale, **options)
+    if precision != "fp32":
+        for layer in backbone.model.layers:
+            if isinstance(layer, LocalResponseNorm):
+                layer.dtype_policy = "float32"
+    return backbone
+
+
 def build_binmap_model(
     backbone: str | Backbone = DEFAULT_BACKBONE,
     bits: int = DEFAULT_BITS,
     hashing: str | os.PathLike | ITQParams | None = None,
     scale: float | None = None,
+    precision: str = "fp32",
     **backbone_options,
 ) -> keras.Model:
     """Backbone + hconv8 as one functional model from uint8 RGB images.
@@ -73,10 +121,16 @@ def build_binmap_model(
     (b, h, w, k) pre-sign activations, and ``edges`` (b, H', W', 1) when the backbone was built
     with ``edges=True``. ``hashing`` is an :class:`ITQParams`, an ``.npz`` path, or None for the
     parameters fitted for this backbone; ``scale`` resizes the image inside the model (None:
-    the backbone's default, 3.4 for ``alexnet`` as in the paper).
+    the backbone's default, 3.4 for ``alexnet`` as in the paper). ``precision`` (``"fp32"`` or
+    ``"bf16"``, see :func:`build_backbone_at`) applies when ``backbone`` is a name; every output
+    stays float32 or integer either way.
     """
-    net = backbone if isinstance(backbone, Backbone) else build_backbone(backbone, scale=scale,
-                                                                         **backbone_options)
+    if isinstance(backbone, Backbone):
+        if precision != "fp32":
+            raise ValueError("precision applies to a backbone built here; build it with build_backbone_at")
+        net = backbone
+    else:
+        net = build_backbone_at(backbone, precision, scale=scale, **backbone_options)
     params = resolve_hashing(hashing, net, bits)
     if params.bits != bits:
         raise ValueError(f"hashing parameters have {params.bits} bits, but bits={bits} was asked for")
@@ -86,7 +140,10 @@ def build_binmap_model(
     packed_bits, codes = PackBits(name="pack_bits")(hashed)
     result = {"bits": packed_bits, "codes": codes, "logits": logits}
     if len(outputs) > 1:
-        result["edges"] = outputs[1]
+        edges = outputs[1]
+        if edges.dtype != "float32":
+            edges = keras.layers.Activation("linear", dtype="float32", name="edges_float32")(edges)
+        result["edges"] = edges
     return keras.Model(net.model.inputs[0], result, name=f"binmap_{net.name.replace('-', '_')}_{bits}bits")
 
 
@@ -103,16 +160,29 @@ class BinaryMapper:
         Hashing parameters; None uses the ones fitted for this backbone and ``bits``.
     scale : float or None
         Input resize factor; None uses the backbone's default.
+    precision : {"fp32", "bf16"}
+        Backbone arithmetic: float32 (default) or bfloat16 activations: ``vgg16-hed`` twice as
+        fast on CPUs with AVX512_BF16, with 99.9% of the bits of float32's maps (20 BSDS500 val
+        images; ``benchmarks/run.py``). ``hconv8`` is float32 either way.
+    execution : {"graph", "eager", "xla"}
+        How :meth:`map_batch` runs the model: one ``tf.function`` graph for every image size
+        (default), Keras eager calls (as before these options), or XLA-compiled once per input
+        shape (a new size costs seconds of compilation; faster for ``alexnet``, above all its
+        dilated conv6, which TensorFlow's graph runs through space-to-batch; slower for ``vgg16-hed``).
     **backbone_options
         Passed to the backbone builder (e.g. ``edges=True``, ``features=...``, ``weights=...``).
     """
 
     def __init__(self, backbone: str = DEFAULT_BACKBONE, bits: int = DEFAULT_BITS,
                  hashing: str | os.PathLike | ITQParams | None = None, scale: float | None = None,
-                 **backbone_options) -> None:
-        self.backbone = build_backbone(backbone, scale=scale, **backbone_options)
+                 precision: str = "fp32", execution: str = "graph", **backbone_options) -> None:
+        _check_choice("execution", execution, EXECUTIONS)
+        self.backbone = build_backbone_at(backbone, precision, scale=scale, **backbone_options)
         self.bits = int(bits)
+        self.precision = precision
+        self.execution = execution
         self.model = build_binmap_model(self.backbone, bits=bits, hashing=hashing)
+        self._forward = _forward_function(self.model, execution)
 
     @property
     def scale(self) -> float:
@@ -136,11 +206,14 @@ class BinaryMapper:
         for index, image in enumerate(prepared):
             by_shape.setdefault(image.shape, []).append(index)
         for shape, indices in by_shape.items():
-            outputs = self.model(np.stack([prepared[i] for i in indices]), training=False)
-            outputs = {name: np.asarray(value) for name, value in outputs.items()}
+            outputs = self.forward(np.stack([prepared[i] for i in indices]))
             for row, index in enumerate(indices):
                 results[index] = self._binary_map(outputs, row, shape[:2])
         return results  # type: ignore[return-value]
+
+    def forward(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Model outputs (``bits``, ``codes``, ``logits`` [, ``edges``]) of a uint8 RGB batch (b, H, W, 3)."""
+        return {name: np.asarray(value) for name, value in self._forward(images).items()}
 
     def _binary_map(self, outputs: dict[str, np.ndarray], row: int, image_shape: tuple[int, int]) -> BinaryMap:
         edges = outputs.get("edges")
@@ -149,6 +222,15 @@ class BinaryMapper:
         return BinaryMap(bits=outputs["bits"][row], logits=outputs["logits"][row],
                          geometry=self.backbone.geometry, scale=self.scale,
                          image_shape=tuple(image_shape), edges=edges)
+
+
+def _forward_function(model: keras.Model, execution: str) -> Callable[[np.ndarray], dict]:
+    """``uint8 images -> model outputs``, run as ``execution`` (see :class:`BinaryMapper`)."""
+    if execution == "eager":
+        return lambda images: model(images, training=False)
+    # One trace for any batch and size; XLA still compiles once per concrete input shape.
+    return tf.function(lambda images: model(images, training=False), jit_compile=execution == "xla",
+                       input_signature=[tf.TensorSpec((None, None, None, 3), tf.uint8)])
 
 
 def _resize_to(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
