@@ -1,0 +1,65 @@
+"""On-disk cache of backbone feature grids, so fine-tuning the hashing layer never reruns the CNN.
+
+With the backbone frozen, hconv8 only ever sees the backbone's features; caching them turns an
+epoch over BSDS500 train into seconds of CPU. Each image is one ``.npz`` holding ``features``
+``(h, w, d)`` as float16 (half the disk and memory; conv5_3 activations stay far below
+float16's 65504 limit) under ``cache_home()/features/<feature key>/<namespace>/<image id>.npz``,
+written atomically. The feature key names the backbone's features and input scale (not a
+custom weights file: use another ``root`` for those).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from binmap_tf.backbones import Backbone
+from binmap_tf.files import atomic_path
+from binmap_tf.model import hashing_key
+from binmap_tf.paths import cache_home
+
+
+class ImageSource(Protocol):
+    """What the cache needs of an image: a stable id and a way to read the pixels (a dataset sample)."""
+
+    id: str
+
+    def load_image(self) -> np.ndarray: ...
+
+
+def feature_key(backbone: Backbone) -> str:
+    """Folder name for ``backbone``'s features: its hashing key plus the input scale."""
+    return f"{hashing_key(backbone)}-scale{backbone.scale:g}"
+
+
+class FeatureCache:
+    """Feature grids of named images under ``root/<feature key>/<namespace>/<image id>.npz``.
+
+    ``namespace`` separates image sets whose ids could clash, e.g. ``"bsds500-train"``;
+    ``root`` defaults to ``cache_home()/features``.
+    """
+
+    def __init__(self, backbone: Backbone, namespace: str, root: str | os.PathLike | None = None) -> None:
+        self.backbone = backbone
+        self.folder = Path(root or cache_home() / "features") / feature_key(backbone) / namespace
+
+    def path(self, image_id: str) -> Path:
+        return self.folder / f"{image_id}.npz"
+
+    def get(self, source: ImageSource) -> np.ndarray:
+        """Features ``(h, w, d)`` float16 of ``source``'s image: read from disk, or computed and stored."""
+        path = self.path(source.id)
+        if path.exists():
+            with np.load(path) as data:
+                return data["features"]
+        outputs = self.backbone.model(source.load_image()[None], training=False)
+        features = np.asarray(outputs[0] if isinstance(outputs, (list, tuple)) else outputs)[0]
+        features = features.astype(np.float16)
+        if not np.all(np.isfinite(features)):
+            raise ValueError(f"features of {source.id} overflow float16; cache them at another scale")
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez_compressed(handle, features=features)
+        return features
