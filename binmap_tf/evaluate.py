@@ -10,7 +10,11 @@ binmap-slic --out DIR`` writes
 * ``DIR/table.md``: the measured figures beside the paper's Table 1;
 * with ``--sweep``: ``DIR/sweep.csv`` and ``DIR/sweep.png`` (Fig. 4: Seg-IoU against the number
   of superpixels, plus quality against the number of *output* segments);
-* with ``--save-labels``: ``DIR/labels/<method>/<image id>.png`` (16-bit) for independent checks.
+* with ``--save-labels``: ``DIR/labels/<method>/<image id>.png`` (16-bit) for independent checks;
+* with ``--sweep`` and hierarchical methods (``binmap-hier``, ``hier-*``, their ``-n`` variants):
+  ``DIR/hierarchy.json`` and ``DIR/hierarchy.md``, the benchmark's ODS / OIS covering, PRI and
+  VoI over the thresholds (or segment counts), with Seg-IoU and segment counts at the ODS
+  setting (choose ``--threshold`` on val this way).
 
 Binary maps are cached on disk (``$BINMAP_TF_HOME/binary_maps``), so sweeps and re-runs do not
 repeat the CNN; host-side work runs in ``--workers`` processes while the CNN runs.
@@ -33,8 +37,16 @@ from tqdm import tqdm
 
 from binmap_tf.binary_map import BinaryMap
 from binmap_tf.files import write_json, write_png, write_text
-from binmap_tf.methods import DEFAULT_VALUES, PARAMETER_NAMES, SWEEP_VALUES, Method, parse_method, run_method
-from binmap_tf.metrics import RegionScores, region_scores, summarize
+from binmap_tf.methods import (
+    DEFAULT_VALUES,
+    HIERARCHY_METHODS,
+    PARAMETER_NAMES,
+    SWEEP_VALUES,
+    Method,
+    parse_method,
+    run_method,
+)
+from binmap_tf.metrics import RegionScores, region_benchmark, region_scores, summarize
 from binmap_tf.cli import served_mapper
 
 DEFAULT_METHODS = ("egs", "slic", "binmap-egs", "binmap-slic")
@@ -83,7 +95,7 @@ def evaluate_image(sample, maps: dict[str, BinaryMap], cnn_seconds: dict[str, fl
                             hamming=options.hamming, merge=options.merge)
         if options.labels_dir:
             name = setting.method if len(settings) == len({s.method for s in settings}) else \
-                f"{setting.method}_{PARAMETER_NAMES[method.superpixels]}{setting.value:g}"
+                f"{setting.method}_{PARAMETER_NAMES[method.parameter_key]}{setting.value:g}"
             write_png(Path(options.labels_dir) / name / f"{sample.id}.png", output.labels.astype(np.uint16))
         seconds = output.seconds + (cnn_seconds.get(method.map_variant, 0.0) if method.map_variant else 0.0)
         results.append(ImageResult(sample.id, setting, region_scores(output.labels, ground_truths),
@@ -95,22 +107,24 @@ def settings_for(methods: list[Method], sweep: bool, values: dict[str, float]) -
     """Each method at its main value, or over the whole sweep grid."""
     settings = []
     for method in methods:
-        grid = SWEEP_VALUES[method.superpixels] if sweep else (values[method.superpixels],)
+        grid = SWEEP_VALUES[method.parameter_key] if sweep else (values[method.parameter_key],)
         settings.extend(Setting(method.name, float(value)) for value in grid)
     return settings
 
 
 def build_mappers(args: argparse.Namespace, methods: list[Method]) -> dict:
-    """The binary mappers the methods need: ``itq`` (the default hashing) and ``ft`` (``--ft-hashing``)."""
+    """The binary mappers the methods need: ``itq`` (the default hashing), ``ft`` (``--ft-hashing``) and
+    ``edges`` (the default hashing plus HED's edge map, for the hierarchical methods)."""
     from binmap_tf.model import BinaryMapper
 
     variants = {method.map_variant for method in methods if method.map_variant}
     if "ft" in variants and args.ft_hashing is None:
         raise SystemExit("error: -ft methods need --ft-hashing PATH (written by python -m binmap_tf.train)")
-    hashings = {"itq": args.hashing, "ft": args.ft_hashing}
+    hashings = {"itq": args.hashing, "ft": args.ft_hashing, "edges": args.hashing}
     try:
         return {variant: BinaryMapper(backbone=args.backbone, bits=args.bits, hashing=hashings[variant],
-                                      scale=args.scale)
+                                      scale=args.scale, precision=args.precision, execution=args.execution,
+                                      **({"edges": True} if variant == "edges" else {}))
                 for variant in sorted(variants)}
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
@@ -124,10 +138,10 @@ def run(args: argparse.Namespace) -> list[ImageResult]:
     methods = [parse_method(name) for name in args.methods]
     dataset = load_dataset(args.dataset, split=args.split, root=args.data, limit=args.limit)
     args.split = dataset.split
-    values = {"egs": args.egs_scale, "slic": float(args.slic_segments)}
-    settings = settings_for(methods, args.sweep, values)
-    if args.serving and any(m.map_variant == "ft" for m in methods):
-        raise SystemExit("error: --serving serves one hashing layer; evaluate -ft methods locally")
+    settings = settings_for(methods, args.sweep, main_values(args))
+    if args.serving and any(m.map_variant in ("ft", "edges") for m in methods):
+        raise SystemExit("error: --serving serves one hashing layer and no edges; evaluate -ft and "
+                         "hierarchical methods locally")
     if args.serving:
         caches = {"itq": UncachedMaps(served_mapper(args.serving))}
     else:
@@ -172,7 +186,7 @@ def summarize_settings(results: list[ImageResult]) -> dict[Setting, dict]:
             "mean_segments": float(np.mean([row.n_segments for row in rows])),
             "mean_superpixels": float(np.mean([row.n_superpixels for row in rows])),
             "seconds_per_image": float(np.mean([row.seconds for row in rows])),
-            "parameter": PARAMETER_NAMES[method.superpixels], "value": setting.value,
+            "parameter": PARAMETER_NAMES[method.parameter_key], "value": setting.value,
         }
     return summary
 
@@ -209,9 +223,69 @@ def main_settings(summary: dict[Setting, dict], values: dict[str, float]) -> dic
     """Each method's row at its main parameter value (the one without ``--sweep``)."""
     chosen = {}
     for setting, row in summary.items():
-        if setting.value == values[parse_method(setting.method).superpixels]:
+        if setting.value == values[parse_method(setting.method).parameter_key]:
             chosen[setting.method] = row
     return chosen
+
+
+def main_values(args: argparse.Namespace) -> dict[str, float]:
+    """Each parameter's main value (the one without ``--sweep``), keyed like ``SWEEP_VALUES``."""
+    values = {**DEFAULT_VALUES, "egs": args.egs_scale, "slic": float(args.slic_segments)}
+    if args.threshold is not None:
+        values.update({name: args.threshold for name in HIERARCHY_METHODS})
+    return values
+
+
+# --- Hierarchical methods: the benchmark's ODS / OIS over a sweep ------------------------------
+
+
+def hierarchy_benchmark(results: list[ImageResult]) -> dict[str, dict]:
+    """ODS / OIS figures of every hierarchical method swept over thresholds (or segment counts).
+
+    Each method's per-image scores at every value go through
+    :func:`~binmap_tf.metrics.region_benchmark`: ODS is one value for the whole dataset (the
+    best covering), OIS the best value per image. Seg-IoU (ABO) and the mean number of
+    segments are given at the covering ODS value.
+    """
+    by_method: dict[str, dict[str, dict[float, ImageResult]]] = {}
+    for result in results:
+        if parse_method(result.setting.method).weights is not None:
+            by_image = by_method.setdefault(result.setting.method, {})
+            by_image.setdefault(result.image_id, {})[result.setting.value] = result
+    figures = {}
+    for method, by_image in by_method.items():
+        values = sorted(next(iter(by_image.values())))
+        rows = [[by_value[value] for value in values] for by_value in by_image.values()]
+        bench = region_benchmark([[row.scores for row in image] for image in rows], values)
+        ods = int(np.argmax(bench.covering_per_threshold))
+        figures[method] = {
+            "parameter": PARAMETER_NAMES[parse_method(method).parameter_key],
+            "ods_value": bench.covering_ods_threshold, "covering_ods": bench.covering_ods,
+            "covering_ois": bench.covering_ois, "pri_ods": bench.pri_ods, "pri_ois": bench.pri_ois,
+            "voi_ods": bench.voi_ods, "voi_ois": bench.voi_ois,
+            "seg_iou_ods": float(bench.abo_per_threshold[ods]),
+            "mean_segments_ods": float(np.mean([image[ods].n_segments for image in rows])),
+            "n_images": len(rows),
+        }
+    return figures
+
+
+def hierarchy_markdown(figures: dict[str, dict], dataset: str, split: str) -> str:
+    """The figures of :func:`hierarchy_benchmark` as a Markdown table."""
+    lines = [
+        f"Hierarchies on {dataset} ({split}): ODS = one setting for the dataset, OIS = best per image.",
+        "",
+        "| method | ODS setting | covering ODS | covering OIS | PRI ODS | PRI OIS | VoI ODS | VoI OIS "
+        "| Seg-IoU (ABO) % at ODS | segments at ODS | images |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method, row in figures.items():
+        lines.append(
+            f"| {method} | {row['parameter']}={row['ods_value']:g} | {row['covering_ods']:.3f} | "
+            f"{row['covering_ois']:.3f} | {row['pri_ods']:.3f} | {row['pri_ois']:.3f} | {row['voi_ods']:.3f} | "
+            f"{row['voi_ois']:.3f} | "
+            f"{100 * row['seg_iou_ods']:.2f} | {row['mean_segments_ods']:.1f} | {row['n_images']} |")
+    return "\n".join(lines) + "\n"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -222,7 +296,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--split", default=None,
                         help="bsds500: train/val/test (default test); msrc: all (the default)")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
-                        help="egs slic binmap-egs binmap-slic binmap-egs-ft binmap-slic-ft")
+                        help="egs slic binmap-egs binmap-slic binmap-egs-ft binmap-slic-ft, or hierarchical: "
+                             "binmap-hier hier-codes hier-edges hier-colour hier-codes-edges hier-edges-colour, "
+                             "each also with -n (cut at a number of segments)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--data", type=Path, default=None, help="data root (default: $BINMAP_TF_DATA or ../shared/data)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
@@ -233,6 +309,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--egs-scale", type=float, default=DEFAULT_VALUES["egs"], help="EGS k (default: %(default)s)")
     parser.add_argument("--slic-segments", type=int, default=int(DEFAULT_VALUES["slic"]),
                         help="SLIC n_segments (default: %(default)s)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="merge-height threshold of every hierarchical method (default: each method's "
+                             "ODS threshold on BSDS500 val)")
     parser.add_argument("--hamming", type=int, default=0, help="merge codes within this Hamming distance")
     parser.add_argument("--merge", choices=("adjacent", "global"), default="adjacent")
     parser.add_argument("--ft-hashing", type=Path, default=None, help="fine-tuned hashing for the -ft methods")
@@ -256,14 +335,19 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     results = run(args)
     summary = summarize_settings(results)
-    values = {"egs": args.egs_scale, "slic": float(args.slic_segments)}
-    main_rows = main_settings(summary, values)
+    main_rows = main_settings(summary, main_values(args))
     write_text(args.out / "per_image.csv", per_image_csv(results))
     write_json(args.out / "summary.json", main_rows)
     write_text(args.out / "table.md", table_markdown(main_rows, args.dataset, args.split, vars(args)))
     if args.sweep:
         write_text(args.out / "sweep.csv", sweep_csv(summary))
         sweep_figure({s: row for s, row in summary.items()}, args.out / "sweep.png", args.dataset)
+        hierarchies = hierarchy_benchmark(results)
+        if hierarchies:
+            hierarchy_table = hierarchy_markdown(hierarchies, args.dataset, args.split)
+            write_json(args.out / "hierarchy.json", hierarchies)
+            write_text(args.out / "hierarchy.md", hierarchy_table)
+            print(hierarchy_table)
     print(table_markdown(main_rows, args.dataset, args.split, vars(args)))
     print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")
     return 0

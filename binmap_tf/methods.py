@@ -4,6 +4,13 @@ A method is a low-level superpixel algorithm (``egs`` or ``slic``) optionally fo
 merge driven by a binary map (``binmap-egs``, ``binmap-slic``; ``-ft`` variants use the
 fine-tuned hashing layer). Its parameter is the superpixel knob the paper's Fig. 4 sweeps:
 the EGS ``scale`` (Felzenszwalb's k) or the SLIC ``n_segments``.
+
+Hierarchical methods (``binmap-hier`` and its ablations ``hier-codes``, ``hier-edges``,
+``hier-colour``, ``hier-codes-edges``, ``hier-edges-colour``; see :mod:`binmap_tf.hierarchy`)
+merge EGS superpixels at the default scale greedily; their parameter is the ``threshold`` on
+the merge heights (keyed by the method's own name in the tables below), so a sweep cuts one
+hierarchy per image at every threshold. Their ``-n`` variants (``binmap-hier-n``, ...) cut
+every image at the same number of segments instead (parameter ``n_segments``).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from binmap_tf.binary_map import BinaryMap
+from binmap_tf.hierarchy import DEFAULT_WEIGHTS, MergeTree, MergeWeights, build_hierarchy
 from binmap_tf.merge import merge_superpixels, superpixel_codes
 from binmap_tf.superpixels import EGS_SCALE, SLIC_N_SEGMENTS, compute_superpixels
 
@@ -25,6 +33,27 @@ SWEEP_VALUES = {
 DEFAULT_VALUES = {"egs": EGS_SCALE, "slic": float(SLIC_N_SEGMENTS)}
 PARAMETER_NAMES = {"egs": "scale", "slic": "n_segments"}
 
+# Hierarchical merging: each method's cues, and its ODS threshold on the merge heights and ODS
+# number of segments on 50 BSDS500 val images (README, "Hierarchical merging"). A method's
+# parameter key is its own name, as every mix of cues has its own scale of heights.
+HIERARCHY_METHODS = {
+    "binmap-hier": (DEFAULT_WEIGHTS, 0.475, 50),
+    "hier-codes": (MergeWeights(codes=1.0), 0.25, 10),
+    "hier-edges": (MergeWeights(edges=1.0), 0.625, 30),
+    "hier-colour": (MergeWeights(colour=1.0), 0.275, 30),
+    "hier-codes-edges": (MergeWeights(codes=1.0, edges=2.0), 0.475, 50),
+    "hier-edges-colour": (MergeWeights(edges=2.0, colour=1.0), 0.525, 80),
+}
+HIERARCHY_THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.05, 0.951, 0.025), 3))
+SWEEP_VALUES.update({name: HIERARCHY_THRESHOLDS for name in HIERARCHY_METHODS})
+DEFAULT_VALUES.update({name: threshold for name, (_, threshold, _) in HIERARCHY_METHODS.items()})
+PARAMETER_NAMES.update({name: "threshold" for name in HIERARCHY_METHODS})
+COUNT_SUFFIX = "-n"  # "<hierarchical method>-n": cut every image at n_segments instead
+HIERARCHY_COUNTS = (3.0, 5.0, 10.0, 20.0, 30.0, 50.0, 80.0, 120.0, 200.0)
+SWEEP_VALUES.update({name + COUNT_SUFFIX: HIERARCHY_COUNTS for name in HIERARCHY_METHODS})
+DEFAULT_VALUES.update({name + COUNT_SUFFIX: float(count) for name, (_, _, count) in HIERARCHY_METHODS.items()})
+PARAMETER_NAMES.update({name + COUNT_SUFFIX: "n_segments" for name in HIERARCHY_METHODS})
+
 
 @dataclass(frozen=True)
 class Method:
@@ -32,7 +61,14 @@ class Method:
 
     name: str
     superpixels: str
-    map_variant: str | None  # None: superpixels alone; "itq" or "ft": merge with that map
+    map_variant: str | None  # None: superpixels alone; "itq" or "ft": merge with that map; "edges": ITQ + HED edges
+    weights: MergeWeights | None = None  # hierarchical merging with these cues
+    by_count: bool = False  # cut the hierarchy at n_segments rather than at a threshold
+
+    @property
+    def parameter_key(self) -> str:
+        """Key of the method's parameter in ``SWEEP_VALUES``, ``DEFAULT_VALUES``, ``PARAMETER_NAMES``."""
+        return self.superpixels if self.weights is None else self.name
 
     def superpixel_params(self, value: float) -> dict:
         """Keyword arguments of :func:`compute_superpixels` for parameter ``value``."""
@@ -41,7 +77,11 @@ class Method:
 
 
 def parse_method(name: str) -> Method:
-    """``egs``, ``slic``, ``binmap-egs``, ``binmap-slic``, ``binmap-egs-ft``, ``binmap-slic-ft``."""
+    """``egs``, ``slic``, ``binmap-egs``, ``binmap-slic``, ``binmap-egs-ft``, ``binmap-slic-ft``,
+    or a hierarchical method of ``HIERARCHY_METHODS``, optionally with ``COUNT_SUFFIX``."""
+    base = name.removesuffix(COUNT_SUFFIX)
+    if base in HIERARCHY_METHODS:
+        return Method(name, "egs", "edges", HIERARCHY_METHODS[base][0], by_count=base != name)
     parts = name.split("-")
     if parts[0] in DEFAULT_VALUES and len(parts) == 1:
         return Method(name, parts[0], None)
@@ -49,7 +89,8 @@ def parse_method(name: str) -> Method:
         if len(parts) == 2 or parts[2] == "ft":
             return Method(name, parts[1], "itq" if len(parts) == 2 else "ft")
     raise ValueError(f"unknown method {name!r}; use egs, slic, binmap-egs, binmap-slic, "
-                     "binmap-egs-ft or binmap-slic-ft")
+                     f"binmap-egs-ft, binmap-slic-ft or {', '.join(HIERARCHY_METHODS)} (each also with "
+                     f"{COUNT_SUFFIX!r})")
 
 
 @dataclass
@@ -66,12 +107,16 @@ def run_method(method: Method, value: float, image: np.ndarray, binary_map: Bina
     """Segment ``image`` with ``method`` at parameter ``value``.
 
     ``superpixel_cache`` maps ``(superpixel method, value)`` to ``(labels, seconds)`` so a
-    baseline and its binary-map variant share one superpixel computation per image.
+    baseline and its binary-map variant share one superpixel computation per image; it also
+    keeps the :class:`~binmap_tf.hierarchy.MergeTree` of each mix of cues (under ``("tree",
+    weights)``), so a sweep builds one tree per image. A hierarchical method's ``value`` is the
+    threshold, or ``n_segments`` for a ``-n`` method; its superpixels are EGS at the default scale.
     """
-    key = (method.superpixels, value)
+    superpixel_value = DEFAULT_VALUES[method.superpixels] if method.weights is not None else value
+    key = (method.superpixels, superpixel_value)
     if key not in superpixel_cache:
         start = time.perf_counter()
-        labels = compute_superpixels(image, method.superpixels, **method.superpixel_params(value))
+        labels = compute_superpixels(image, method.superpixels, **method.superpixel_params(superpixel_value))
         superpixel_cache[key] = (labels, time.perf_counter() - start)
     superpixels, superpixel_seconds = superpixel_cache[key]
     n_superpixels = int(superpixels.max()) + 1
@@ -79,7 +124,23 @@ def run_method(method: Method, value: float, image: np.ndarray, binary_map: Bina
         return MethodOutput(superpixels, n_superpixels, superpixel_seconds)
     if binary_map is None:
         raise ValueError(f"method {method.name} needs a binary map")
+    if method.weights is not None:
+        tree, tree_seconds = _hierarchy(method, image, superpixels, binary_map, superpixel_cache)
+        start = time.perf_counter()
+        labels = tree.cut(n_segments=int(value)) if method.by_count else tree.cut(threshold=value)
+        return MethodOutput(labels, n_superpixels, superpixel_seconds + tree_seconds + time.perf_counter() - start)
     start = time.perf_counter()
     codes = superpixel_codes(superpixels, binary_map.bits, binary_map.cell_index())
     labels = merge_superpixels(superpixels, codes, hamming=hamming, mode=merge)
     return MethodOutput(labels, n_superpixels, superpixel_seconds + time.perf_counter() - start)
+
+
+def _hierarchy(method: Method, image: np.ndarray, superpixels: np.ndarray, binary_map: BinaryMap,
+               cache: dict) -> tuple[MergeTree, float]:
+    """The merge tree of ``method``'s cues on this image and the seconds it took, built once per image."""
+    key = ("tree", method.weights)
+    if key not in cache:
+        start = time.perf_counter()
+        tree = build_hierarchy(image, superpixels, binary_map, method.weights)
+        cache[key] = (tree, time.perf_counter() - start)
+    return cache[key]
