@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from binmap_tf.binary_map import BinaryMap
-from binmap_tf.hierarchy import DEFAULT_WEIGHTS, MergeTree, MergeWeights, build_hierarchy
+from binmap_tf.hierarchy import DEFAULT_THRESHOLD, DEFAULT_WEIGHTS, MergeTree, MergeWeights, build_hierarchy
 from binmap_tf.merge import merge_superpixels, superpixel_codes
 from binmap_tf.superpixels import EGS_SCALE, SLIC_N_SEGMENTS, compute_superpixels
 
@@ -37,7 +37,7 @@ PARAMETER_NAMES = {"egs": "scale", "slic": "n_segments"}
 # number of segments on 50 BSDS500 val images (README, "Hierarchical merging"). A method's
 # parameter key is its own name, as every mix of cues has its own scale of heights.
 HIERARCHY_METHODS = {
-    "binmap-hier": (DEFAULT_WEIGHTS, 0.475, 50),
+    "binmap-hier": (DEFAULT_WEIGHTS, DEFAULT_THRESHOLD, 50),
     "hier-codes": (MergeWeights(codes=1.0), 0.25, 10),
     "hier-edges": (MergeWeights(edges=1.0), 0.625, 30),
     "hier-colour": (MergeWeights(colour=1.0), 0.275, 30),

@@ -3,6 +3,9 @@
 (a) the CNN gives a k-bit binary map of the image; (b) low-level superpixels (EGS or SLIC)
 are computed on the image; (c) each superpixel takes the code of its region of the map; (d)
 superpixels with equal (or, with ``hamming > 0``, close) codes are merged into segments.
+With ``merge="hierarchy"`` step (d) instead builds a merge tree (:mod:`binmap_tf.hierarchy`:
+codes, the network's edge map and colour) and cuts it at a ``threshold`` or a number of
+``segments``.
 
 :func:`segment` runs all four; :func:`segment_with_map` runs (b)-(d) on the host from a
 binary map computed elsewhere (a cache, a TF Serving client, a batch through
@@ -11,7 +14,8 @@ binary map computed elsewhere (a cache, a TF Serving client, a batch through
 Command line::
 
     python -m binmap_tf.segment IMAGE_OR_FOLDER... --out DIR [--superpixels egs|slic]
-        [--hamming N] [--merge adjacent|global] [superpixel options]
+        [--hamming N] [--merge adjacent|global|hierarchy [--threshold T | --segments K]]
+        [superpixel options]
         [model options | --serving HOST:PORT]
 
 writes, per image, ``<stem>_labels.png`` (16-bit segment labels), ``<stem>_labels.npy``
@@ -32,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
+from binmap_tf.hierarchy import DEFAULT_THRESHOLD, MergeTree, build_hierarchy
 from binmap_tf.images import as_rgb_uint8
 from binmap_tf.merge import MERGE_MODES, check_merge_options, group_superpixels, superpixel_codes
 from binmap_tf.superpixels import (
@@ -44,6 +49,9 @@ from binmap_tf.superpixels import (
     compute_superpixels,
     superpixel_params,
 )
+
+# Step (d): the flat merges of binmap_tf.merge, or a merge hierarchy cut at one level.
+MERGES = (*MERGE_MODES, "hierarchy")
 
 if TYPE_CHECKING:
     from binmap_tf.binary_map import BinaryMap
@@ -74,7 +82,11 @@ class SegmentationResult:
         ``assign``, ``merge`` and ``total`` (the whole call).
     options : dict
         The settings used: ``superpixels``, ``superpixel_params`` (defaults filled in),
-        ``hamming`` and ``merge``.
+        ``hamming``, ``merge`` and, for ``merge="hierarchy"``, ``cut`` (``{"threshold": t}`` or
+        ``{"segments": K}``).
+    hierarchy : MergeTree or None
+        The merge tree of ``merge="hierarchy"`` (None otherwise): cut it again at any level with
+        :meth:`MergeTree.cut` without recomputing anything.
     """
 
     labels: np.ndarray
@@ -85,6 +97,7 @@ class SegmentationResult:
     binary_map: BinaryMap
     timings: dict[str, float]
     options: dict[str, Any]
+    hierarchy: MergeTree | None = None
 
     @property
     def n_segments(self) -> int:
@@ -115,22 +128,50 @@ def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
     timings[name] = time.perf_counter() - start
 
 
-def _options(superpixels: str, hamming: int, merge: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Check every option (before any expensive stage) and return them with defaults filled in."""
-    check_merge_options(hamming, merge)
-    return {"superpixels": superpixels, "superpixel_params": superpixel_params(superpixels, **params),
-            "hamming": int(hamming), "merge": merge}
+def _hierarchy_cut(merge: str, hamming: int, segments: int | None, threshold: float | None) -> dict[str, Any]:
+    """Check the step-(d) options; return the hierarchy's cut (``{}`` for a flat merge)."""
+    if merge != "hierarchy":
+        if segments is not None or threshold is not None:
+            raise ValueError("segments and threshold cut a merge hierarchy; pass merge='hierarchy' with them")
+        check_merge_options(hamming, merge)
+        return {}
+    if hamming != 0:
+        raise ValueError("hamming applies to the flat merges; a hierarchy is cut by threshold or segments")
+    if segments is not None and threshold is not None:
+        raise ValueError("pass one of segments and threshold, not both")
+    if segments is not None:
+        if isinstance(segments, bool) or not isinstance(segments, (int, np.integer)) or segments < 1:
+            raise ValueError(f"segments must be an integer >= 1, got {segments!r}")
+        return {"segments": int(segments)}
+    threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+    if not 0 <= threshold <= 1:
+        raise ValueError(f"threshold is a merge height in [0, 1], got {threshold!r}")
+    return {"threshold": float(threshold)}
+
+
+def resolve_options(superpixels: str, hamming: int, merge: str, params: dict[str, Any], segments: int | None = None,
+             threshold: float | None = None) -> dict[str, Any]:
+    """Check the options of :func:`segment` (before any expensive stage); return them with defaults
+    filled in, as :attr:`SegmentationResult.options` records them. ``ValueError`` names a bad one."""
+    if merge not in MERGES:
+        raise ValueError(f"unknown merge mode {merge!r}; choose one of {MERGES}")
+    cut = _hierarchy_cut(merge, hamming, segments, threshold)
+    options = {"superpixels": superpixels, "superpixel_params": superpixel_params(superpixels, **params),
+               "hamming": int(hamming), "merge": merge}
+    return {**options, "cut": cut} if cut else options
 
 
 def segment_with_map(image: np.ndarray, binary_map: BinaryMap, superpixels: str = "egs", hamming: int = 0,
-                     merge: str = "adjacent", **superpixel_params: Any) -> SegmentationResult:
+                     merge: str = "adjacent", *, segments: int | None = None, threshold: float | None = None,
+                     **superpixel_params: Any) -> SegmentationResult:
     """Steps (b)-(d) on the host: superpixels of ``image``, codes from ``binary_map``, merging.
 
     Parameters are those of :func:`segment`; ``binary_map`` must have been computed for this
-    image (its ``image_shape`` equals the image's height and width).
+    image (its ``image_shape`` equals the image's height and width) and, for
+    ``merge="hierarchy"``, carry the edge map (a mapper built with ``edges=True``).
     """
     start = time.perf_counter()
-    options = _options(superpixels, hamming, merge, superpixel_params)
+    options = resolve_options(superpixels, hamming, merge, superpixel_params, segments, threshold)
     image_shape = tuple(np.shape(image)[:2])
     if image_shape != tuple(binary_map.image_shape):
         raise ValueError(f"the binary map was computed for an image of {tuple(binary_map.image_shape)}, "
@@ -141,27 +182,34 @@ def segment_with_map(image: np.ndarray, binary_map: BinaryMap, superpixels: str 
     with _stage(timings, "assign"):  # (c)
         cell_index = binary_map.cell_index()
         codes = superpixel_codes(superpixel_labels, binary_map.bits, cell_index)
+    tree = None
     with _stage(timings, "merge"):  # (d)
-        segment_of = group_superpixels(superpixel_labels, codes, hamming, merge)
+        if merge == "hierarchy":
+            tree = build_hierarchy(image, superpixel_labels, binary_map)
+            segment_of = tree.segment_of(n_segments=segments, threshold=options["cut"].get("threshold"))
+        else:
+            segment_of = group_superpixels(superpixel_labels, codes, hamming, merge)
         labels = segment_of[superpixel_labels]
         segment_codes = superpixel_codes(labels, binary_map.bits, cell_index)
     timings["total"] = time.perf_counter() - start
     return SegmentationResult(labels=labels, superpixels=superpixel_labels, superpixel_codes=codes,
                               segment_of=segment_of, codes=segment_codes, binary_map=binary_map,
-                              timings=timings, options=options)
+                              timings=timings, options=options, hierarchy=tree)
 
 
-@functools.lru_cache(maxsize=1)
-def default_mapper() -> BinaryMapper:
-    """The default :class:`~binmap_tf.model.BinaryMapper` (vgg16-hed, 8 bits), built once."""
+@functools.lru_cache(maxsize=2)
+def default_mapper(edges: bool = False) -> BinaryMapper:
+    """The default :class:`~binmap_tf.model.BinaryMapper` (vgg16-hed, 8 bits), built once; with
+    ``edges`` its maps also carry HED's edge map, which ``merge="hierarchy"`` needs."""
     from binmap_tf.model import BinaryMapper
 
-    return BinaryMapper()
+    return BinaryMapper(edges=True) if edges else BinaryMapper()
 
 
 def segment(image: np.ndarray, mapper: Callable[[np.ndarray], BinaryMap] | None = None, *,
-            superpixels: str = "egs", hamming: int = 0, merge: str = "adjacent",
-            binary_map: BinaryMap | None = None, **superpixel_params: Any) -> SegmentationResult:
+            superpixels: str = "egs", hamming: int = 0, merge: str = "adjacent", segments: int | None = None,
+            threshold: float | None = None, binary_map: BinaryMap | None = None,
+            **superpixel_params: Any) -> SegmentationResult:
     """Segment ``image`` by merging superpixels with equal codes in its CNN-aware binary map.
 
     Parameters
@@ -169,16 +217,24 @@ def segment(image: np.ndarray, mapper: Callable[[np.ndarray], BinaryMap] | None 
     image : ndarray
         (H, W) grey or (H, W, 3|4) RGB(A) image, uint8 or floats in [0, 1].
     mapper : callable, optional
-        ``image -> BinaryMap``; default :func:`default_mapper` (vgg16-hed, 8 bits, fitted ITQ).
-        Any callable works, e.g. a client of the served model.
+        ``image -> BinaryMap``; default :func:`default_mapper` (vgg16-hed, 8 bits, fitted ITQ;
+        with HED's edges for ``merge="hierarchy"``). Any callable works, e.g. a client of the
+        served model.
     superpixels : {"egs", "slic"}
         Low-level superpixels to start from (default ``"egs"``, the paper's main baseline).
     hamming : int
         Merge superpixels whose codes differ in at most this many bits; 0 (default) is the
         paper's "zero distance in Hamming space".
-    merge : {"adjacent", "global"}
+    merge : {"adjacent", "global", "hierarchy"}
         Merge only touching superpixels (default) or any with close codes; see
-        :func:`binmap_tf.merge.merge_superpixels`.
+        :func:`binmap_tf.merge.merge_superpixels`. ``"hierarchy"`` merges touching regions
+        greedily by codes, the network's edges and colour (:func:`binmap_tf.hierarchy.build_hierarchy`)
+        and cuts the tree at ``threshold`` or ``segments``; the map must carry edges.
+    segments : int, optional
+        With ``merge="hierarchy"``: cut the tree at this many segments.
+    threshold : float, optional
+        With ``merge="hierarchy"``: keep the merges up to this height in [0, 1] (default
+        :data:`~binmap_tf.hierarchy.DEFAULT_THRESHOLD`, the best single threshold on BSDS500 val).
     binary_map : BinaryMap, optional
         A map already computed for this image; ``mapper`` is then not used.
     **superpixel_params
@@ -209,13 +265,14 @@ def segment(image: np.ndarray, mapper: Callable[[np.ndarray], BinaryMap] | None 
     True
     """
     start = time.perf_counter()
-    _options(superpixels, hamming, merge, superpixel_params)
+    resolve_options(superpixels, hamming, merge, superpixel_params, segments, threshold)
     timings: dict[str, float] = {}
     if binary_map is None:
-        mapper = mapper if mapper is not None else default_mapper()
+        mapper = mapper if mapper is not None else default_mapper(edges=merge == "hierarchy")
         with _stage(timings, "cnn"):  # (a)
             binary_map = mapper(image)
-    result = segment_with_map(image, binary_map, superpixels, hamming, merge, **superpixel_params)
+    result = segment_with_map(image, binary_map, superpixels, hamming, merge, segments=segments,
+                              threshold=threshold, **superpixel_params)
     result.timings = {**timings, **result.timings, "total": time.perf_counter() - start}
     return result
 
@@ -266,8 +323,14 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, A
                         help="low-level superpixels to merge (default: %(default)s)")
     parser.add_argument("--hamming", type=int, default=0,
                         help="merge codes differing in at most this many bits (default: %(default)s, equal codes)")
-    parser.add_argument("--merge", choices=MERGE_MODES, default="adjacent",
-                        help="merge touching superpixels only, or any with close codes (default: %(default)s)")
+    parser.add_argument("--merge", choices=MERGES, default="adjacent",
+                        help="merge touching superpixels only, or any with close codes, or build a merge "
+                             "hierarchy (codes + the network's edges + colour) and cut it (default: %(default)s)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help=f"--merge hierarchy: cut at this merge height in [0, 1] (default: {DEFAULT_THRESHOLD}, "
+                             "the best single threshold on BSDS500 val)")
+    parser.add_argument("--segments", type=int, default=None,
+                        help="--merge hierarchy: cut at this number of segments instead of a threshold")
     group = parser.add_argument_group("superpixel options")
     for flag, (method, name, kind, default) in _SUPERPIXEL_FLAGS.items():
         group.add_argument(flag, dest=f"{method}_{name}", type=kind, default=None,
@@ -286,9 +349,11 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, A
         parser.error(f"{'; '.join(wrong)}, not {args.superpixels}")
     params = {name: value for _, name, value in given.values()}
     try:
-        _options(args.superpixels, args.hamming, args.merge, params)
+        resolve_options(args.superpixels, args.hamming, args.merge, params, args.segments, args.threshold)
     except ValueError as error:
         parser.error(str(error))
+    if args.serving and args.merge == "hierarchy":
+        parser.error("a served model returns no edge map, which --merge hierarchy needs; run it without --serving")
     return args, params
 
 
@@ -300,12 +365,13 @@ def main(argv: list[str] | None = None) -> int:
 
     args, params = _parse_args(argv)
     images = cli.collect_images(args.images)
-    mapper = cli.served_mapper(args.serving) if args.serving else cli.mapper_from_args(args)
+    edges = {"edges": True} if args.merge == "hierarchy" else {}
+    mapper = cli.served_mapper(args.serving) if args.serving else cli.mapper_from_args(args, **edges)
 
     def process(path: Path) -> None:
         image = load_image(path)
         result = segment(image, mapper, superpixels=args.superpixels, hamming=args.hamming, merge=args.merge,
-                         **params)
+                         segments=args.segments, threshold=args.threshold, **params)
         stem = args.out / path.stem
         write_npy(f"{stem}_labels.npy", result.labels)
         write_png(f"{stem}_labels.png", label_image_uint16(result.labels))

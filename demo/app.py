@@ -28,6 +28,7 @@ from binmap_tf.images import ImageError
 from binmap_tf.superpixels import EGS_SCALE, SLIC_N_SEGMENTS
 from demo.pipeline import (
     DEMO_MAX_PIXELS,
+    HIERARCHY_SEGMENTS,
     DemoError,
     LocalMappers,
     MapCache,
@@ -59,7 +60,8 @@ INTRO = """# CNN-aware binary map segmentation
 Ravanbakhsh et al., *CNN-aware binary map for general semantic segmentation*, ICIP 2016: a CNN
 turns the image into a grid of k-bit codes (the **binary map**), and low-level **superpixels**
 (EGS or SLIC) that get the same code are merged into **segments**. Upload a photo and press
-*Segment*; changing a superpixel or merge control re-merges without running the CNN again."""
+*Segment*; changing a superpixel or merge control re-merges without running the CNN again.
+*Hierarchy* merges by codes, the network's edges and colour, and cuts at any number of segments."""
 
 
 def _error(message: str) -> gr.Error:
@@ -110,12 +112,12 @@ class Segmenter:
         self.folder = Path(self._folder.name)
 
     def run(self, upload: np.ndarray | None, method: str, scale: float, n_segments: float, hamming: float,
-            merge: str, bits: int | None, cache: MapCache | None) -> tuple:
+            merge: str, segments: float, bits: int | None, cache: MapCache | None) -> tuple:
         """Segment ``upload`` with the controls' settings; reuse the binary map in ``cache`` when it fits."""
         if upload is None:
             raise _error("Upload an image (or click an example) first.")
         settings = Settings(superpixels=method, scale=float(scale), n_segments=int(n_segments),
-                            hamming=int(hamming), merge=merge, bits=bits)
+                            hamming=int(hamming), merge=merge, segments=int(segments), bits=bits)
         try:
             run = segment_upload(upload, settings, self.source, cache, self.max_pixels)
             views = render(run)
@@ -139,6 +141,11 @@ def _superpixel_controls(method: str) -> tuple[dict, dict]:
     return gr.update(visible=method == "egs"), gr.update(visible=method == "slic")
 
 
+def _merge_controls(merge: str) -> tuple[dict, dict]:
+    """Show the Hamming threshold for a flat merge, the number of segments for the hierarchy."""
+    return gr.update(visible=merge != "hierarchy"), gr.update(visible=merge == "hierarchy")
+
+
 def build_app(source: MapSource, max_pixels: int = DEMO_MAX_PIXELS, examples: list[str] | None = None) -> gr.Blocks:
     """The demo page for binary maps from ``source``; ``examples`` (image files) default to
     :func:`~demo.pipeline.example_images`."""
@@ -157,8 +164,12 @@ def build_app(source: MapSource, max_pixels: int = DEMO_MAX_PIXELS, examples: li
                                        label="SLIC number of superpixels")
                 hamming = gr.Slider(0, 8, value=0, step=1,
                                     label="Hamming threshold (0: merge equal codes only, as in the paper)")
-                merge = gr.Radio([("adjacent superpixels", "adjacent"), ("any superpixels (global)", "global")],
-                                 value="adjacent", label="Merge")
+                merges = [("adjacent superpixels", "adjacent"), ("any superpixels (global)", "global")]
+                if source.has_edges:  # the hierarchy needs the edge map, which a served model does not return
+                    merges.append(("hierarchy (codes + edges + colour)", "hierarchy"))
+                merge = gr.Radio(merges, value="adjacent", label="Merge")
+                segments_count = gr.Slider(2, 200, value=HIERARCHY_SEGMENTS, step=1, visible=False,
+                                           label="Number of segments (cut of the hierarchy)", elem_id="segments-count")
                 if source.bits_choices:
                     bits = gr.Radio([(f"{k} bits ({'grey' if k <= 8 else 'RGB'})", k) for k in source.bits_choices],
                                     value=source.bits_choices[0], label="Binary map code length")
@@ -182,16 +193,19 @@ def build_app(source: MapSource, max_pixels: int = DEMO_MAX_PIXELS, examples: li
                     labels_file = gr.File(label="Segment labels (16-bit PNG)", interactive=False,
                                           elem_id="labels-file")
 
-        inputs = [image, method, scale, n_segments, hamming, merge, bits, cache]
+        inputs = [image, method, scale, n_segments, hamming, merge, segments_count, bits, cache]
         outputs = [binary_map, superpixels, segments, table, labels_file, summary, cache]
         run.click(segmenter.run, inputs, outputs, api_name="segment")
-        triggers = [method.change, scale.release, n_segments.release, hamming.release, merge.change]
+        triggers = [method.change, scale.release, n_segments.release, hamming.release, merge.change,
+                    segments_count.release]
         if isinstance(bits, gr.Radio):
             triggers.append(bits.change)
         gr.on(triggers, segmenter.rerun, inputs, outputs, api_name="resegment", trigger_mode="always_last",
               api_visibility="undocumented")  # the page's own re-merge; clients call /segment
         method.change(_superpixel_controls, method, [scale, n_segments], api_name="superpixel_controls",
                       queue=False, api_visibility="private")
+        merge.change(_merge_controls, merge, [hamming, segments_count], api_name="merge_controls",
+                     queue=False, api_visibility="private")
     return app
 
 

@@ -18,10 +18,15 @@ import numpy as np
 from binmap_tf.binary_map import BinaryMap
 from binmap_tf.files import write_png
 from binmap_tf.images import ImageError, as_rgb_uint8, downscale_to_limit
-from binmap_tf.merge import check_merge_options
 from binmap_tf.paths import data_root
-from binmap_tf.segment import SegmentationResult, boundary_overlay, label_image_uint16, segment_with_map
-from binmap_tf.superpixels import EGS_SCALE, SLIC_N_SEGMENTS, superpixel_params
+from binmap_tf.segment import (
+    SegmentationResult,
+    boundary_overlay,
+    label_image_uint16,
+    resolve_options,
+    segment_with_map,
+)
+from binmap_tf.superpixels import EGS_SCALE, SLIC_N_SEGMENTS
 
 # VGG16 on 2 CPU cores maps a 321x481 BSDS500 image (0.15 MP) in about 2 s; time and activation
 # memory grow with the pixel count: 1 MP takes about 20 s and 1.3 GiB, so larger uploads are shrunk.
@@ -33,6 +38,9 @@ MAX_UPLOAD_PIXELS = 64 * 1024 * 1024
 LOCAL_BITS = (8, 24)
 # Seconds a request to the model server may take (a CPU-only server needs ~20 s for 1 MP).
 SERVING_TIMEOUT = 60.0
+# Segments a hierarchy is cut at before the user moves its slider: BSDS500's human
+# segmentations have about 20-30 segments.
+HIERARCHY_SEGMENTS = 30
 EXAMPLE_BSDS_IDS = ("100007", "106047", "108004")
 EXAMPLE_SKIMAGE_FILES = ("astronaut.png", "coffee.png", "chelsea.png")
 
@@ -45,20 +53,23 @@ class MapSource(Protocol):
     """Where binary maps come from: ``source(image, bits) -> BinaryMap``.
 
     ``bits_choices`` lists the code lengths the user may pick; it is empty when the source fixes
-    the code length (a served model), and ``bits`` is then ignored.
+    the code length (a served model), and ``bits`` is then ignored. ``has_edges`` says whether its
+    maps carry the network's edge map, which the merge hierarchy needs.
     """
 
     bits_choices: tuple[int, ...]
+    has_edges: bool
 
     def __call__(self, image: np.ndarray, bits: int | None) -> BinaryMap: ...
 
 
 def build_local_mapper(bits: int) -> Callable[[np.ndarray], BinaryMap]:
-    """The vgg16-hed mapper with ``bits``; 8 bits reuses :func:`binmap_tf.segment.default_mapper`."""
+    """The vgg16-hed mapper with ``bits`` and HED's edge map (so switching to the hierarchy does not
+    run the CNN again); 8 bits reuses :func:`binmap_tf.segment.default_mapper`."""
     from binmap_tf.model import DEFAULT_BITS, BinaryMapper
     from binmap_tf.segment import default_mapper
 
-    return default_mapper() if bits == DEFAULT_BITS else BinaryMapper(bits=bits)
+    return default_mapper(edges=True) if bits == DEFAULT_BITS else BinaryMapper(bits=bits, edges=True)
 
 
 class LocalMappers:
@@ -66,6 +77,7 @@ class LocalMappers:
     (building VGG16 takes seconds; the 24-bit map needs its own 24-bit hashing layer)."""
 
     bits_choices = LOCAL_BITS
+    has_edges = True
 
     def __init__(self, build: Callable[[int], Callable[[np.ndarray], BinaryMap]] = build_local_mapper) -> None:
         self._build = build
@@ -93,6 +105,7 @@ class ServedMaps:
     """
 
     bits_choices: tuple[int, ...] = ()
+    has_edges = False  # the serving signatures return codes, not HED's edges
 
     def __init__(self, target: str, timeout: float = SERVING_TIMEOUT) -> None:
         from serving.client import BinmapClient  # needs the [serving] extra, only with --serving
@@ -114,7 +127,8 @@ class ServedMaps:
 
 @dataclass(frozen=True)
 class Settings:
-    """The page's controls: superpixel method and its main parameter, merging and code length."""
+    """The page's controls: superpixel method and its main parameter, merging (the Hamming threshold
+    of a flat merge, or the number of segments a hierarchy is cut at) and code length."""
 
     superpixels: str = "egs"
     scale: float = EGS_SCALE
@@ -122,14 +136,15 @@ class Settings:
     hamming: int = 0
     merge: str = "adjacent"
     bits: int | None = 8
+    segments: int = HIERARCHY_SEGMENTS
 
     def segment_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`binmap_tf.segment.segment`, checked (``ValueError``) so that a
         bad setting fails before the CNN runs."""
         params = {"scale": self.scale} if self.superpixels == "egs" else {"n_segments": self.n_segments}
-        superpixel_params(self.superpixels, **params)
-        check_merge_options(self.hamming, self.merge)
-        return {"superpixels": self.superpixels, "hamming": self.hamming, "merge": self.merge, **params}
+        merging = {"segments": self.segments} if self.merge == "hierarchy" else {"hamming": self.hamming}
+        resolve_options(self.superpixels, merging.get("hamming", 0), self.merge, params, merging.get("segments"))
+        return {"superpixels": self.superpixels, "merge": self.merge, **merging, **params}
 
 
 def array_digest(array: np.ndarray) -> str:
@@ -214,6 +229,9 @@ def segment_upload(upload: np.ndarray, settings: Settings, source: MapSource, ca
         cache = MapCache(digest=digest, image=image, notices=notices)
     binary_map = cache.maps.get(settings.bits)
     cnn_seconds = None
+    if settings.merge == "hierarchy" and not source.has_edges:
+        raise ValueError("the merge hierarchy needs the network's edge map, which a served model does not "
+                         "return; choose adjacent or global merging, or run the demo without --serving")
     if binary_map is None:
         start = time.perf_counter()
         binary_map = source(cache.image, settings.bits)
@@ -269,10 +287,14 @@ def stats_table(run: DemoRun) -> list[list[str]]:
 def summary_text(run: DemoRun) -> str:
     """Markdown: the counts and settings in one line, then the notices."""
     result, options = run.result, run.result.options
-    codes = "equal codes" if options["hamming"] == 0 else f"codes within Hamming distance {options['hamming']}"
+    if options["merge"] == "hierarchy":
+        how = "merge hierarchy of codes, edges and colour, cut at the number of segments asked for"
+    else:
+        codes = "equal codes" if options["hamming"] == 0 else f"codes within Hamming distance {options['hamming']}"
+        how = f"{codes}, {options['merge']} merging"
     origin = "reused" if run.cnn_seconds is None else f"computed in {run.cnn_seconds:.1f} s"
     lines = [f"**{result.n_segments} segments** merged from {result.n_superpixels} "
-             f"{options['superpixels'].upper()} superpixels ({codes}, {options['merge']} merging; "
+             f"{options['superpixels'].upper()} superpixels ({how}; "
              f"{result.binary_map.n_bits}-bit binary map {origin})."]
     lines += [f"⚠️ {notice}" for notice in run.notices]
     return "\n\n".join(lines)

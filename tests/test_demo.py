@@ -25,6 +25,7 @@ from demo.pipeline import (
     check_upload,
     example_images,
     prepare_image,
+    render,
     segment_upload,
 )
 
@@ -33,9 +34,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.queue
 
 
 class CountingMaps:
-    """Map source without a CNN: a few pseudo-random codes per image on a stride-16 grid; counts calls."""
+    """Map source without a CNN: a few pseudo-random codes per image on a stride-16 grid and a
+    pseudo-random edge map; counts calls."""
 
     bits_choices = (8, 24)
+    has_edges = True
 
     def __init__(self) -> None:
         self.calls = 0
@@ -48,7 +51,8 @@ class CountingMaps:
         cell_bits = unpack_codes(codes, bits)
         return BinaryMap(bits=cell_bits, logits=cell_bits.astype(np.float32) - 0.5,
                          geometry=GridGeometry(stride=STRIDE, offset=(STRIDE - 1) / 2, receptive_field=STRIDE),
-                         scale=1.0, image_shape=(height, width))
+                         scale=1.0, image_shape=(height, width),
+                         edges=rng.random((height, width)).astype(np.float32))
 
 
 @pytest.fixture
@@ -57,9 +61,9 @@ def small_image() -> np.ndarray:
 
 
 def controls(settings: Settings) -> tuple:
-    """The page's control values (method, scale, n_segments, hamming, merge, bits) for ``settings``."""
+    """The page's control values (method, scale, n_segments, hamming, merge, segments, bits) for ``settings``."""
     return (settings.superpixels, settings.scale, settings.n_segments, settings.hamming, settings.merge,
-            settings.bits)
+            settings.segments, settings.bits)
 
 
 def test_demo_segmentation_equals_segment(small_image):
@@ -76,7 +80,7 @@ def test_changing_merge_controls_reuses_the_binary_map(small_image):
     outputs = segmenter.run(small_image, *controls(Settings()), MapCache())
     assert source.calls == 1
     for settings in (Settings(hamming=2), Settings(merge="global"), Settings(superpixels="slic", n_segments=50),
-                     Settings(scale=300.0)):
+                     Settings(scale=300.0), Settings(merge="hierarchy", segments=12)):
         outputs = segmenter.run(small_image.copy(), *controls(settings), outputs[-1])
         assert source.calls == 1, f"the CNN ran again for {settings}"
         assert ["CNN (s)", "cached"] in outputs[3] and "reused" in outputs[5]
@@ -86,6 +90,30 @@ def test_changing_merge_controls_reuses_the_binary_map(small_image):
     assert source.calls == 2 and outputs[0].shape == small_image.shape[:2]  # both maps kept
     segmenter.run(small_image[::-1], *controls(Settings()), outputs[-1])
     assert source.calls == 3  # another image
+
+
+def test_hierarchy_is_cut_at_the_slider_count(small_image):
+    source = CountingMaps()
+    cache = None
+    for count in (5, 12, 40):
+        run = segment_upload(small_image, Settings(merge="hierarchy", segments=count), source, cache)
+        cache = run.cache
+        assert run.result.n_segments == count and "merge hierarchy" in render(run).summary
+        expected = segment(small_image, lambda image: source(image, 8), merge="hierarchy", segments=count)
+        np.testing.assert_array_equal(run.result.labels, expected.labels)
+    assert source.calls == 4  # one for the demo (then cached), one per segment() call
+
+
+def test_hierarchy_needs_a_source_with_edges(small_image):
+    class Served(CountingMaps):
+        bits_choices = ()
+        has_edges = False
+
+    with pytest.raises(gr.Error, match="edge map"):
+        Segmenter(Served()).run(small_image, *controls(Settings(merge="hierarchy", bits=None)), None)
+    merges = [block for block in build_app(Served(), examples=[]).blocks.values()
+              if isinstance(block, gr.Radio) and block.label == "Merge"]
+    assert len(merges) == 1 and "hierarchy" not in [value for _, value in merges[0].choices]
 
 
 def test_outputs_and_label_png(small_image):
@@ -178,7 +206,7 @@ def test_example_images_exist():
 def test_app_builds_with_named_events():
     app = build_app(CountingMaps(), examples=[])
     names = {dependency.get("api_name") for dependency in app.config["dependencies"]}
-    assert {"segment", "resegment", "superpixel_controls"} <= names
+    assert {"segment", "resegment", "superpixel_controls", "merge_controls"} <= names
 
 
 def test_segment_endpoint_for_gradio_client(bsds_image_path):
@@ -189,7 +217,7 @@ def test_segment_endpoint_for_gradio_client(bsds_image_path):
     source = CountingMaps()
     with serve(build_app(source, examples=[])) as url:
         outputs = Client(url, verbose=False).predict(handle_file(str(bsds_image_path)), "slic", 100, 300, 1, "global",
-                                                     24, api_name="/segment")
+                                                     30, 24, api_name="/segment")
     settings = Settings(superpixels="slic", n_segments=300, hamming=1, merge="global", bits=24)
     expected = segment_upload(load_image(bsds_image_path), settings, CountingMaps()).result
     assert f"**{expected.n_segments} segments**" in outputs[5] and "24-bit" in outputs[5]
@@ -230,7 +258,7 @@ def test_browser_upload_segments_like_the_library(tmp_path, bsds_image_path):
             return mapper(image)
         return call
 
-    default_mapper()  # the page's 8-bit mapper: built before the clock starts
+    default_mapper(edges=True)  # the page's 8-bit mapper: built before the clock starts
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("not an image")
     with serve(build_app(LocalMappers(build=counting_mapper))) as url, chromium_page() as page:
@@ -245,11 +273,15 @@ def test_browser_upload_segments_like_the_library(tmp_path, bsds_image_path):
               f"({run.n_segments} segments); screenshot {tmp_path / 'demo.png'}")
         page.get_by_label("any superpixels (global)").check()
         global_summary = summary_after(page, "global merging")
+        page.get_by_label("hierarchy (codes + edges + colour)").check()
+        expect(page.locator("#segments-count")).to_be_visible()
+        hierarchy_summary = summary_after(page, "merge hierarchy")
 
     image = load_image(bsds_image_path)
-    expected = segment(image, default_mapper(), **Settings().segment_options())
+    expected = segment(image, default_mapper(edges=True), **Settings().segment_options())
     assert run.n_segments == expected.n_segments
     assert calls == [8], "the CNN must run once: switching the merge mode reuses the cached map"
     expected_global = segment(image, binary_map=expected.binary_map, **Settings(merge="global").segment_options())
     assert "reused" in global_summary
     assert int(SEGMENTS_PATTERN.search(global_summary).group(1)) == expected_global.n_segments
+    assert int(SEGMENTS_PATTERN.search(hierarchy_summary).group(1)) == Settings().segments

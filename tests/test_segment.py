@@ -22,14 +22,19 @@ def crop(bsds_image_path):
     return load_image(bsds_image_path)[:96, :144]
 
 
-def halves_map(image: np.ndarray, bits: int = 8) -> BinaryMap:
-    """A binary map of 10-pixel cells: code 0...0 on the left half of the image, 1...1 on the right."""
+def halves_map(image: np.ndarray, bits: int = 8, edges: bool = False) -> BinaryMap:
+    """A binary map of 10-pixel cells: code 0...0 on the left half of the image, 1...1 on the right;
+    with ``edges``, an edge map that is 1 on the column between the halves and 0 elsewhere."""
     height, width = image.shape[:2]
     grid_h, grid_w = -(-height // 10), -(-width // 10)
     right = (np.arange(grid_w) >= grid_w // 2).astype(np.uint8)
     grid = np.broadcast_to(right[None, :, None], (grid_h, grid_w, bits)).copy()
+    edge_map = None
+    if edges:
+        edge_map = np.zeros((height, width), np.float32)
+        edge_map[:, 10 * (grid_w // 2) - 1: 10 * (grid_w // 2) + 1] = 1.0
     return BinaryMap(bits=grid, logits=grid.astype(np.float32) - 0.5, scale=1.0, image_shape=(height, width),
-                     geometry=GridGeometry(stride=10.0, offset=4.5, receptive_field=10.0))
+                     geometry=GridGeometry(stride=10.0, offset=4.5, receptive_field=10.0), edges=edge_map)
 
 
 def refuse(image):
@@ -69,9 +74,34 @@ def test_timings_options_and_summary(crop):
     np.testing.assert_array_equal(segment_labels(crop, binary_map=halves_map(crop)), with_map.labels)
 
 
+def test_hierarchy_cuts_at_a_count_or_a_threshold(crop):
+    binary_map = halves_map(crop, edges=True)
+    for count in (1, 2, 7):
+        result = segment(crop, merge="hierarchy", segments=count, binary_map=binary_map)
+        assert result.n_segments == count and result.options["cut"] == {"segments": count}
+        np.testing.assert_array_equal(result.labels, result.hierarchy.cut(n_segments=count))
+    coarse, fine = (segment(crop, merge="hierarchy", threshold=t, binary_map=binary_map) for t in (0.6, 0.2))
+    assert coarse.n_segments <= fine.n_segments
+    # A finer cut only splits the coarser one's segments: each fine segment lies in one coarse segment.
+    pairs = np.unique(np.stack([fine.labels.ravel(), coarse.labels.ravel()]), axis=1)
+    assert pairs.shape[1] == fine.n_segments
+    default = segment(crop, merge="hierarchy", binary_map=binary_map)
+    assert default.options["cut"] == {"threshold": 0.475} and default.hierarchy is not None
+
+
+def test_hierarchy_needs_the_edge_map(crop):
+    with pytest.raises(ValueError, match="edges=True"):
+        segment(crop, merge="hierarchy", binary_map=halves_map(crop))
+
+
 @pytest.mark.parametrize("options, message", [
     ({"merge": "nearest"}, "merge mode"),
     ({"hamming": -1}, "hamming"),
+    ({"segments": 5}, "merge='hierarchy'"),
+    ({"merge": "hierarchy", "hamming": 1}, "cut by threshold or segments"),
+    ({"merge": "hierarchy", "segments": 5, "threshold": 0.5}, "not both"),
+    ({"merge": "hierarchy", "segments": 0}, "segments must be"),
+    ({"merge": "hierarchy", "threshold": 1.5}, r"in \[0, 1\]"),
     ({"superpixels": "quickshift"}, "superpixel method"),
     ({"n_segments": 10}, "egs superpixels take"),
 ])
@@ -137,12 +167,23 @@ def test_cli_writes_outputs_and_reports_bad_files(tmp_path, bsds_image_path, cap
     (["--n-segments", "50"], "--n-segments is an option of --superpixels slic"),
     (["--superpixels", "slic", "--scale-egs", "300"], "--scale-egs is an option of --superpixels egs"),
     (["--hamming", "-1"], "hamming"),
+    (["--segments", "5"], "merge='hierarchy'"),
+    (["--merge", "hierarchy", "--serving", "localhost:8500"], "no edge map"),
 ])
 def test_cli_refuses_bad_options(tmp_path, argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["image.jpg", "--out", str(tmp_path)] + argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_cli_hierarchy_cuts_at_the_asked_count(tmp_path, bsds_image_path):
+    path = tmp_path / "crop.png"
+    Image.fromarray(load_image(bsds_image_path)[:96, :144]).save(path)
+    assert main([str(path), "--out", str(tmp_path / "out"), "--merge", "hierarchy", "--segments", "6"]) == 0
+    record = json.loads((tmp_path / "out" / "crop.json").read_text())
+    assert record["n_segments"] == 6 and record["cut"] == {"segments": 6} and record["merge"] == "hierarchy"
+    assert np.load(tmp_path / "out" / "crop_labels.npy").max() == 5
 
 
 def test_cli_help_exits_cleanly():
