@@ -22,8 +22,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, runtime: bool = True) -
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=backbone_names(),
                         help="CNN backbone (default: %(default)s; alexnet needs imported weights)")
     parser.add_argument("--bits", type=int, default=DEFAULT_BITS, help="code length k (default: %(default)s)")
-    parser.add_argument("--hashing", type=Path, default=None,
-                        help="hashing parameters (.npz from fit_itq or train); default: the fitted ITQ")
+    parser.add_argument("--hashing", default=None,
+                        help="hashing parameters: an .npz from fit_itq or train, or 'fine-tuned' for the "
+                             "shipped fine-tuned layer (default: the fitted ITQ)")
     parser.add_argument("--scale", type=float, default=None,
                         help="resize factor applied before the CNN (default: the backbone's, 3.4 for alexnet)")
     if not runtime:

@@ -47,6 +47,7 @@ from binmap_tf.methods import (
     run_method,
 )
 from binmap_tf.metrics import RegionScores, region_benchmark, region_scores, summarize
+from binmap_tf.paths import FINE_TUNED
 from binmap_tf.cli import served_mapper
 
 DEFAULT_METHODS = ("egs", "slic", "binmap-egs", "binmap-slic")
@@ -113,13 +114,11 @@ def settings_for(methods: list[Method], sweep: bool, values: dict[str, float]) -
 
 
 def build_mappers(args: argparse.Namespace, methods: list[Method]) -> dict:
-    """The binary mappers the methods need: ``itq`` (the default hashing), ``ft`` (``--ft-hashing``) and
+    """The binary mappers the methods need: ``itq`` (``--hashing``), ``ft`` (``--ft-hashing``) and
     ``edges`` (the default hashing plus HED's edge map, for the hierarchical methods)."""
     from binmap_tf.model import BinaryMapper
 
     variants = {method.map_variant for method in methods if method.map_variant}
-    if "ft" in variants and args.ft_hashing is None:
-        raise SystemExit("error: -ft methods need --ft-hashing PATH (written by python -m binmap_tf.train)")
     hashings = {"itq": args.hashing, "ft": args.ft_hashing, "edges": args.hashing}
     try:
         return {variant: BinaryMapper(backbone=args.backbone, bits=args.bits, hashing=hashings[variant],
@@ -314,7 +313,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "ODS threshold on BSDS500 val)")
     parser.add_argument("--hamming", type=int, default=0, help="merge codes within this Hamming distance")
     parser.add_argument("--merge", choices=("adjacent", "global"), default="adjacent")
-    parser.add_argument("--ft-hashing", type=Path, default=None, help="fine-tuned hashing for the -ft methods")
+    parser.add_argument("--ft-hashing", default=FINE_TUNED,
+                        help="fine-tuned hashing of the -ft methods: an .npz written by python -m binmap_tf.train "
+                             "(default: %(default)s, the shipped layer)")
     parser.add_argument("--cache", type=Path, default=None, help="binary-map cache (default: $BINMAP_TF_HOME/binary_maps)")
     add_model_arguments(parser)
     parser.add_argument("--serving", metavar="HOST:PORT", default=None,

@@ -146,9 +146,10 @@ def fit_itq(features: np.ndarray, bits: int = 8, iterations: int = 50, seed: int
     return ITQParams(mean=mean, pcs=pcs, rotation=rotation, loss_history=history, info=info)
 
 
-def itq_filename(key: str, bits: int) -> str:
-    """File name of the ITQ parameters for backbone features ``key`` and ``bits``."""
-    return f"itq_{key}_{bits}bits.npz"
+def itq_filename(key: str, bits: int, fine_tuned: bool = False) -> str:
+    """File name of the ITQ parameters (or, ``fine_tuned``, of the hashing layer trained from them by
+    :mod:`binmap_tf.train`) for backbone features ``key`` and ``bits``."""
+    return f"{'ft' if fine_tuned else 'itq'}_{key}_{bits}bits.npz"
 
 
 def itq_search_path() -> list[Path]:
@@ -156,17 +157,19 @@ def itq_search_path() -> list[Path]:
     return [cache_home() / "itq", ASSETS_DIR]
 
 
-def load_itq(key: str, bits: int) -> ITQParams:
-    """Load the ITQ parameters fitted for ``key`` and ``bits``, with an actionable error when missing."""
-    name = itq_filename(key, bits)
+def load_itq(key: str, bits: int, fine_tuned: bool = False) -> ITQParams:
+    """Load the ITQ parameters fitted for ``key`` and ``bits`` (or, ``fine_tuned``, the shipped
+    fine-tuned layer), with an actionable error when missing."""
+    name = itq_filename(key, bits, fine_tuned)
     for folder in itq_search_path():
         if (folder / name).exists():
             return ITQParams.load(folder / name)
     backbone = key.split("_")[0]
-    raise FileNotFoundError(
-        f"no ITQ parameters {name} in {', '.join(map(str, itq_search_path()))}; fit them with: "
-        f"python -m binmap_tf.fit_itq --backbone {backbone} --bits {bits}"
-    )
+    remedy = (f"train one with: python -m binmap_tf.train --backbone {backbone} --bits {bits} --out DIR, "
+              "and pass DIR/hashing_ft.npz" if fine_tuned else
+              f"fit them with: python -m binmap_tf.fit_itq --backbone {backbone} --bits {bits}")
+    raise FileNotFoundError(f"no {'fine-tuned hashing' if fine_tuned else 'ITQ'} parameters {name} in "
+                            f"{', '.join(map(str, itq_search_path()))}; {remedy}")
 
 
 @keras.saving.register_keras_serializable(package="binmap_tf")

@@ -28,6 +28,7 @@ from binmap_tf.backbones import Backbone, build_backbone
 from binmap_tf.binary_map import BinaryMap
 from binmap_tf.hashing import ITQHashing, ITQParams, load_itq
 from binmap_tf.images import as_rgb_uint8, check_size
+from binmap_tf.paths import FINE_TUNED
 
 DEFAULT_BACKBONE = "vgg16-hed"
 DEFAULT_BITS = 8
@@ -59,11 +60,12 @@ def hashing_key(backbone: Backbone) -> str:
 
 
 def resolve_hashing(hashing: str | os.PathLike | ITQParams | None, backbone: Backbone, bits: int) -> ITQParams:
-    """ITQ parameters from an object, an ``.npz`` file, or (None) the shipped/fitted defaults."""
+    """ITQ parameters from an object, an ``.npz`` file, :data:`FINE_TUNED` (the shipped fine-tuned
+    layer), or None (the shipped/fitted ITQ); ``bits`` picks among the shipped ones."""
     if isinstance(hashing, ITQParams):
         return hashing
-    if hashing is None:
-        return load_itq(hashing_key(backbone), bits)
+    if hashing is None or hashing == FINE_TUNED:
+        return load_itq(hashing_key(backbone), bits, fine_tuned=hashing == FINE_TUNED)
     path = Path(hashing)
     if not path.exists():
         raise FileNotFoundError(f"hashing parameters not found: {path}; pass an .npz written by "
@@ -109,7 +111,7 @@ def build_backbone_at(name: str, precision: str = "fp32", scale: float | None = 
 
 def build_binmap_model(
     backbone: str | Backbone = DEFAULT_BACKBONE,
-    bits: int = DEFAULT_BITS,
+    bits: int | None = DEFAULT_BITS,
     hashing: str | os.PathLike | ITQParams | None = None,
     scale: float | None = None,
     precision: str = "fp32",
@@ -119,8 +121,9 @@ def build_binmap_model(
 
     Outputs a dict: ``bits`` uint8 (b, h, w, k), ``codes`` int32 (b, h, w), ``logits`` float32
     (b, h, w, k) pre-sign activations, and ``edges`` (b, H', W', 1) when the backbone was built
-    with ``edges=True``. ``hashing`` is an :class:`ITQParams`, an ``.npz`` path, or None for the
-    parameters fitted for this backbone; ``scale`` resizes the image inside the model (None:
+    with ``edges=True``. ``hashing`` is an :class:`ITQParams`, an ``.npz`` path, :data:`FINE_TUNED`
+    or None for the parameters fitted for this backbone; ``bits=None`` takes the code length from
+    ``hashing`` (:data:`DEFAULT_BITS` for the shipped ones); ``scale`` resizes the image inside the model (None:
     the backbone's default, 3.4 for ``alexnet`` as in the paper). ``precision`` (``"fp32"`` or
     ``"bf16"``, see :func:`build_backbone_at`) applies when ``backbone`` is a name; every output
     stays float32 or integer either way.
@@ -131,7 +134,8 @@ def build_binmap_model(
         net = backbone
     else:
         net = build_backbone_at(backbone, precision, scale=scale, **backbone_options)
-    params = resolve_hashing(hashing, net, bits)
+    params = resolve_hashing(hashing, net, DEFAULT_BITS if bits is None else bits)
+    bits = params.bits if bits is None else bits
     if params.bits != bits:
         raise ValueError(f"hashing parameters have {params.bits} bits, but bits={bits} was asked for")
     outputs = net.model.outputs
@@ -154,10 +158,11 @@ class BinaryMapper:
     ----------
     backbone : str
         Registered backbone name (``"vgg16-hed"`` default, ``"alexnet"``).
-    bits : int
-        Code length ``k`` (8 in the paper; 24 displays as RGB).
-    hashing : ITQParams, path or None
-        Hashing parameters; None uses the ones fitted for this backbone and ``bits``.
+    bits : int or None
+        Code length ``k`` (8 in the paper; 24 displays as RGB); None: that of ``hashing``.
+    hashing : ITQParams, path, "fine-tuned" or None
+        Hashing parameters; None uses the ITQ fitted for this backbone and ``bits``,
+        :data:`FINE_TUNED` the shipped fine-tuned layer.
     scale : float or None
         Input resize factor; None uses the backbone's default.
     precision : {"fp32", "bf16"}
@@ -173,15 +178,15 @@ class BinaryMapper:
         Passed to the backbone builder (e.g. ``edges=True``, ``features=...``, ``weights=...``).
     """
 
-    def __init__(self, backbone: str = DEFAULT_BACKBONE, bits: int = DEFAULT_BITS,
+    def __init__(self, backbone: str = DEFAULT_BACKBONE, bits: int | None = DEFAULT_BITS,
                  hashing: str | os.PathLike | ITQParams | None = None, scale: float | None = None,
                  precision: str = "fp32", execution: str = "graph", **backbone_options) -> None:
         _check_choice("execution", execution, EXECUTIONS)
         self.backbone = build_backbone_at(backbone, precision, scale=scale, **backbone_options)
-        self.bits = int(bits)
         self.precision = precision
         self.execution = execution
         self.model = build_binmap_model(self.backbone, bits=bits, hashing=hashing)
+        self.bits = int(self.model.get_layer("hconv8").bits)
         self._forward = _forward_function(self.model, execution)
 
     @property

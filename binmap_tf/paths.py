@@ -17,6 +17,9 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+# ``hashing=FINE_TUNED`` (``--hashing fine-tuned``): the hashing layer shipped in ASSETS_DIR after
+# fine-tuning with binmap_tf.train (README, "Fine-tuning the hashing layer").
+FINE_TUNED = "fine-tuned"
 
 
 def shared_root(path: str | os.PathLike | None = None) -> Path:

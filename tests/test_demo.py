@@ -13,7 +13,7 @@ from binmap_tf.binary_map import BinaryMap, unpack_codes
 from binmap_tf.geometry import GridGeometry
 from binmap_tf.images import ImageError, load_image
 from binmap_tf.segment import segment
-from demo.app import Segmenter, build_app, upload_image
+from demo.app import Segmenter, build_app, make_source, upload_image
 from demo.pipeline import (
     LocalMappers,
     MapCache,
@@ -114,6 +114,19 @@ def test_hierarchy_needs_a_source_with_edges(small_image):
     merges = [block for block in build_app(Served(), examples=[]).blocks.values()
               if isinstance(block, gr.Radio) and block.label == "Merge"]
     assert len(merges) == 1 and "hierarchy" not in [value for _, value in merges[0].choices]
+
+
+def test_fine_tuned_hashing_source(small_image):
+    from binmap_tf.model import BinaryMapper
+
+    source = make_source(None, "fine-tuned")
+    assert source.bits_choices == (8,)
+    expected = BinaryMapper(hashing="fine-tuned")(small_image)
+    np.testing.assert_array_equal(source(small_image, 8).bits, expected.bits)
+    itq = BinaryMapper()(small_image)
+    assert not np.array_equal(expected.logits, itq.logits), "the fine-tuned layer must differ from ITQ"
+    with pytest.raises(SystemExit, match="no-such-layer.npz"):
+        make_source(None, "no-such-layer.npz")
 
 
 def test_outputs_and_label_png(small_image):

@@ -58,6 +58,13 @@ def test_sweep_writes_csv_and_figure(tmp_path):
     assert (out / "sweep.png").stat().st_size > 10_000
 
 
-def test_ft_methods_need_a_hashing_file(tmp_path):
-    with pytest.raises(SystemExit, match="--ft-hashing"):
-        main(["--limit", "1", "--methods", "binmap-egs-ft", "--out", str(tmp_path)])
+def test_ft_methods_use_the_shipped_layer_or_the_given_file(tmp_path):
+    base = ["--limit", "1", "--workers", "1", "--methods", "binmap-egs", "binmap-egs-ft",
+            "--cache", str(tmp_path / "cache")]
+    assert main(base + ["--out", str(tmp_path / "shipped")]) == 0
+    rows = list(csv.DictReader((tmp_path / "shipped" / "per_image.csv").open()))
+    by_method = {row["method"]: row for row in rows}
+    assert by_method["binmap-egs"]["n_segments"] != by_method["binmap-egs-ft"]["n_segments"]
+    assert len({path.parent.parent for path in (tmp_path / "cache").rglob("*.npz")}) == 2  # two map caches
+    with pytest.raises(SystemExit, match="missing.npz"):
+        main(base + ["--out", str(tmp_path / "missing"), "--ft-hashing", str(tmp_path / "missing.npz")])
