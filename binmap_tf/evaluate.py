@@ -105,11 +105,13 @@ def evaluate_image(sample, maps: dict[str, BinaryMap], cnn_seconds: dict[str, fl
 
 
 def settings_for(methods: list[Method], sweep: bool, values: dict[str, float]) -> list[Setting]:
-    """Each method at its main value, or over the whole sweep grid."""
+    """Each method at its main value, or over the whole sweep grid plus the main value (so the
+    sweep's table still has every method's main row)."""
     settings = []
     for method in methods:
-        grid = SWEEP_VALUES[method.parameter_key] if sweep else (values[method.parameter_key],)
-        settings.extend(Setting(method.name, float(value)) for value in grid)
+        main_value = float(values[method.parameter_key])
+        grid = sorted({*map(float, SWEEP_VALUES[method.parameter_key]), main_value}) if sweep else [main_value]
+        settings.extend(Setting(method.name, value) for value in grid)
     return settings
 
 

@@ -50,9 +50,13 @@ def test_evaluate_writes_summary_table_and_rescorable_labels(tmp_path):
 def test_sweep_writes_csv_and_figure(tmp_path):
     out = tmp_path / "sweep"
     assert main(["--dataset", "msrc", "--split", "all", "--limit", "2", "--workers", "2", "--methods", "egs",
-                 "--sweep", "--out", str(out)]) == 0
-    rows = list(csv.DictReader((out / "sweep.csv").open()))
-    assert [float(row["value"]) for row in rows] == list(SWEEP_VALUES["egs"])
+                 "slic", "--sweep", "--out", str(out)]) == 0
+    all_rows = list(csv.DictReader((out / "sweep.csv").open()))
+    rows = [row for row in all_rows if row["method"] == "egs"]
+    assert [float(row["value"]) for row in rows] == list(SWEEP_VALUES["egs"])  # holds the main value 100
+    # SLIC's main value (500) is not on its grid: the sweep adds it, so the table has every method
+    assert 500.0 in [float(row["value"]) for row in all_rows if row["method"] == "slic"]
+    assert set(json.loads((out / "summary.json").read_text())) == {"egs", "slic"}
     counts = [float(row["mean_superpixels"]) for row in rows]
     assert counts == sorted(counts, reverse=True)  # larger EGS scale, fewer superpixels
     assert (out / "sweep.png").stat().st_size > 10_000
