@@ -14,13 +14,16 @@ from binmap_tf.images import ImageError, find_images
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, runtime: bool = True) -> None:
-    """Add ``--backbone``, ``--bits``, ``--hashing``, ``--scale`` and, with ``runtime``, how the
-    model runs: ``--precision`` and ``--execution``."""
+    """Add ``--backbone``, ``--features``, ``--bits``, ``--hashing``, ``--scale`` and, with ``runtime``,
+    how the model runs: ``--precision`` and ``--execution``."""
     from binmap_tf.backbones import backbone_names
     from binmap_tf.model import DEFAULT_BACKBONE, DEFAULT_BITS, EXECUTIONS, PRECISIONS
 
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=backbone_names(),
                         help="CNN backbone (default: %(default)s; alexnet needs imported weights)")
+    parser.add_argument("--features", default=None,
+                        help="vgg16-hed feature layers: conv5_3 (default, stride 16) or conv4_3+conv5_3 (stride 8, "
+                             "a 4x denser map at the same CNN cost)")
     parser.add_argument("--bits", type=int, default=DEFAULT_BITS, help="code length k (default: %(default)s)")
     parser.add_argument("--hashing", default=None,
                         help="hashing parameters: an .npz from fit_itq or train, or 'fine-tuned' for the "
@@ -37,13 +40,19 @@ def add_model_arguments(parser: argparse.ArgumentParser, runtime: bool = True) -
                              "(default: %(default)s)")
 
 
+def feature_options(args: argparse.Namespace) -> dict:
+    """Backbone keyword options given on the command line (``--features``)."""
+    return {"features": args.features} if args.features else {}
+
+
 def mapper_from_args(args: argparse.Namespace, **backbone_options):
     """Build the :class:`~binmap_tf.model.BinaryMapper` the arguments describe; exit with a message on error."""
     from binmap_tf.model import BinaryMapper
 
     try:
         return BinaryMapper(backbone=args.backbone, bits=args.bits, hashing=args.hashing, scale=args.scale,
-                            precision=args.precision, execution=args.execution, **backbone_options)
+                            precision=args.precision, execution=args.execution,
+                            **feature_options(args), **backbone_options)
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
 

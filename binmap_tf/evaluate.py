@@ -48,7 +48,7 @@ from binmap_tf.methods import (
 )
 from binmap_tf.metrics import RegionScores, region_benchmark, region_scores, summarize
 from binmap_tf.paths import FINE_TUNED
-from binmap_tf.cli import served_mapper
+from binmap_tf.cli import feature_options, served_mapper
 
 DEFAULT_METHODS = ("egs", "slic", "binmap-egs", "binmap-slic")
 
@@ -125,7 +125,7 @@ def build_mappers(args: argparse.Namespace, methods: list[Method]) -> dict:
     try:
         return {variant: BinaryMapper(backbone=args.backbone, bits=args.bits, hashing=hashings[variant],
                                       scale=args.scale, precision=args.precision, execution=args.execution,
-                                      **({"edges": True} if variant == "edges" else {}))
+                                      **feature_options(args), **({"edges": True} if variant == "edges" else {}))
                 for variant in sorted(variants)}
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None

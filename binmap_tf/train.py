@@ -375,13 +375,14 @@ def scores_dict(scores: DatasetScores) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     from binmap_tf.backbones import build_backbone
+    from binmap_tf.cli import feature_options
     from binmap_tf.datasets import load_dataset
     from binmap_tf.model import resolve_hashing
 
     args = parse_args(argv)
     keras.utils.set_random_seed(args.seed)
     try:
-        backbone = build_backbone(args.backbone, scale=args.scale)
+        backbone = build_backbone(args.backbone, scale=args.scale, **feature_options(args))
         start = resolve_hashing(args.hashing, backbone, args.bits)
         train_set = load_dataset(args.dataset, args.split, root=args.data, limit=args.limit)
         val_set = load_dataset(args.dataset, args.val_split, root=args.data, limit=args.val_limit)

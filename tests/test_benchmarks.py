@@ -1,4 +1,5 @@
-"""Benchmarks and performance options: FLOP counts, bf16 and compiled paths, the --quick run.
+"""Benchmarks and performance options: FLOP counts, bf16 and compiled paths, the --quick run,
+matched segment counts.
 
 Correctness only; no timing is asserted.
 """
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from benchmarks.flops import count_flops
+from benchmarks.matched_counts import main as matched_counts
 from benchmarks.run import main as run_benchmarks
 from binmap_tf.backbones import ImagePreprocessing, build_backbone
 from binmap_tf.backbones.alexnet import grid_shape
@@ -111,3 +113,19 @@ def test_quick_benchmark_writes_every_section(tmp_path, capsys):
     assert results["agreement"]["levers"][0]["bits_equal"] >= 0.99
     assert results["end_to_end"][0]["peak_rss_mib"] > 0
     assert "matmul peak" in capsys.readouterr().out
+
+
+def test_matched_counts_cut_every_hierarchy_at_the_egs_count(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["--dataset", "bsds500", "--split", "val", "--limit", "2", "--methods", "binmap-hier",
+            "--cache", str(tmp_path / "maps"), "--out", str(out)]
+    assert matched_counts(argv) == 0
+    assert (out / "matched_counts.md").is_file()
+    results = json.loads((out / "matched_counts.json").read_text())
+    assert results["settings"]["n_images"] == 2 and results["settings"]["egs_scale"] == 500
+    rows = results["methods"]
+    assert list(rows) == ["egs", "binmap-hier"]
+    for name, row in rows.items():
+        assert row["mean_segments"] == rows["egs"]["mean_segments"], name
+        assert row["matched_images"] == 2 and 0 < row["covering"] <= 1 and 0 < row["seg_iou"] <= 1
+    assert "| binmap-hier |" in capsys.readouterr().out

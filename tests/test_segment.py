@@ -186,6 +186,16 @@ def test_cli_hierarchy_cuts_at_the_asked_count(tmp_path, bsds_image_path):
     assert np.load(tmp_path / "out" / "crop_labels.npy").max() == 5
 
 
+def test_cli_dense_features_use_the_shipped_dense_hashing(tmp_path, bsds_image_path):
+    path = tmp_path / "crop.png"
+    Image.fromarray(load_image(bsds_image_path)[:96, :144]).save(path)
+    for features in ("conv5_3", "conv4_3+conv5_3"):
+        assert main([str(path), "--out", str(tmp_path / features), "--features", features]) == 0
+    default, dense = (json.loads((tmp_path / name / "crop.json").read_text())["grid_shape"]
+                      for name in ("conv5_3", "conv4_3+conv5_3"))
+    assert dense[0] > 1.8 * default[0] and dense[1] > 1.8 * default[1]  # stride 8 against 16
+
+
 def test_cli_help_exits_cleanly():
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
