@@ -49,15 +49,17 @@ def sweep_figure(summary: dict, path: Path, dataset: str) -> None:
               ("mean_segments", "covering", "Covering vs output segments")]
     for axis, (x_key, y_key, title) in zip(axes, panels):
         for method, rows in by_method.items():
+            if x_key == "mean_superpixels" and len(rows) > 1 and len({row[x_key] for row in rows}) == 1:
+                continue  # a hierarchy: one set of superpixels cut at many levels has no curve here
             rows = sorted(rows, key=lambda row: row[x_key])
-            style = "-o" if method.startswith("binmap") else "--s"
+            style = "--s" if method in ("egs", "slic") else "-o"
             axis.plot([row[x_key] for row in rows], [row[y_key] for row in rows], style, label=method, markersize=4)
         axis.set_xscale("log")
         axis.set_xlabel(x_key.replace("mean_", "mean number of ").replace("_", " "))
         axis.set_ylabel(y_key.replace("seg_iou", "Seg-IoU"))
         axis.set_title(title, fontsize=10)
         axis.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8)  # the middle panel has every method
     figure.suptitle(f"{dataset}: quality against the number of superpixels / segments")
     figure.tight_layout()
     with atomic_path(path) as tmp:
