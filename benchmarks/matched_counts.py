@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from binmap_tf.cli import add_dataset_arguments
 from binmap_tf.methods import COUNT_SUFFIX, DEFAULT_VALUES, HIERARCHY_METHODS, parse_method, run_method
 from binmap_tf.metrics import RegionScores, region_scores, summarize
 
@@ -102,11 +103,7 @@ def table_markdown(results: dict) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.matched_counts", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", choices=("bsds500", "msrc"), default="bsds500")
-    parser.add_argument("--split", default=None,
-                        help="bsds500: train/val/test (default test); msrc: all (the default)")
-    parser.add_argument("--data", type=Path, default=None, help="data root (default: $BINMAP_TF_DATA or ../shared/data)")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
+    add_dataset_arguments(parser)
     parser.add_argument("--egs-scale", type=float, default=TUNED_EGS_SCALE,
                         help="scale of the tuned EGS that sets each image's segment count (default: %(default)g)")
     parser.add_argument("--methods", nargs="+", choices=tuple(HIERARCHY_METHODS), default=list(HIERARCHY_METHODS),

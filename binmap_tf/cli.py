@@ -13,6 +13,15 @@ from tqdm import tqdm
 from binmap_tf.images import ImageError, find_images
 
 
+def add_dataset_arguments(parser: argparse.ArgumentParser, split: str | None = None,
+                          split_help: str = "bsds500: train/val/test (default test); msrc: all (the default)") -> None:
+    """Add ``--dataset``, ``--split`` (default ``split``), ``--data`` and ``--limit``."""
+    parser.add_argument("--dataset", choices=("bsds500", "msrc"), default="bsds500")
+    parser.add_argument("--split", default=split, help=split_help)
+    parser.add_argument("--data", type=Path, default=None, help="data root (default: $BINMAP_TF_DATA or ../shared/data)")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N images")
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, runtime: bool = True) -> None:
     """Add ``--backbone``, ``--features``, ``--bits``, ``--hashing``, ``--scale`` and, with ``runtime``,
     how the model runs: ``--precision`` and ``--execution``."""

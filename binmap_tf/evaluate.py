@@ -293,19 +293,15 @@ def hierarchy_markdown(figures: dict[str, dict], dataset: str, split: str) -> st
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from binmap_tf.cli import add_model_arguments
+    from binmap_tf.cli import add_dataset_arguments, add_model_arguments
 
     parser = argparse.ArgumentParser(prog="python -m binmap_tf.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", choices=("bsds500", "msrc"), default="bsds500")
-    parser.add_argument("--split", default=None,
-                        help="bsds500: train/val/test (default test); msrc: all (the default)")
+    add_dataset_arguments(parser)
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
                         help="egs slic binmap-egs binmap-slic binmap-egs-ft binmap-slic-ft, or hierarchical: "
                              "binmap-hier hier-codes hier-edges hier-colour hier-codes-edges hier-edges-colour, "
                              "each also with -n (cut at a number of segments)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--data", type=Path, default=None, help="data root (default: $BINMAP_TF_DATA or ../shared/data)")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="processes for superpixels, merging and scoring (default: %(default)s)")
     parser.add_argument("--sweep", action="store_true", help="run each method over its parameter grid (Fig. 4)")

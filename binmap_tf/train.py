@@ -317,15 +317,11 @@ def plot_history(history: dict[str, list[float]], records: list[tuple[int, Datas
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from binmap_tf.cli import add_model_arguments
+    from binmap_tf.cli import add_dataset_arguments, add_model_arguments
 
     parser = argparse.ArgumentParser(prog="python -m binmap_tf.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", choices=("bsds500", "msrc"), default="bsds500")
-    parser.add_argument("--split", default="train", help="training split (default: %(default)s)")
+    add_dataset_arguments(parser, split="train", split_help="training split (default: %(default)s)")
     parser.add_argument("--val-split", default="val", help="split that selects the epoch (default: %(default)s)")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="data root (default: $BINMAP_TF_DATA or ../shared/data)")
-    parser.add_argument("--limit", type=int, default=None, help="train on the first N images only")
     parser.add_argument("--val-limit", type=int, default=50,
                         help="validation images scored with the full pipeline (default: %(default)s)")
     parser.add_argument("--loss", choices=LOSS_NAMES, default="segment")
