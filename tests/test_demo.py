@@ -247,6 +247,7 @@ def test_served_app_has_no_code_length_control():
                    for block in app.blocks.values())
 
 
+@pytest.mark.slow
 def test_browser_upload_segments_like_the_library(tmp_path, bsds_image_path):
     """The page in headless Chromium: a bad file gives a message, then a BSDS500 image is segmented
     exactly as :func:`binmap_tf.segment.segment` does, and switching the merge mode re-merges

@@ -89,6 +89,7 @@ def parse_saved_model_cli(text: str) -> dict[str, dict[str, dict[str, tuple[str,
     return signatures
 
 
+@pytest.mark.slow
 def test_saved_model_cli_shows_both_signatures(version_dir):
     shown = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show", "--all",
                             "--dir", str(version_dir)], capture_output=True, text=True, check=True).stdout
@@ -134,6 +135,7 @@ def test_warmup_requests_cover_both_signatures(version_dir, server):
         assert server.model.run(request)["bits"].shape[0] == 1
 
 
+@pytest.mark.slow
 def test_versions_are_numbered_and_published_atomically(mapper, tmp_path, monkeypatch):
     base = tmp_path / "binmap"
     assert export.export_model(mapper, base, warmup=False) == base / "1"

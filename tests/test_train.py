@@ -191,6 +191,7 @@ def test_saved_layer_reloads_with_identical_outputs(tmp_path):
     np.testing.assert_allclose(np.asarray(logits), trained[..., 4:], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_train_cli_runs_on_three_images(tmp_path, monkeypatch):
     monkeypatch.setenv("BINMAP_TF_HOME", str(tmp_path / "home"))
     out = tmp_path / "out"

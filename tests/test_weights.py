@@ -337,6 +337,7 @@ def test_release_format_gives_the_classifier(case, scratch):
     check_fcn_against_classifier(backbone.model, release, layout, hwio)
 
 
+@pytest.mark.slow
 def test_cli_imports_once_and_build_loads_the_cache(scratch, monkeypatch, capsys):
     release = random_release("caffe", hwio=True)
     source = scratch / "bvlc_alexnet.npy"
