@@ -91,7 +91,7 @@ class MergeWeights:
 
 
 # The weights of ``binmap-hier``: the best mix with all three cues on 50 BSDS500 val images
-# (covering at the best threshold; the README's "Hierarchical merging" has the grid).
+# (covering at the best threshold), chosen while the method was built (README, "Hierarchical merging").
 DEFAULT_WEIGHTS = MergeWeights(codes=0.5, edges=2.0, colour=1.0)
 # Where to cut a hierarchy of DEFAULT_WEIGHTS when no threshold or count is asked for: its ODS
 # threshold (best covering with one threshold for all) on the same 50 BSDS500 val images.
