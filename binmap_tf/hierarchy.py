@@ -51,6 +51,7 @@ from scipy.sparse.csgraph import connected_components
 
 from binmap_tf.binary_map import BinaryMap
 from binmap_tf.images import as_rgb_uint8
+from binmap_tf.merge import bit_votes, boundary_pixel_pairs, label_pair_keys
 
 # Size prior of build_hierarchy: regions under 5 % of the current mean region area merge
 # preferentially (chosen on BSDS500 val).
@@ -224,13 +225,9 @@ def _region_sums(image: np.ndarray | None, superpixels: np.ndarray, binary_map: 
     """Pixels, bit votes and CIELAB sums of every superpixel, in arrays with room for all nodes."""
     n = int(superpixels.max()) + 1
     flat = superpixels.ravel()
-    cells = binary_map.cell_index().ravel()
-    overlap = sparse.csr_matrix((np.ones(flat.size, np.float64), (flat, cells)),
-                                shape=(n, binary_map.bits.shape[0] * binary_map.bits.shape[1]))
     area = np.zeros(n_nodes)
-    area[:n] = np.bincount(flat, minlength=n)
     votes = np.zeros((n_nodes, binary_map.n_bits))
-    votes[:n] = overlap @ binary_map.bits.reshape(-1, binary_map.n_bits).astype(np.float64)
+    votes[:n], area[:n] = bit_votes(superpixels, binary_map.bits, binary_map.cell_index())
     colour = np.zeros((n_nodes, 3))
     if image is not None:
         from skimage.color import rgb2lab
@@ -248,18 +245,9 @@ def _border_sums(superpixels: np.ndarray, edges: np.ndarray | None, connectivity
     with different labels is one sample of the border between their superpixels; its strength
     is the larger edge probability of the two pixels (0 without ``edges``).
     """
-    n = int(superpixels.max()) + 1
-    index = np.arange(superpixels.size).reshape(superpixels.shape)
-    shifts = [(np.s_[:, :-1], np.s_[:, 1:]), (np.s_[:-1, :], np.s_[1:, :]),
-              (np.s_[:-1, :-1], np.s_[1:, 1:]), (np.s_[:-1, 1:], np.s_[1:, :-1])][:2 * connectivity]
-    first = np.concatenate([index[a].ravel() for a, _ in shifts])
-    second = np.concatenate([index[b].ravel() for _, b in shifts])
-    labels = superpixels.ravel()
-    differ = labels[first] != labels[second]
-    first, second = first[differ], second[differ]
-    low = np.minimum(labels[first], labels[second]).astype(np.int64)
-    high = np.maximum(labels[first], labels[second]).astype(np.int64)
-    keys, inverse = np.unique(low * n + high, return_inverse=True)
+    first, second = boundary_pixel_pairs(superpixels, connectivity)
+    pair_keys, n = label_pair_keys(superpixels, first, second)
+    keys, inverse = np.unique(pair_keys, return_inverse=True)
     strength = np.zeros(len(first)) if edges is None else \
         np.maximum(edges.ravel()[first], edges.ravel()[second]).astype(np.float64)
     pairs = np.stack([keys // n, keys % n], axis=1)
@@ -447,8 +435,6 @@ def build_hierarchy(image: np.ndarray | None, superpixels: np.ndarray, binary_ma
     if normalised[1] > 0 and binary_map.edges is None:
         raise ValueError("the edges cue needs a binary map with edges; build the mapper with "
                          "BinaryMapper(edges=True) or set weights.edges to 0")
-    if connectivity not in (1, 2):
-        raise ValueError(f"connectivity must be 1 (4-neighbours) or 2 (8-neighbours), got {connectivity}")
     if normalised[2] > 0 and image is None:
         raise ValueError("the colour cue needs the image; pass it or set weights.colour to 0")
     if labels.min() != 0 or not np.bincount(labels.ravel()).all():  # renumber 0 .. n-1 only when needed

@@ -30,6 +30,28 @@ def superpixel_codes(superpixels: np.ndarray, bits: np.ndarray,
                      cell_index: np.ndarray | None = None) -> np.ndarray:
     """Code of every superpixel: per-bit majority vote over its pixels.
 
+    Parameters are those of :func:`bit_votes`.
+
+    Returns
+    -------
+    codes : ndarray of uint8, shape (n, k)
+        Bit ``j`` of superpixel ``s`` is 1 when at least half of the pixels of ``s`` have bit
+        ``j`` set; an exact tie gives 1, the same ">= 0" convention as the ITQ bits. A label in
+        ``0 .. n-1`` with no pixels gets all zeros.
+
+    Notes
+    -----
+    The result equals the vote over the upsampled pixel bits. Voting per bit can give a code
+    that no single cell of the region has when the region straddles several codes.
+    """
+    votes, sizes = bit_votes(superpixels, bits, cell_index)
+    return ((2 * votes >= sizes[:, None]) & (sizes[:, None] > 0)).astype(np.uint8)
+
+
+def bit_votes(superpixels: np.ndarray, bits: np.ndarray,
+              cell_index: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """For every superpixel, how many of its pixels have each bit set, and how many pixels it has.
+
     Parameters
     ----------
     superpixels : ndarray of int, shape (H, W)
@@ -43,10 +65,10 @@ def superpixel_codes(superpixels: np.ndarray, bits: np.ndarray,
 
     Returns
     -------
-    codes : ndarray of uint8, shape (n, k)
-        Bit ``j`` of superpixel ``s`` is 1 when at least half of the pixels of ``s`` have bit
-        ``j`` set; an exact tie gives 1, the same ">= 0" convention as the ITQ bits. A label in
-        ``0 .. n-1`` with no pixels gets all zeros.
+    votes : ndarray of int32, shape (n, k)
+        Pixels of superpixel ``s`` with bit ``j`` set.
+    sizes : ndarray of int64, shape (n,)
+        Pixels of superpixel ``s``.
 
     Notes
     -----
@@ -54,8 +76,6 @@ def superpixel_codes(superpixels: np.ndarray, bits: np.ndarray,
     superpixel ``s`` that lie in grid cell ``c`` (duplicates summed by ``scipy.sparse``), so
     ``votes = overlap @ bits`` costs one pass over the pixels plus a product with the small grid
     (about 3 ms for ~400 superpixels on a 321x481 image).
-    The result equals the vote over the upsampled pixel bits. Voting per bit can give a code
-    that no single cell of the region has when the region straddles several codes.
     """
     labels = _check_labels(superpixels)
     bits = np.asarray(bits)
@@ -76,30 +96,44 @@ def superpixel_codes(superpixels: np.ndarray, bits: np.ndarray,
     n = int(labels.max()) + 1
     overlap = sparse.csr_matrix((np.ones(labels.size, np.int32), (labels.ravel(), cells)),
                                 shape=(n, len(table)))
-    votes = overlap @ table
-    sizes = np.bincount(labels.ravel(), minlength=n)
-    return ((2 * votes >= sizes[:, None]) & (sizes[:, None] > 0)).astype(np.uint8)
+    return overlap @ table, np.bincount(labels.ravel(), minlength=n)
+
+
+def boundary_pixel_pairs(labels: np.ndarray, connectivity: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices ``(first, second)`` of every pair of neighbouring pixels with different labels.
+
+    Each pixel is paired with its right and lower neighbour and, for ``connectivity`` 2
+    (default; Felzenszwalb's 8-connected pixel graph), both lower diagonals; 1 uses the 4 direct
+    neighbours only (scikit-image's meaning of ``connectivity`` in 2-D). Each pair appears once.
+    """
+    labels = _check_labels(labels)
+    if connectivity not in (1, 2):
+        raise ValueError(f"connectivity must be 1 (4-neighbours) or 2 (8-neighbours), got {connectivity}")
+    index = np.arange(labels.size).reshape(labels.shape)
+    shifts = [(np.s_[:, :-1], np.s_[:, 1:]), (np.s_[:-1, :], np.s_[1:, :]),
+              (np.s_[:-1, :-1], np.s_[1:, 1:]), (np.s_[:-1, 1:], np.s_[1:, :-1])][:2 * connectivity]
+    first = np.concatenate([index[a].ravel() for a, _ in shifts])
+    second = np.concatenate([index[b].ravel() for _, b in shifts])
+    flat = labels.ravel()
+    differ = flat[first] != flat[second]
+    return first[differ], second[differ]
+
+
+def label_pair_keys(labels: np.ndarray, first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(keys, n)``: ``low * n + high`` for the labels ``low < high`` at pixels ``first`` and ``second``."""
+    flat = labels.ravel()
+    n = int(flat.max()) + 1
+    a, b = flat[first].astype(np.int64), flat[second].astype(np.int64)
+    return np.minimum(a, b) * n + np.maximum(a, b), n
 
 
 def adjacency(labels: np.ndarray, connectivity: int = 2) -> np.ndarray:
     """Pairs of labels that touch, each once, as an (e, 2) int64 array with ``a < b``, sorted.
 
-    ``connectivity`` 2 (default) counts diagonal neighbours too (8-connectivity), matching
-    Felzenszwalb's 8-connected pixel graph; 1 uses the 4 direct neighbours only (scikit-image's
-    meaning of ``connectivity`` in 2-D).
+    ``connectivity`` as :func:`boundary_pixel_pairs`.
     """
-    labels = _check_labels(labels)
-    if connectivity not in (1, 2):
-        raise ValueError(f"connectivity must be 1 (4-neighbours) or 2 (8-neighbours), got {connectivity}")
-    # Each pixel against its right and lower neighbour, plus both lower diagonals for 8-connectivity.
-    shifts = [(labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])]
-    if connectivity == 2:
-        shifts += [(labels[:-1, :-1], labels[1:, 1:]), (labels[:-1, 1:], labels[1:, :-1])]
-    differ = [a != b for a, b in shifts]
-    first = np.concatenate([a[d] for (a, _), d in zip(shifts, differ)]).astype(np.int64)
-    second = np.concatenate([b[d] for (_, b), d in zip(shifts, differ)]).astype(np.int64)
-    n = int(labels.max()) + 1
-    keys = np.unique(np.minimum(first, second) * n + np.maximum(first, second))
+    keys, n = label_pair_keys(labels, *boundary_pixel_pairs(labels, connectivity))
+    keys = np.unique(keys)
     return np.stack([keys // n, keys % n], axis=1)
 
 
