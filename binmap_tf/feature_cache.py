@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from binmap_tf.backbones import Backbone
-from binmap_tf.files import atomic_path
+from binmap_tf.files import write_npz
 from binmap_tf.model import hashing_key
 from binmap_tf.paths import cache_home
 
@@ -60,6 +60,5 @@ class FeatureCache:
         features = features.astype(np.float16)
         if not np.all(np.isfinite(features)):
             raise ValueError(f"features of {source.id} overflow float16; cache them at another scale")
-        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            np.savez_compressed(handle, features=features)
+        write_npz(path, features=features)
         return features

@@ -50,6 +50,12 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
         np.save(handle, array)
 
 
+def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """Save ``arrays`` in a compressed ``.npz``, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+
+
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
     """Save a uint8 (grey/RGB) or uint16 (grey, e.g. labels) image as PNG, atomically."""
     from PIL import Image

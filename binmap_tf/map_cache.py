@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from binmap_tf.binary_map import BinaryMap
-from binmap_tf.files import atomic_path
+from binmap_tf.files import write_npz
 from binmap_tf.paths import cache_home
 
 
@@ -57,8 +57,7 @@ class BinaryMapCache:
         arrays = {"bits": binary_map.bits, "logits": binary_map.logits, "cnn_seconds": np.float64(seconds)}
         if binary_map.edges is not None:
             arrays["edges"] = binary_map.edges.astype(np.float16)
-        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
+        write_npz(path, **arrays)
         return binary_map, seconds
 
 
