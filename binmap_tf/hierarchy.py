@@ -99,6 +99,13 @@ DEFAULT_WEIGHTS = MergeWeights(codes=0.5, edges=2.0, colour=1.0)
 DEFAULT_THRESHOLD = 0.475
 
 
+def check_segment_count(value: int, name: str = "n_segments") -> int:
+    """``value`` as an int, or ``ValueError`` naming ``name`` unless it is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class MergeTree:
     """The merges of :func:`build_hierarchy`, from superpixels up to the whole image.
@@ -143,11 +150,10 @@ class MergeTree:
         if threshold is not None:
             chosen = np.flatnonzero(self.heights <= threshold)
         else:
-            if isinstance(n_segments, bool) or not isinstance(n_segments, (int, np.integer)) or n_segments < 1:
-                raise ValueError(f"n_segments must be an integer >= 1, got {n_segments!r}")
+            count = check_segment_count(n_segments)
             # Lowest merges first; ties in merge order, so a merge never precedes its children.
             order = np.lexsort((np.arange(len(self.heights)), self.heights))
-            chosen = order[:max(n - int(n_segments), 0)]
+            chosen = order[:max(n - count, 0)]
         nodes = n + len(self.children)
         graph = sparse.coo_matrix(
             (np.ones(2 * len(chosen), np.int8),

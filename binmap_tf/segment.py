@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
-from binmap_tf.hierarchy import DEFAULT_THRESHOLD, MergeTree, build_hierarchy
+from binmap_tf.hierarchy import DEFAULT_THRESHOLD, MergeTree, build_hierarchy, check_segment_count
 from binmap_tf.images import as_rgb_uint8
 from binmap_tf.merge import MERGE_MODES, check_merge_options, group_superpixels, superpixel_codes
 from binmap_tf.superpixels import (
@@ -140,17 +140,15 @@ def _hierarchy_cut(merge: str, hamming: int, segments: int | None, threshold: fl
     if segments is not None and threshold is not None:
         raise ValueError("pass one of segments and threshold, not both")
     if segments is not None:
-        if isinstance(segments, bool) or not isinstance(segments, (int, np.integer)) or segments < 1:
-            raise ValueError(f"segments must be an integer >= 1, got {segments!r}")
-        return {"segments": int(segments)}
+        return {"segments": check_segment_count(segments, "segments")}
     threshold = DEFAULT_THRESHOLD if threshold is None else threshold
     if not 0 <= threshold <= 1:
         raise ValueError(f"threshold is a merge height in [0, 1], got {threshold!r}")
     return {"threshold": float(threshold)}
 
 
-def resolve_options(superpixels: str, hamming: int, merge: str, params: dict[str, Any], segments: int | None = None,
-             threshold: float | None = None) -> dict[str, Any]:
+def resolve_options(superpixels: str, hamming: int, merge: str, params: dict[str, Any],
+                    segments: int | None = None, threshold: float | None = None) -> dict[str, Any]:
     """Check the options of :func:`segment` (before any expensive stage); return them with defaults
     filled in, as :attr:`SegmentationResult.options` records them. ``ValueError`` names a bad one."""
     if merge not in MERGES:
