@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from binmap_tf.cli import add_dataset_arguments
 from binmap_tf.methods import COUNT_SUFFIX, DEFAULT_VALUES, HIERARCHY_METHODS, parse_method, run_method
+from binmap_tf.segment import StageCache
 from binmap_tf.metrics import RegionScores, region_scores, summarize
 
 EGS = "egs"
@@ -74,11 +75,11 @@ def run(args: argparse.Namespace) -> dict[str, Rows]:
     for sample in tqdm(dataset, desc=f"{args.dataset}/{args.split}", unit="image"):
         image, ground_truths = sample.load_image(), sample.load_ground_truths()
         binary_map, cnn_seconds = cache.get(sample.id, image)
-        superpixel_cache: dict = {}  # the hierarchies share one EGS at the default scale
-        output = run_method(egs, args.egs_scale, image, None, superpixel_cache)
+        stages = StageCache()  # the hierarchies share one EGS at the default scale
+        output = run_method(egs, args.egs_scale, image, None, stages)
         n_segments = rows[EGS].add(output.labels, ground_truths, output.seconds)
         for name, method in zip(args.methods, hierarchies):
-            output = run_method(method, n_segments, image, binary_map, superpixel_cache)
+            output = run_method(method, n_segments, image, binary_map, stages)
             rows[name].add(output.labels, ground_truths, output.seconds + cnn_seconds)
     return rows
 

@@ -97,12 +97,12 @@ def run_batch(paths: list[Path], process: Callable[[Path], None], desc: str) -> 
 
 
 def served_mapper(target: str) -> Callable:
-    """A client of the model served at ``target``, asked once up front so a wrong address fails fast."""
-    from serving.client import BinmapClient, ServingError
+    """A connected client of the model server at ``target`` (:func:`serving.client.connect`); exit with
+    its message when the server cannot be reached. Only command lines call this: the library itself
+    never imports ``serving``."""
+    from serving.client import ServingError, connect
 
-    client = BinmapClient(target)
     try:
-        client.signatures()
+        return connect(target)
     except ServingError as error:
         raise SystemExit(f"error: {error}") from None
-    return client

@@ -48,7 +48,7 @@ from binmap_tf.methods import (
 )
 from binmap_tf.metrics import RegionScores, region_benchmark, region_scores, summarize
 from binmap_tf.paths import FINE_TUNED
-from binmap_tf.cli import feature_options, served_mapper
+from binmap_tf.segment import StageCache
 
 DEFAULT_METHODS = ("egs", "slic", "binmap-egs", "binmap-slic")
 
@@ -87,12 +87,12 @@ def evaluate_image(sample, maps: dict[str, BinaryMap], cnn_seconds: dict[str, fl
     """Run every setting on one dataset sample and score it against all its annotations."""
     image = sample.load_image()
     ground_truths = sample.load_ground_truths()
-    superpixel_cache: dict = {}
+    stages = StageCache()
     results = []
     for setting in settings:
         method = parse_method(setting.method)
         binary_map = maps.get(method.map_variant) if method.map_variant else None
-        output = run_method(method, setting.value, image, binary_map, superpixel_cache,
+        output = run_method(method, setting.value, image, binary_map, stages,
                             hamming=options.hamming, merge=options.merge)
         if options.labels_dir:
             name = setting.method if len(settings) == len({s.method for s in settings}) else \
@@ -118,6 +118,7 @@ def settings_for(methods: list[Method], sweep: bool, values: dict[str, float]) -
 def build_mappers(args: argparse.Namespace, methods: list[Method]) -> dict:
     """The binary mappers the methods need: ``itq`` (``--hashing``), ``ft`` (``--ft-hashing``) and
     ``edges`` (the default hashing plus HED's edge map, for the hierarchical methods)."""
+    from binmap_tf.cli import feature_options
     from binmap_tf.model import BinaryMapper
 
     variants = {method.map_variant for method in methods if method.map_variant}
@@ -144,6 +145,8 @@ def run(args: argparse.Namespace) -> list[ImageResult]:
         raise SystemExit("error: --serving serves one hashing layer and no edges; evaluate -ft and "
                          "hierarchical methods locally")
     if args.serving:
+        from binmap_tf.cli import served_mapper
+
         caches = {"itq": UncachedMaps(served_mapper(args.serving))}
     else:
         mappers = build_mappers(args, methods) if any(m.map_variant for m in methods) else {}

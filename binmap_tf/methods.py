@@ -1,4 +1,6 @@
-"""The segmentation methods the evaluation compares, each at one parameter setting.
+"""The segmentation methods the evaluation compares, each at one parameter setting: a method is
+a named setting of the one pipeline, :func:`binmap_tf.segment.segment_with_map`
+(:meth:`Method.segment_options`), never a second implementation of it.
 
 A method is a low-level superpixel algorithm (``egs`` or ``slic``) optionally followed by a
 merge driven by a binary map (``binmap-egs``, ``binmap-slic``; ``-ft`` variants use the
@@ -15,15 +17,14 @@ every image at the same number of segments instead (parameter ``n_segments``).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from binmap_tf.binary_map import BinaryMap
-from binmap_tf.hierarchy import DEFAULT_THRESHOLD, DEFAULT_WEIGHTS, MergeTree, MergeWeights, build_hierarchy
-from binmap_tf.merge import merge_superpixels, superpixel_codes
-from binmap_tf.superpixels import EGS_SCALE, SLIC_N_SEGMENTS, compute_superpixels
+from binmap_tf.hierarchy import DEFAULT_THRESHOLD, DEFAULT_WEIGHTS, MergeWeights
+from binmap_tf.segment import StageCache, segment_with_map
+from binmap_tf.superpixels import EGS_SCALE, SLIC_N_SEGMENTS
 
 # Parameter grids of the sweep (Fig. 4): wide enough to span ~30 to ~1500 superpixels.
 SWEEP_VALUES = {
@@ -75,6 +76,19 @@ class Method:
         key = PARAMETER_NAMES[self.superpixels]
         return {key: int(value) if key == "n_segments" else float(value)}
 
+    def segment_options(self, value: float, hamming: int = 0, merge: str = "adjacent") -> dict:
+        """Keyword arguments of :func:`binmap_tf.segment.segment` (and ``segment_with_map``) that make
+        this method at parameter ``value``: a method is a setting of the one pipeline.
+
+        ``hamming`` and ``merge`` are the flat merge's options, used by ``binmap-*`` methods only.
+        """
+        if self.weights is not None:
+            cut = {"segments": int(value)} if self.by_count else {"threshold": float(value)}
+            return {"superpixels": self.superpixels, "merge": "hierarchy", "weights": self.weights, **cut,
+                    **self.superpixel_params(DEFAULT_VALUES[self.superpixels])}
+        flat = {"merge": "none"} if self.map_variant is None else {"merge": merge, "hamming": hamming}
+        return {"superpixels": self.superpixels, **flat, **self.superpixel_params(value)}
+
 
 def parse_method(name: str) -> Method:
     """``egs``, ``slic``, ``binmap-egs``, ``binmap-slic``, ``binmap-egs-ft``, ``binmap-slic-ft``,
@@ -103,44 +117,18 @@ class MethodOutput:
 
 
 def run_method(method: Method, value: float, image: np.ndarray, binary_map: BinaryMap | None,
-               superpixel_cache: dict, hamming: int = 0, merge: str = "adjacent") -> MethodOutput:
-    """Segment ``image`` with ``method`` at parameter ``value``.
+               stages: StageCache, hamming: int = 0, merge: str = "adjacent") -> MethodOutput:
+    """Segment ``image`` with ``method`` at parameter ``value`` through the one pipeline,
+    :func:`binmap_tf.segment.segment_with_map`.
 
-    ``superpixel_cache`` maps ``(superpixel method, value)`` to ``(labels, seconds)`` so a
-    baseline and its binary-map variant share one superpixel computation per image; it also
-    keeps the :class:`~binmap_tf.hierarchy.MergeTree` of each mix of cues (under ``("tree",
-    weights)``), so a sweep builds one tree per image. A hierarchical method's ``value`` is the
-    threshold, or ``n_segments`` for a ``-n`` method; its superpixels are EGS at the default scale.
+    ``stages`` is the image's :class:`~binmap_tf.segment.StageCache`: a baseline and its binary-map
+    variant share one superpixel computation, and every threshold of a hierarchy one merge tree.
+    ``seconds`` counts the host-side stages (superpixels, codes, merging), reused ones included.
     """
-    superpixel_value = DEFAULT_VALUES[method.superpixels] if method.weights is not None else value
-    key = (method.superpixels, superpixel_value)
-    if key not in superpixel_cache:
-        start = time.perf_counter()
-        labels = compute_superpixels(image, method.superpixels, **method.superpixel_params(superpixel_value))
-        superpixel_cache[key] = (labels, time.perf_counter() - start)
-    superpixels, superpixel_seconds = superpixel_cache[key]
-    n_superpixels = int(superpixels.max()) + 1
-    if method.map_variant is None:
-        return MethodOutput(superpixels, n_superpixels, superpixel_seconds)
-    if binary_map is None:
+    if method.map_variant is not None and binary_map is None:
         raise ValueError(f"method {method.name} needs a binary map")
-    if method.weights is not None:
-        tree, tree_seconds = _hierarchy(method, image, superpixels, binary_map, superpixel_cache)
-        start = time.perf_counter()
-        labels = tree.cut(n_segments=int(value)) if method.by_count else tree.cut(threshold=value)
-        return MethodOutput(labels, n_superpixels, superpixel_seconds + tree_seconds + time.perf_counter() - start)
-    start = time.perf_counter()
-    codes = superpixel_codes(superpixels, binary_map.bits, binary_map.cell_index())
-    labels = merge_superpixels(superpixels, codes, hamming=hamming, mode=merge)
-    return MethodOutput(labels, n_superpixels, superpixel_seconds + time.perf_counter() - start)
-
-
-def _hierarchy(method: Method, image: np.ndarray, superpixels: np.ndarray, binary_map: BinaryMap,
-               cache: dict) -> tuple[MergeTree, float]:
-    """The merge tree of ``method``'s cues on this image and the seconds it took, built once per image."""
-    key = ("tree", method.weights)
-    if key not in cache:
-        start = time.perf_counter()
-        tree = build_hierarchy(image, superpixels, binary_map, method.weights)
-        cache[key] = (tree, time.perf_counter() - start)
-    return cache[key]
+    result = segment_with_map(image, binary_map if method.map_variant else None, stages=stages,
+                              **method.segment_options(value, hamming, merge))
+    timings = result.timings
+    return MethodOutput(result.labels, result.n_superpixels,
+                        timings["superpixels"] + timings["assign"] + timings["merge"])

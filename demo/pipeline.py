@@ -19,13 +19,8 @@ from binmap_tf.binary_map import BinaryMap
 from binmap_tf.files import write_png
 from binmap_tf.images import ImageError, as_rgb_uint8, downscale_to_limit
 from binmap_tf.paths import data_root
-from binmap_tf.segment import (
-    SegmentationResult,
-    boundary_overlay,
-    label_image_uint16,
-    resolve_options,
-    segment_with_map,
-)
+from binmap_tf.outputs import boundary_overlay, label_image_uint16
+from binmap_tf.segment import SegmentationResult, resolve_options, segment_with_map
 from binmap_tf.superpixels import EGS_SCALE, SLIC_N_SEGMENTS
 
 # VGG16 on 2 CPU cores maps a 321x481 BSDS500 image (0.15 MP) in about 2 s; time and activation

@@ -215,3 +215,16 @@ class BinmapClient:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def connect(target: str, **options: Any) -> BinmapClient:
+    """A client of the model served at ``target`` (``BinmapClient`` options), asked for its signatures
+    once up front so that a wrong address or model name fails here with a :class:`ServingError`,
+    not on the first image. Command lines pass it as the ``mapper`` of :func:`binmap_tf.segment.segment`."""
+    client = BinmapClient(target, **options)
+    try:
+        client.signatures()
+    except ServingError:
+        client.close()
+        raise
+    return client

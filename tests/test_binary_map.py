@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from binmap_tf.backbones import GridGeometry
-from binmap_tf.binary_map import BinaryMap, codes_to_image, main, pack_bits, unpack_codes
+from binmap_tf.binary_map import BinaryMap, codes_to_image, pack_bits, unpack_codes
+from binmap_tf.binary_map.__main__ import main
 
 
 def test_pack_bits_puts_bit_zero_first():

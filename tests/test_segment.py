@@ -11,7 +11,8 @@ from PIL import Image
 from binmap_tf.backbones import GridGeometry
 from binmap_tf.binary_map import BinaryMap
 from binmap_tf.images import load_image
-from binmap_tf.segment import default_mapper, main, segment, segment_labels, segment_with_map
+from binmap_tf.segment import default_mapper, segment, segment_labels, segment_with_map
+from binmap_tf.segment.__main__ import main
 
 STAGES = ["superpixels", "assign", "merge", "total"]
 

@@ -20,7 +20,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from binmap_tf.model import BinaryMapper
 from binmap_tf.files import write_png
-from binmap_tf.segment import main as segment_main
+from binmap_tf.segment.__main__ import main as segment_main
 from binmap_tf.segment import segment
 from serving import export
 from serving.client import (

@@ -4,16 +4,12 @@ Codes pack bit 0 into the most significant position: ``code = sum_j bits[j] << (
 So an 8-bit map shows as grey levels and a 24-bit map as RGB with bits 0-7 in red, 8-15 in
 green and 16-23 in blue (the paper's display of 24 bits as a 3-channel image).
 
-Command line: ``python -m binmap_tf.binary_map IMAGE... --out DIR`` writes each image's map
-as ``<stem>_binary_map.png`` (upsampled to the image) and ``<stem>_binary_map.npy`` (the
-``h x w x k`` bits).
+Command line: ``python -m binmap_tf.binary_map`` (:mod:`binmap_tf.binary_map.__main__`).
 """
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -89,30 +85,3 @@ class BinaryMap:
     def to_image(self) -> np.ndarray:
         """The map upsampled to the image, as grey (<= 8 bits) or RGB (more bits) uint8."""
         return codes_to_image(self.codes.reshape(-1)[self.cell_index()], self.n_bits)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line: write the binary map of each image as PNG and ``.npy``."""
-    from binmap_tf import cli
-    from binmap_tf.files import write_npy, write_png
-    from binmap_tf.images import load_image
-
-    parser = argparse.ArgumentParser(
-        prog="python -m binmap_tf.binary_map",
-        description="Compute the CNN-aware binary map of images (grey levels for <= 8 bits, RGB for 24).")
-    parser.add_argument("images", nargs="+", help="image files or folders of images")
-    parser.add_argument("--out", required=True, type=Path, help="output folder")
-    cli.add_model_arguments(parser)
-    args = parser.parse_args(argv)
-    mapper = cli.mapper_from_args(args)
-
-    def process(path: Path) -> None:
-        binary_map = mapper(load_image(path))
-        write_png(args.out / f"{path.stem}_binary_map.png", binary_map.to_image())
-        write_npy(args.out / f"{path.stem}_binary_map.npy", binary_map.bits)
-
-    return cli.run_batch(cli.collect_images(args.images), process, desc="binary maps")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
