@@ -52,15 +52,22 @@ from scipy.sparse.csgraph import connected_components
 from binmap_tf.binary_map import BinaryMap
 from binmap_tf.images import as_rgb_uint8
 from binmap_tf.merge import bit_votes, boundary_pixel_pairs, label_pair_keys
+from binmap_tf.merge_features import (
+    COLOUR_SCALE,
+    HISTOGRAM_WIDTH,
+    border_histograms,
+    pair_features,
+    region_histograms,
+)
+from binmap_tf.merge_scorer import MergeScorer
 
 # Size prior of build_hierarchy: regions under 5 % of the current mean region area merge
 # preferentially (chosen on BSDS500 val).
 SIZE_PRIOR = 0.05
 # The queued dissimilarities are recomputed each time the number of regions drops by 10 %.
 REFRESH = 0.1
-# A CIELAB distance of 50 (about the difference between mid-grey and saturated red) counts as
-# "completely different"; larger distances are clipped.
-COLOUR_SCALE = 50.0
+# COLOUR_SCALE (binmap_tf.merge_features): a CIELAB distance of 50 (about the difference between
+# mid-grey and saturated red) counts as "completely different"; larger distances are clipped.
 
 
 @dataclass(frozen=True)
@@ -219,33 +226,54 @@ class MergeTree:
 
 @dataclass(frozen=True)
 class _Regions:
-    """Per-region sums, one row per node (superpixels first, merged regions appended)."""
+    """Per-region sums, one row per node (superpixels first, merged regions appended); every
+    array adds when two regions merge. The histograms have 0 columns unless a scorer needs them."""
 
     area: np.ndarray  # (nodes,) pixels
     votes: np.ndarray  # (nodes, k) pixels with each bit set
     colour: np.ndarray  # (nodes, 3) summed CIELAB
+    histogram: np.ndarray  # (nodes, HISTOGRAM_WIDTH) colour and texture histograms, or (nodes, 0)
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        return self.area, self.votes, self.colour, self.histogram
+
+    def merge(self, node: int, a: int, b: int) -> None:
+        """Sums of the new region ``node`` = those of ``a`` plus ``b``."""
+        for array in self.arrays():
+            array[node] = array[a] + array[b]
+
+    def pair(self, first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Each array's rows for ``first`` and ``second``, stacked on a leading axis of 2."""
+        index = np.stack([first, second])
+        return tuple(array[index] for array in self.arrays())
 
 
 def _region_sums(image: np.ndarray | None, superpixels: np.ndarray, binary_map: BinaryMap,
-                 n_nodes: int) -> _Regions:
-    """Pixels, bit votes and CIELAB sums of every superpixel, in arrays with room for all nodes."""
+                 n_nodes: int, histograms: bool = False) -> _Regions:
+    """Pixels, bit votes and CIELAB sums (and, with ``histograms``, the colour and texture
+    histograms of :mod:`binmap_tf.merge_features`) of every superpixel, with room for all nodes."""
     n = int(superpixels.max()) + 1
-    flat = superpixels.ravel()
     area = np.zeros(n_nodes)
     votes = np.zeros((n_nodes, binary_map.n_bits))
     votes[:n], area[:n] = bit_votes(superpixels, binary_map.bits, binary_map.cell_index())
     colour = np.zeros((n_nodes, 3))
+    histogram = np.zeros((n_nodes, HISTOGRAM_WIDTH if histograms else 0))
     if image is not None:
-        from skimage.color import rgb2lab
+        if histograms:
+            colour[:n], histogram[:n] = region_histograms(image, superpixels, n)
+        else:
+            from skimage.color import rgb2lab
 
-        lab = rgb2lab(as_rgb_uint8(image)).reshape(-1, 3)
-        colour[:n] = np.stack([np.bincount(flat, lab[:, c], minlength=n) for c in range(3)], axis=1)
-    return _Regions(area, votes, colour)
+            lab = rgb2lab(as_rgb_uint8(image)).reshape(-1, 3)
+            flat = superpixels.ravel()
+            colour[:n] = np.stack([np.bincount(flat, lab[:, c], minlength=n) for c in range(3)], axis=1)
+    return _Regions(area, votes, colour, histogram)
 
 
 def _border_sums(superpixels: np.ndarray, edges: np.ndarray | None, connectivity: int
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Touching superpixel pairs with the summed edge strength and number of pixel pairs along each border.
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Touching superpixel pairs ``(e, 2)`` and their border sums ``(e, BORDER_WIDTH)``: summed edge
+    strength, number of pixel pairs along the border and the histogram of their strengths.
 
     Every pair of neighbouring pixels (4-neighbours, plus diagonals for ``connectivity`` 2)
     with different labels is one sample of the border between their superpixels; its strength
@@ -257,24 +285,31 @@ def _border_sums(superpixels: np.ndarray, edges: np.ndarray | None, connectivity
     strength = np.zeros(len(first)) if edges is None else \
         np.maximum(edges.ravel()[first], edges.ravel()[second]).astype(np.float64)
     pairs = np.stack([keys // n, keys % n], axis=1)
-    return pairs, np.bincount(inverse, strength, len(keys)), np.bincount(inverse, minlength=len(keys)).astype(np.float64)
+    return pairs, border_histograms(inverse, strength, len(keys))
 
 
 @dataclass(frozen=True)
 class _Criterion:
-    """The merge dissimilarity: weighted cues, scaled down for regions small against the current mean."""
+    """The hand-set merge dissimilarity: weighted cues, scaled down for regions small against the current mean."""
 
     weights: np.ndarray  # [codes, edges, colour], summing to 1
     size_prior: float  # fraction of the mean region area; 0 turns the size prior off
     image_area: float  # pixels
 
-    def __call__(self, regions: _Regions, first: np.ndarray, second: np.ndarray, border_sum: np.ndarray,
-                 border_count: np.ndarray, n_regions: int) -> np.ndarray:
-        """Dissimilarity of each pair of regions ``(first[i], second[i])`` while ``n_regions`` remain, in [0, 1]."""
+    @property
+    def depends_on_count(self) -> bool:
+        """Whether a pair's value changes as the number of regions falls (then queued values are refreshed)."""
+        return self.size_prior > 0
+
+    def __call__(self, regions: _Regions, first: np.ndarray, second: np.ndarray, border: np.ndarray,
+                 n_regions: int) -> np.ndarray:
+        """Dissimilarity of each pair of regions ``(first[i], second[i])`` while ``n_regions`` remain, in [0, 1].
+
+        ``border`` holds the pairs' border sums (see :func:`_border_sums`)."""
         area = regions.area[first, None], regions.area[second, None]
         code = np.abs(regions.votes[first] / area[0] - regions.votes[second] / area[1]).mean(axis=1)
         colour = np.linalg.norm(regions.colour[first] / area[0] - regions.colour[second] / area[1], axis=1)
-        distance = (self.weights[0] * code + self.weights[1] * border_sum / border_count
+        distance = (self.weights[0] * code + self.weights[1] * border[:, 0] / border[:, 1]
                     + self.weights[2] * np.minimum(colour / COLOUR_SCALE, 1.0))
         if self.size_prior > 0:
             small = self.size_prior * self.image_area / n_regions
@@ -282,28 +317,66 @@ class _Criterion:
         return distance
 
 
+@dataclass(frozen=True)
+class _PairFeatures:
+    """The learned scorer's input: :func:`binmap_tf.merge_features.pair_features` from the running sums."""
+
+    image_area: float
+    codes: bool = True
+
+    def __call__(self, regions: _Regions, first: np.ndarray, second: np.ndarray, border: np.ndarray,
+                 n_regions: int) -> np.ndarray:
+        return pair_features(*regions.pair(first, second), border, n_regions, self.image_area, codes=self.codes)
+
+
+@dataclass(frozen=True)
+class _LearnedCriterion:
+    """The learned dissimilarity: the scorer's probability that the two regions belong to different segments.
+
+    With ``log``, every scored pair's full features (codes included) and node ids are appended
+    to it, so training can see the pairs the greedy merge meets at every level.
+    """
+
+    scorer: MergeScorer | None
+    features: _PairFeatures
+    fallback: _Criterion | None = None  # orders the merges while pairs are only logged
+    log: list | None = None
+
+    depends_on_count = True  # relative areas and the number of regions are features
+
+    def __call__(self, regions: _Regions, first: np.ndarray, second: np.ndarray, border: np.ndarray,
+                 n_regions: int) -> np.ndarray:
+        features = self.features(regions, first, second, border, n_regions)
+        if self.log is not None:
+            self.log.append((features, first.copy(), second.copy()))
+        if self.scorer is None:
+            return self.fallback(regions, first, second, border, n_regions)
+        if not self.scorer.codes and self.features.codes:
+            features = features[:, 1 + regions.votes.shape[1]:]
+        return self.scorer(features)
+
+
 class _Border:
     """Running sums of one border between two current regions, and the superpixel pairs it holds."""
 
-    __slots__ = ("strength", "length", "pairs")
+    __slots__ = ("sums", "pairs")
 
-    def __init__(self, strength: float, length: float, pairs: list[int]) -> None:
-        self.strength, self.length, self.pairs = strength, length, pairs
+    def __init__(self, sums: np.ndarray, pairs: list[int]) -> None:
+        self.sums, self.pairs = sums, pairs
 
     def absorb(self, other: _Border) -> None:
-        self.strength += other.strength
-        self.length += other.length
+        self.sums = self.sums + other.sums
         self.pairs += other.pairs
 
 
-def _heap_entries(regions: _Regions, criterion: _Criterion, n_regions: int,
+def _heap_entries(regions: _Regions, criterion, n_regions: int,
                   borders: list[tuple[int, int, _Border]]) -> list[tuple[float, int, int]]:
     """``(dissimilarity, a, b)`` of each border ``(a, b, sums)``, computed in one vectorised call."""
     if not borders:
         return []
     first, second = (np.fromiter((border[i] for border in borders), np.int64, len(borders)) for i in (0, 1))
-    sums = np.array([(border.strength, border.length) for _, _, border in borders])
-    distances = criterion(regions, first, second, sums[:, 0], sums[:, 1], n_regions)
+    sums = np.stack([border.sums for _, _, border in borders])
+    distances = criterion(regions, first, second, sums, n_regions)
     return list(zip(distances.tolist(), first.tolist(), second.tolist()))
 
 
@@ -313,23 +386,24 @@ def _live_borders(borders: list[dict[int, _Border] | None]) -> list[tuple[int, i
             for b, border in neighbours.items() if a < b]
 
 
-def _agglomerate(regions: _Regions, pairs: np.ndarray, border_sum: np.ndarray, border_count: np.ndarray,
-                 criterion: _Criterion, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _agglomerate(regions: _Regions, pairs: np.ndarray, border_sums: np.ndarray, criterion, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Greedy merging over the adjacency graph: children, heights and the height of every pair.
 
-    With the size prior, a pair's dissimilarity falls as the number of regions does, so queued
+    ``criterion(regions, first, second, border_sums, n_regions)`` scores pairs (the hand-set
+    mix or the learned scorer). With the size prior, or a scorer that reads sizes relative to
+    the current mean region, a pair's value changes as the number of regions falls, so queued
     values go stale; all of them are recomputed whenever the number of regions has dropped by
-    :data:`REFRESH` since the last time (between refreshes they overestimate the dissimilarity
-    of small regions by at most a factor ``1 / sqrt(1 - REFRESH)``).
+    :data:`REFRESH` since the last time (between refreshes the size prior overestimates the
+    dissimilarity of small regions by at most a factor ``1 / sqrt(1 - REFRESH)``).
     """
     borders: list[dict[int, _Border] | None] = [{} for _ in range(2 * n - 1)]
     for index, (a, b) in enumerate(pairs.tolist()):
-        borders[a][b] = borders[b][a] = _Border(float(border_sum[index]), float(border_count[index]), [index])
+        borders[a][b] = borders[b][a] = _Border(border_sums[index], [index])
     node_height = np.zeros(2 * n - 1)
     pair_heights = np.zeros(len(pairs))
     heap = _heap_entries(regions, criterion, n, _live_borders(borders))
     heapq.heapify(heap)
-    refresh_below = n * (1 - REFRESH) if criterion.size_prior > 0 else 0
+    refresh_below = n * (1 - REFRESH) if criterion.depends_on_count else 0
     children: list[tuple[int, int]] = []
     heights: list[float] = []
     while heap:
@@ -344,8 +418,7 @@ def _agglomerate(regions: _Regions, pairs: np.ndarray, border_sum: np.ndarray, b
         shared = borders[a].pop(b)
         del borders[b][a]
         pair_heights[shared.pairs] = height
-        for array in (regions.area, regions.votes, regions.colour):
-            array[node] = array[a] + array[b]
+        regions.merge(node, a, b)
         # The new region's borders: those of a and b, summed where both touched a neighbour.
         merged: dict[int, _Border] = {}
         for child in (a, b):
@@ -373,7 +446,8 @@ def _agglomerate(regions: _Regions, pairs: np.ndarray, border_sum: np.ndarray, b
 
 def build_hierarchy(image: np.ndarray | None, superpixels: np.ndarray, binary_map: BinaryMap,
                     weights: MergeWeights | None = None, size_prior: float = SIZE_PRIOR,
-                    connectivity: int = 2) -> MergeTree:
+                    connectivity: int = 2, scorer: MergeScorer | None = None,
+                    pair_log: list | None = None) -> MergeTree:
     """Merge adjacent superpixels greedily, most similar first, and record the merge tree.
 
     Parameters
@@ -403,6 +477,15 @@ def build_hierarchy(image: np.ndarray | None, superpixels: np.ndarray, binary_ma
         segments are 8-connected and :func:`binmap_tf.merge.adjacency` does; 1 uses the 4
         direct neighbours only, which makes :meth:`MergeTree.ucm` exact for 4-connected
         superpixels.
+    scorer : MergeScorer, optional
+        A learned scorer (:mod:`binmap_tf.merge_scorer`): pairs are merged in order of its
+        probability that they belong to different segments, re-scored from running sums as
+        regions grow; ``weights`` and ``size_prior`` are then not used (sizes are features).
+    pair_log : list, optional
+        Training aid: every scored pair's features (all of
+        :func:`binmap_tf.merge_features.feature_names`, codes included) and node ids are
+        appended as ``(features, first, second)``, at every level of the merge; the merges
+        follow ``scorer`` when given, else ``weights``.
 
     Returns
     -------
@@ -431,6 +514,7 @@ def build_hierarchy(image: np.ndarray | None, superpixels: np.ndarray, binary_ma
     """
     weights = DEFAULT_WEIGHTS if weights is None else weights
     normalised = weights.normalised()
+    learned = scorer is not None or pair_log is not None
     if not 0 <= size_prior <= 1:
         raise ValueError(f"size_prior is a fraction of the mean region area in [0, 1], got {size_prior}")
     labels = np.asarray(superpixels)
@@ -438,19 +522,25 @@ def build_hierarchy(image: np.ndarray | None, superpixels: np.ndarray, binary_ma
         raise ValueError(f"expected a non-empty 2-D integer superpixel image, got {labels.dtype} {labels.shape}")
     if labels.shape != tuple(binary_map.image_shape):
         raise ValueError(f"superpixels {labels.shape} do not match the binary map's image {binary_map.image_shape}")
-    if normalised[1] > 0 and binary_map.edges is None:
+    if (normalised[1] > 0 or learned) and binary_map.edges is None:
         raise ValueError("the edges cue needs a binary map with edges; build the mapper with "
                          "BinaryMapper(edges=True) or set weights.edges to 0")
-    if normalised[2] > 0 and image is None:
+    if (normalised[2] > 0 or learned) and image is None:
         raise ValueError("the colour cue needs the image; pass it or set weights.colour to 0")
+    if scorer is not None and scorer.codes and scorer.n_bits != binary_map.n_bits:
+        raise ValueError(f"the merge scorer was trained on {scorer.n_bits}-bit codes, the map has {binary_map.n_bits}")
     if labels.min() != 0 or not np.bincount(labels.ravel()).all():  # renumber 0 .. n-1 only when needed
         labels = np.unique(labels, return_inverse=True)[1].reshape(labels.shape)
     labels = labels.astype(np.int32, copy=False)
     n = int(labels.max()) + 1
-    regions = _region_sums(image if normalised[2] > 0 else None, labels, binary_map, 2 * n - 1)
-    pairs, border_sum, border_count = _border_sums(labels, binary_map.edges if normalised[1] > 0 else None,
-                                                connectivity)
+    regions = _region_sums(image if normalised[2] > 0 or learned else None, labels, binary_map, 2 * n - 1,
+                           histograms=learned)
+    pairs, border_sums = _border_sums(labels, binary_map.edges if normalised[1] > 0 or learned else None,
+                                      connectivity)
     criterion = _Criterion(normalised, size_prior, labels.size)
-    children, heights, pair_heights = _agglomerate(regions, pairs, border_sum, border_count, criterion, n)
+    if learned:
+        # Without a log, a no-codes scorer never needs the code columns computed.
+        features = _PairFeatures(labels.size, codes=pair_log is not None or scorer.codes)
+        criterion = _LearnedCriterion(scorer, features, criterion, pair_log)
+    children, heights, pair_heights = _agglomerate(regions, pairs, border_sums, criterion, n)
     return MergeTree(labels, children, heights, pairs, pair_heights)
-

@@ -44,6 +44,7 @@ from binmap_tf.hierarchy import (
     check_segment_count,
 )
 from binmap_tf.merge import MERGE_MODES, check_merge_options, group_superpixels, superpixel_codes
+from binmap_tf.merge_scorer import MergeScorer, resolve_scorer
 from binmap_tf.superpixels import (
     EGS_MIN_SIZE,
     EGS_SCALE,
@@ -157,12 +158,12 @@ class StageCache:
 
 
 def _hierarchy_cut(merge: str, hamming: int, segments: int | None, threshold: float | None,
-                   weights: MergeWeights | None) -> dict[str, Any]:
+                   weights: MergeWeights | None, scorer: MergeScorer | None = None) -> dict[str, Any]:
     """Check the step-(d) options; return the hierarchy's cut (``{}`` for a flat merge or none)."""
     if merge != "hierarchy":
-        if segments is not None or threshold is not None or weights is not None:
-            raise ValueError("segments, threshold and weights belong to a merge hierarchy; pass merge='hierarchy' "
-                             "with them")
+        if segments is not None or threshold is not None or weights is not None or scorer is not None:
+            raise ValueError("segments, threshold, weights and scorer belong to a merge hierarchy; pass "
+                             "merge='hierarchy' with them")
         if merge == "none":
             if hamming != 0:
                 raise ValueError("hamming applies to the flat merges; merge='none' keeps the superpixels")
@@ -172,12 +173,15 @@ def _hierarchy_cut(merge: str, hamming: int, segments: int | None, threshold: fl
     if hamming != 0:
         raise ValueError("hamming applies to the flat merges; a hierarchy is cut by threshold or segments")
     if weights is not None:
+        if scorer is not None:
+            raise ValueError("pass weights (hand-set cues) or scorer (learned), not both")
         weights.normalised()  # ValueError for invalid weights
     if segments is not None and threshold is not None:
         raise ValueError("pass one of segments and threshold, not both")
     if segments is not None:
         return {"segments": check_segment_count(segments, "segments")}
-    threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+    if threshold is None:  # the val-chosen threshold of the learned scorer, or of the hand-set cues
+        threshold = scorer.threshold if scorer is not None and scorer.threshold is not None else DEFAULT_THRESHOLD
     if not 0 <= threshold <= 1:
         raise ValueError(f"threshold is a merge height in [0, 1], got {threshold!r}")
     return {"threshold": float(threshold)}
@@ -185,24 +189,27 @@ def _hierarchy_cut(merge: str, hamming: int, segments: int | None, threshold: fl
 
 def resolve_options(superpixels: str, hamming: int, merge: str, params: dict[str, Any],
                     segments: int | None = None, threshold: float | None = None,
-                    weights: MergeWeights | None = None) -> dict[str, Any]:
+                    weights: MergeWeights | None = None, scorer: MergeScorer | None = None) -> dict[str, Any]:
     """Check the options of :func:`segment` (before any expensive stage); return them with defaults
-    filled in, as :attr:`SegmentationResult.options` records them. ``ValueError`` names a bad one."""
+    filled in, as :attr:`SegmentationResult.options` records them. ``ValueError`` names a bad one.
+    ``scorer`` is a resolved :class:`~binmap_tf.merge_scorer.MergeScorer` (see :func:`resolve_scorer`)."""
     if merge not in MERGES:
         raise ValueError(f"unknown merge mode {merge!r}; choose one of {MERGES}")
-    cut = _hierarchy_cut(merge, hamming, segments, threshold, weights)
+    cut = _hierarchy_cut(merge, hamming, segments, threshold, weights, scorer)
     options = {"superpixels": superpixels, "superpixel_params": superpixel_params(superpixels, **params),
                "hamming": int(hamming), "merge": merge}
     if merge != "hierarchy":
         return options
+    if scorer is not None:
+        return {**options, "cut": cut, "scorer": scorer.name}
     cues = DEFAULT_WEIGHTS if weights is None else weights
     return {**options, "cut": cut, "weights": dataclasses.asdict(cues)}
 
 
 def segment_with_map(image: np.ndarray, binary_map: BinaryMap | None, superpixels: str = "egs", hamming: int = 0,
                      merge: str = "adjacent", *, segments: int | None = None, threshold: float | None = None,
-                     weights: MergeWeights | None = None, stages: StageCache | None = None,
-                     **superpixel_params: Any) -> SegmentationResult:
+                     weights: MergeWeights | None = None, scorer: MergeScorer | str | None = None,
+                     stages: StageCache | None = None, **superpixel_params: Any) -> SegmentationResult:
     """Steps (b)-(d) on the host: superpixels of ``image``, codes from ``binary_map``, merging.
 
     This is the one segmentation pipeline: :func:`segment`, the ``segment`` and ``evaluate``
@@ -214,7 +221,8 @@ def segment_with_map(image: np.ndarray, binary_map: BinaryMap | None, superpixel
     the superpixels and merge trees between calls on the same image (see :class:`StageCache`).
     """
     start = time.perf_counter()
-    options = resolve_options(superpixels, hamming, merge, superpixel_params, segments, threshold, weights)
+    scorer = None if scorer is None else resolve_scorer(scorer)
+    options = resolve_options(superpixels, hamming, merge, superpixel_params, segments, threshold, weights, scorer)
     image_shape = tuple(np.shape(image)[:2])
     if binary_map is None and merge != "none":
         raise ValueError(f"merge={merge!r} needs the image's binary map; pass one or use merge='none'")
@@ -232,11 +240,12 @@ def segment_with_map(image: np.ndarray, binary_map: BinaryMap | None, superpixel
         codes = _codes(superpixel_labels, binary_map, cell_index)
     tree, tree_seconds = None, 0.0
     if merge == "hierarchy":
-        cues = MergeWeights(**options["weights"])
-        # The tree depends on the map too: key it by the map object, which the entry keeps alive.
+        cues = None if scorer is not None else MergeWeights(**options["weights"])
+        # The tree depends on the map too: key it by the map object, which the entry keeps alive
+        # (a scorer is keyed by identity too).
         (tree, _), tree_seconds = stages.get(
-            ("tree", superpixel_key, cues, id(binary_map)),
-            lambda: (build_hierarchy(image, superpixel_labels, binary_map, cues), binary_map))
+            ("tree", superpixel_key, cues, scorer, id(binary_map)),
+            lambda: (build_hierarchy(image, superpixel_labels, binary_map, cues, scorer=scorer), binary_map))
     with _stage(timings, "merge"):  # (d)
         if tree is not None:
             segment_of = tree.segment_of(n_segments=segments, threshold=options["cut"].get("threshold"))
@@ -272,7 +281,8 @@ def default_mapper(edges: bool = False) -> BinaryMapper:
 def segment(image: np.ndarray, mapper: Callable[[np.ndarray], BinaryMap] | None = None, *,
             superpixels: str = "egs", hamming: int = 0, merge: str = "adjacent", segments: int | None = None,
             threshold: float | None = None, weights: MergeWeights | None = None,
-            binary_map: BinaryMap | None = None, **superpixel_params: Any) -> SegmentationResult:
+            scorer: MergeScorer | str | None = None, binary_map: BinaryMap | None = None,
+            **superpixel_params: Any) -> SegmentationResult:
     """Segment ``image`` by merging superpixels with equal codes in its CNN-aware binary map.
 
     Parameters
@@ -303,6 +313,11 @@ def segment(image: np.ndarray, mapper: Callable[[np.ndarray], BinaryMap] | None 
     weights : MergeWeights, optional
         With ``merge="hierarchy"``: the cues' weights (default
         :data:`~binmap_tf.hierarchy.DEFAULT_WEIGHTS`: codes, edges and colour).
+    scorer : MergeScorer or str, optional
+        With ``merge="hierarchy"``: merge in the order of a learned scorer instead of hand-set
+        weights: a :class:`~binmap_tf.merge_scorer.MergeScorer`, a shipped name (``"learned"``,
+        ``"learned-no-codes"``) or an ``.npz`` path; the default threshold is then the scorer's
+        own, chosen on BSDS500 val.
     binary_map : BinaryMap, optional
         A map already computed for this image; ``mapper`` is then not used.
     **superpixel_params
@@ -333,14 +348,15 @@ def segment(image: np.ndarray, mapper: Callable[[np.ndarray], BinaryMap] | None 
     True
     """
     start = time.perf_counter()
-    resolve_options(superpixels, hamming, merge, superpixel_params, segments, threshold, weights)
+    scorer = None if scorer is None else resolve_scorer(scorer)
+    resolve_options(superpixels, hamming, merge, superpixel_params, segments, threshold, weights, scorer)
     timings: dict[str, float] = {}
     if binary_map is None and (merge != "none" or mapper is not None):
         mapper = mapper if mapper is not None else default_mapper(edges=merge == "hierarchy")
         with _stage(timings, "cnn"):  # (a)
             binary_map = mapper(image)
     result = segment_with_map(image, binary_map, superpixels, hamming, merge, segments=segments,
-                              threshold=threshold, weights=weights, **superpixel_params)
+                              threshold=threshold, weights=weights, scorer=scorer, **superpixel_params)
     result.timings = {**timings, **result.timings, "total": time.perf_counter() - start}
     return result
 

@@ -1,0 +1,171 @@
+"""Training data, training and validation of the learned merge scorer (:mod:`binmap_tf.merge_scorer`).
+
+Pairs come from the greedy merge itself (:func:`binmap_tf.hierarchy.build_hierarchy` with a
+``pair_log``): every pair of regions it scores, at every level of the hierarchy, as regions
+grow. Round 1 orders the merges by the hand-set cues, later rounds by the scorer of the round
+before, so the scorer also sees the pairs its own merges produce.
+
+A pair's label is soft: for each human annotation, whether the two regions' majority segments
+differ, averaged over the image's annotators (4-9 on BSDS500). Region-by-segment pixel counts
+are added up along the merge tree, as the merge adds its own sums.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from binmap_tf.binary_map import BinaryMap
+from binmap_tf.hierarchy import MergeTree, MergeWeights, build_hierarchy
+from binmap_tf.merge_features import feature_names
+from binmap_tf.merge_scorer import MergeScorer
+from binmap_tf.metrics import BenchmarkResult, region_benchmark, region_scores
+
+# Cut thresholds scanned on val to choose the scorer's threshold (heights are probabilities).
+THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.05, 0.951, 0.025), 3))
+
+
+@dataclass
+class TrainingImage:
+    """What the merge needs of one image, with its human annotations."""
+
+    image: np.ndarray
+    superpixels: np.ndarray
+    binary_map: BinaryMap
+    ground_truths: list[np.ndarray]
+
+
+@dataclass
+class PairSet:
+    """Features ``(m, F)`` (every column of :func:`feature_names`), soft labels ``(m,)``, and the image of each pair."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    image_index: np.ndarray
+
+    @staticmethod
+    def concatenate(sets: list[PairSet]) -> PairSet:
+        return PairSet(np.concatenate([s.features for s in sets]), np.concatenate([s.labels for s in sets]),
+                       np.concatenate([s.image_index for s in sets]))
+
+
+def node_segment_counts(tree: MergeTree, ground_truth: np.ndarray) -> np.ndarray:
+    """Pixels of every ground-truth segment in every node of ``tree``, ``(nodes, segments)``."""
+    n = tree.n_superpixels
+    segments = np.unique(ground_truth, return_inverse=True)[1].reshape(ground_truth.shape)
+    width = int(segments.max()) + 1
+    counts = np.zeros((n + len(tree.children), width))
+    counts[:n] = np.bincount(tree.superpixels.ravel().astype(np.int64) * width + segments.ravel(),
+                             minlength=n * width).reshape(n, width)
+    for index, (a, b) in enumerate(tree.children):
+        counts[n + index] = counts[a] + counts[b]
+    return counts
+
+
+def pair_labels(tree: MergeTree, ground_truths: list[np.ndarray], first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Soft label of each node pair: the fraction of annotations whose majority segments of the two differ."""
+    differ = np.zeros(len(first))
+    for ground_truth in ground_truths:
+        majority = np.argmax(node_segment_counts(tree, ground_truth), axis=1)
+        differ += majority[first] != majority[second]
+    return differ / len(ground_truths)
+
+
+def image_pairs(item: TrainingImage, scorer: MergeScorer | None, weights: MergeWeights | None,
+                max_pairs: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Features and soft labels of the pairs one greedy merge of ``item`` scores (at most ``max_pairs``, drawn at random)."""
+    log: list = []
+    tree = build_hierarchy(item.image, item.superpixels, item.binary_map, weights, scorer=scorer, pair_log=log)
+    features = np.concatenate([entry[0] for entry in log])
+    first, second = (np.concatenate([entry[i] for entry in log]) for i in (1, 2))
+    if len(features) > max_pairs:
+        keep = np.sort(rng.choice(len(features), max_pairs, replace=False))
+        features, first, second = features[keep], first[keep], second[keep]
+    return features, pair_labels(tree, item.ground_truths, first, second)
+
+
+def collect_pairs(items: list[TrainingImage], scorer: MergeScorer | None = None, weights: MergeWeights | None = None,
+                  max_pairs: int = 4000, seed: int = 0) -> PairSet:
+    """:func:`image_pairs` of every image, merges ordered by ``scorer`` (or the hand-set ``weights``)."""
+    rng = np.random.default_rng(seed)
+    sets = []
+    for index, item in enumerate(items):
+        features, labels = image_pairs(item, scorer, weights, max_pairs, rng)
+        sets.append(PairSet(features.astype(np.float32), labels.astype(np.float32), np.full(len(labels), index)))
+    return PairSet.concatenate(sets)
+
+
+def feature_columns(n_bits: int, codes: bool) -> np.ndarray:
+    """Indices of the columns a scorer with or without code features reads from a :class:`PairSet`."""
+    names = feature_names(n_bits, codes=True)
+    chosen = set(feature_names(n_bits, codes=codes))
+    return np.array([i for i, name in enumerate(names) if name in chosen])
+
+
+def build_model(n_features: int, hidden: tuple[int, ...]):
+    """The Keras MLP: standardised features -> ReLU dense layers -> one logit."""
+    import keras
+
+    inputs = keras.Input((n_features,), name="features")
+    x = inputs
+    for i, units in enumerate(hidden):
+        x = keras.layers.Dense(units, activation="relu", name=f"dense{i}")(x)
+    return keras.Model(inputs, keras.layers.Dense(1, name="logit")(x), name="merge_scorer")
+
+
+def fit_scorer(train: PairSet, val: PairSet, codes: bool, n_bits: int, hidden: tuple[int, ...] = (64, 32),
+               epochs: int = 30, batch_size: int = 512, learning_rate: float = 1e-3, patience: int = 4,
+               seed: int = 0, verbose: int = 2) -> tuple[MergeScorer, dict]:
+    """Train the MLP with ``model.fit`` on soft labels (binary cross-entropy on the logit), early
+    stopping on the val pairs' loss; return it as a numpy :class:`MergeScorer` and the history."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    columns = feature_columns(n_bits, codes)
+    x_train, x_val = train.features[:, columns], val.features[:, columns]
+    mean = x_train.mean(axis=0)
+    std = np.maximum(x_train.std(axis=0), 1e-6)
+    model = build_model(len(columns), hidden)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    history = model.fit((x_train - mean) / std, train.labels[:, None], batch_size=batch_size, epochs=epochs,
+                        validation_data=((x_val - mean) / std, val.labels[:, None]), shuffle=True, verbose=verbose,
+                        callbacks=[keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)])
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    kernels = [np.asarray(layer.kernel, np.float64) for layer in dense]
+    biases = [np.asarray(layer.bias, np.float64) for layer in dense]
+    scorer = MergeScorer(mean.astype(np.float64), std.astype(np.float64), kernels, biases, codes=codes,
+                         n_bits=n_bits if codes else 0)
+    return scorer, {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+def validate(scorer: MergeScorer, items: list[TrainingImage], thresholds: tuple[float, ...] = THRESHOLDS
+             ) -> BenchmarkResult:
+    """The benchmark's ODS / OIS figures of ``scorer``'s hierarchies on ``items`` over ``thresholds``."""
+    per_image = []
+    for item in items:
+        tree = build_hierarchy(item.image, item.superpixels, item.binary_map, scorer=scorer)
+        by_count: dict[int, object] = {}  # thresholds with no merge height between them give one cut
+        for t in thresholds:
+            count = tree.n_segments_at(t)
+            if count not in by_count:
+                by_count[count] = region_scores(tree.cut(threshold=t), item.ground_truths)
+        per_image.append([by_count[tree.n_segments_at(t)] for t in thresholds])
+    return region_benchmark(per_image, list(thresholds))
+
+
+def load_training_images(dataset, cache, superpixels: str = "egs", **params) -> list[TrainingImage]:
+    """Image, superpixels, binary map (from ``cache``, a :class:`~binmap_tf.map_cache.BinaryMapCache`
+    whose mapper gives edges) and annotations of every sample of ``dataset``."""
+    from tqdm import tqdm
+
+    from binmap_tf.superpixels import compute_superpixels
+
+    items = []
+    for sample in tqdm(dataset, desc=f"maps and superpixels ({dataset.split})", unit="image"):
+        image = sample.load_image()
+        binary_map, _ = cache.get(sample.id, image)
+        items.append(TrainingImage(image, compute_superpixels(image, superpixels, **params), binary_map,
+                                   sample.load_ground_truths()))
+    return items
