@@ -43,10 +43,8 @@ def candidates() -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
     """Name -> ``(image, edges) -> superpixel labels`` of every first level compared."""
     return {
         "egs k=100 (default)": lambda image, edges: egs(image, scale=100),
-        "egs k=50": lambda image, edges: egs(image, scale=50),
         "egs k=200": lambda image, edges: egs(image, scale=200),
         "slic 500": lambda image, edges: slic(image, n_segments=500),
-        "slic 1000": lambda image, edges: slic(image, n_segments=1000),
         **{f"watershed hed h={h:g}": (lambda image, edges, h=h: edge_watershed(edges, h))
            for h in (0.005, 0.02, 0.05)},
     }

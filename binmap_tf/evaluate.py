@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import os
 import time
@@ -40,6 +41,7 @@ from binmap_tf.files import write_json, write_png, write_text
 from binmap_tf.methods import (
     DEFAULT_VALUES,
     HIERARCHY_METHODS,
+    LEARNED_METHODS,
     PARAMETER_NAMES,
     SWEEP_VALUES,
     Method,
@@ -89,6 +91,9 @@ def evaluate_image(sample, maps: dict[str, BinaryMap], cnn_seconds: dict[str, fl
     ground_truths = sample.load_ground_truths()
     stages = StageCache()
     results = []
+    # A sweep's settings often give the same labels (a hierarchy's thresholds with no merge height
+    # between them, say): each distinct segmentation is scored once.
+    scored: dict[bytes, RegionScores] = {}
     for setting in settings:
         method = parse_method(setting.method)
         binary_map = maps.get(method.map_variant) if method.map_variant else None
@@ -99,8 +104,11 @@ def evaluate_image(sample, maps: dict[str, BinaryMap], cnn_seconds: dict[str, fl
                 f"{setting.method}_{PARAMETER_NAMES[method.parameter_key]}{setting.value:g}"
             write_png(Path(options.labels_dir) / name / f"{sample.id}.png", output.labels.astype(np.uint16))
         seconds = output.seconds + (cnn_seconds.get(method.map_variant, 0.0) if method.map_variant else 0.0)
-        results.append(ImageResult(sample.id, setting, region_scores(output.labels, ground_truths),
-                                   output.n_superpixels, int(len(np.unique(output.labels))), seconds))
+        key = hashlib.sha1(output.labels.tobytes()).digest() + str(output.labels.shape).encode()
+        if key not in scored:
+            scored[key] = region_scores(output.labels, ground_truths)
+        results.append(ImageResult(sample.id, setting, scored[key], output.n_superpixels,
+                                   int(len(np.unique(output.labels))), seconds))
     return results
 
 
@@ -236,7 +244,7 @@ def main_values(args: argparse.Namespace) -> dict[str, float]:
     """Each parameter's main value (the one without ``--sweep``), keyed like ``SWEEP_VALUES``."""
     values = {**DEFAULT_VALUES, "egs": args.egs_scale, "slic": float(args.slic_segments)}
     if args.threshold is not None:
-        values.update({name: args.threshold for name in HIERARCHY_METHODS})
+        values.update({name: args.threshold for name in (*HIERARCHY_METHODS, *LEARNED_METHODS)})
     return values
 
 
@@ -254,7 +262,7 @@ def hierarchy_benchmark(results: list[ImageResult]) -> dict[str, dict]:
     """
     by_method: dict[str, dict[str, dict[float, ImageResult]]] = {}
     for result in results:
-        if parse_method(result.setting.method).weights is not None:
+        if parse_method(result.setting.method).hierarchical:
             by_image = by_method.setdefault(result.setting.method, {})
             by_image.setdefault(result.image_id, {})[result.setting.value] = result
     figures = {}
@@ -303,7 +311,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
                         help="egs slic binmap-egs binmap-slic binmap-egs-ft binmap-slic-ft, or hierarchical: "
                              "binmap-hier hier-codes hier-edges hier-colour hier-codes-edges hier-edges-colour, "
-                             "each also with -n (cut at a number of segments)")
+                             "each also with -n (cut at a number of segments), or learned: binmap-learned "
+                             "learned-no-codes")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="processes for superpixels, merging and scoring (default: %(default)s)")
@@ -313,8 +322,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slic-segments", type=int, default=int(DEFAULT_VALUES["slic"]),
                         help="SLIC n_segments (default: %(default)s)")
     parser.add_argument("--threshold", type=float, default=None,
-                        help="merge-height threshold of every hierarchical method (default: each method's "
-                             "ODS threshold on BSDS500 val)")
+                        help="merge-height threshold of every hierarchical method, learned ones included "
+                             "(default: each method's ODS threshold on BSDS500 val)")
     parser.add_argument("--hamming", type=int, default=0, help="merge codes within this Hamming distance")
     parser.add_argument("--merge", choices=("adjacent", "global"), default="adjacent")
     parser.add_argument("--ft-hashing", default=FINE_TUNED,

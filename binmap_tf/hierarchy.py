@@ -23,8 +23,15 @@ The dissimilarity of two adjacent regions mixes three cues, each scaled to [0, 1
 A size prior scales the mix down for regions much smaller than the current mean region, so
 specks and slivers merge before large regions at every level (see :func:`build_hierarchy`).
 
-Sums (pixels, bit votes, colours, border strengths, border lengths) are kept per region and
-per border and added when regions merge, so a merge costs work proportional to the number of
+Instead of the hand-set mix, a learned scorer (``scorer=``, :mod:`binmap_tf.merge_scorer`) can
+order the merges: the probability that two regions belong to different human segments, from
+the features of :mod:`binmap_tf.merge_features` (soft codes, histograms of the HED strength
+along the border, CIELAB and texture histogram distances, sizes), computed from the same
+running sums and re-scored as regions grow. Both criteria share one greedy loop.
+
+Sums (pixels, bit votes, colours, border strengths, border lengths; for the learned scorer
+also colour, texture and edge-strength histograms) are kept per region and per border and
+added when regions merge, so a merge costs work proportional to the number of
 neighbours of the merged regions; stale heap entries are skipped when popped.
 
 Heights are made monotone (``height = max(dissimilarity, children's heights)``): a merge can

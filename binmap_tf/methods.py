@@ -13,6 +13,11 @@ merge EGS superpixels at the default scale greedily; their parameter is the ``th
 the merge heights (keyed by the method's own name in the tables below), so a sweep cuts one
 hierarchy per image at every threshold. Their ``-n`` variants (``binmap-hier-n``, ...) cut
 every image at the same number of segments instead (parameter ``n_segments``).
+
+Learned hierarchies (``binmap-learned``, and ``learned-no-codes`` whose scorer never saw the
+codes; :mod:`binmap_tf.merge_scorer`) merge the same superpixels in the order of a scorer
+trained on BSDS500 train; their parameter is also a threshold, by default the one the scorer's
+training chose on BSDS500 val (recorded with the shipped scorer).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 
 from binmap_tf.binary_map import BinaryMap
 from binmap_tf.hierarchy import DEFAULT_THRESHOLD, DEFAULT_WEIGHTS, MergeWeights
+from binmap_tf.merge_scorer import shipped_scorer
 from binmap_tf.segment import StageCache, segment_with_map
 from binmap_tf.superpixels import EGS_SCALE, SLIC_N_SEGMENTS
 
@@ -49,6 +55,11 @@ HIERARCHY_THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.05, 0.951, 0
 SWEEP_VALUES.update({name: HIERARCHY_THRESHOLDS for name in HIERARCHY_METHODS})
 DEFAULT_VALUES.update({name: threshold for name, (_, threshold, _) in HIERARCHY_METHODS.items()})
 PARAMETER_NAMES.update({name: "threshold" for name in HIERARCHY_METHODS})
+# Learned hierarchies: method name -> shipped scorer; threshold from the scorer's val record.
+LEARNED_METHODS = {"binmap-learned": "learned", "learned-no-codes": "learned-no-codes"}
+SWEEP_VALUES.update({name: HIERARCHY_THRESHOLDS for name in LEARNED_METHODS})
+DEFAULT_VALUES.update({name: shipped_scorer(scorer).threshold for name, scorer in LEARNED_METHODS.items()})
+PARAMETER_NAMES.update({name: "threshold" for name in LEARNED_METHODS})
 COUNT_SUFFIX = "-n"  # "<hierarchical method>-n": cut every image at n_segments instead
 HIERARCHY_COUNTS = (3.0, 5.0, 10.0, 20.0, 30.0, 50.0, 80.0, 120.0, 200.0)
 SWEEP_VALUES.update({name + COUNT_SUFFIX: HIERARCHY_COUNTS for name in HIERARCHY_METHODS})
@@ -65,11 +76,17 @@ class Method:
     map_variant: str | None  # None: superpixels alone; "itq" or "ft": merge with that map; "edges": ITQ + HED edges
     weights: MergeWeights | None = None  # hierarchical merging with these cues
     by_count: bool = False  # cut the hierarchy at n_segments rather than at a threshold
+    scorer: str | None = None  # hierarchical merging ordered by this shipped learned scorer
+
+    @property
+    def hierarchical(self) -> bool:
+        """Whether the method cuts a merge hierarchy (hand-set cues or a learned scorer)."""
+        return self.weights is not None or self.scorer is not None
 
     @property
     def parameter_key(self) -> str:
         """Key of the method's parameter in ``SWEEP_VALUES``, ``DEFAULT_VALUES``, ``PARAMETER_NAMES``."""
-        return self.superpixels if self.weights is None else self.name
+        return self.name if self.hierarchical else self.superpixels
 
     def superpixel_params(self, value: float) -> dict:
         """Keyword arguments of :func:`compute_superpixels` for parameter ``value``."""
@@ -82,9 +99,10 @@ class Method:
 
         ``hamming`` and ``merge`` are the flat merge's options, used by ``binmap-*`` methods only.
         """
-        if self.weights is not None:
+        if self.hierarchical:
             cut = {"segments": int(value)} if self.by_count else {"threshold": float(value)}
-            return {"superpixels": self.superpixels, "merge": "hierarchy", "weights": self.weights, **cut,
+            cues = {"scorer": self.scorer} if self.scorer is not None else {"weights": self.weights}
+            return {"superpixels": self.superpixels, "merge": "hierarchy", **cues, **cut,
                     **self.superpixel_params(DEFAULT_VALUES[self.superpixels])}
         flat = {"merge": "none"} if self.map_variant is None else {"merge": merge, "hamming": hamming}
         return {"superpixels": self.superpixels, **flat, **self.superpixel_params(value)}
@@ -93,6 +111,8 @@ class Method:
 def parse_method(name: str) -> Method:
     """``egs``, ``slic``, ``binmap-egs``, ``binmap-slic``, ``binmap-egs-ft``, ``binmap-slic-ft``,
     or a hierarchical method of ``HIERARCHY_METHODS``, optionally with ``COUNT_SUFFIX``."""
+    if name in LEARNED_METHODS:
+        return Method(name, "egs", "edges", scorer=LEARNED_METHODS[name])
     base = name.removesuffix(COUNT_SUFFIX)
     if base in HIERARCHY_METHODS:
         return Method(name, "egs", "edges", HIERARCHY_METHODS[base][0], by_count=base != name)
@@ -103,8 +123,8 @@ def parse_method(name: str) -> Method:
         if len(parts) == 2 or parts[2] == "ft":
             return Method(name, parts[1], "itq" if len(parts) == 2 else "ft")
     raise ValueError(f"unknown method {name!r}; use egs, slic, binmap-egs, binmap-slic, "
-                     f"binmap-egs-ft, binmap-slic-ft or {', '.join(HIERARCHY_METHODS)} (each also with "
-                     f"{COUNT_SUFFIX!r})")
+                     f"binmap-egs-ft, binmap-slic-ft, {', '.join(HIERARCHY_METHODS)} (each also with "
+                     f"{COUNT_SUFFIX!r}) or {', '.join(LEARNED_METHODS)}")
 
 
 @dataclass

@@ -10,6 +10,7 @@ from typing import Any
 
 from binmap_tf import cli
 from binmap_tf.hierarchy import DEFAULT_THRESHOLD
+from binmap_tf.merge_scorer import resolve_scorer
 from binmap_tf.segment import MERGES, resolve_options, segment
 from binmap_tf.superpixels import (
     EGS_MIN_SIZE,
@@ -51,6 +52,10 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, A
                              "the best single threshold on BSDS500 val)")
     parser.add_argument("--segments", type=int, default=None,
                         help="--merge hierarchy: cut at this number of segments instead of a threshold")
+    parser.add_argument("--scorer", default=None,
+                        help="--merge hierarchy: order the merges by a learned scorer: learned, learned-no-codes "
+                             "(shipped) or an .npz from python -m binmap_tf.train_merge (default: hand-set cues); "
+                             "its own val-chosen threshold is then the default")
     group = parser.add_argument_group("superpixel options")
     for flag, (method, name, kind, default) in _SUPERPIXEL_FLAGS.items():
         group.add_argument(flag, dest=f"{method}_{name}", type=kind, default=None,
@@ -69,7 +74,9 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, A
         parser.error(f"{'; '.join(wrong)}, not {args.superpixels}")
     params = {name: value for _, name, value in given.values()}
     try:
-        resolve_options(args.superpixels, args.hamming, args.merge, params, args.segments, args.threshold)
+        scorer = None if args.scorer is None else resolve_scorer(args.scorer)
+        resolve_options(args.superpixels, args.hamming, args.merge, params, args.segments, args.threshold,
+                        scorer=scorer)
     except ValueError as error:
         parser.error(str(error))
     if args.serving and args.merge == "hierarchy":
@@ -91,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     def process(path: Path) -> None:
         image = load_image(path)
         result = segment(image, mapper, superpixels=args.superpixels, hamming=args.hamming, merge=args.merge,
-                         segments=args.segments, threshold=args.threshold, **params)
+                         segments=args.segments, threshold=args.threshold, scorer=args.scorer, **params)
         write_segmentation(args.out, path.stem, image, result, {"image": str(path), **model})
 
     return cli.run_batch(images, process, desc="segmenting")

@@ -1,0 +1,161 @@
+"""The learned merge scorer: training labels, features, the learned hierarchy, the shipped scorer, train_merge."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from skimage import data
+
+from binmap_tf.hierarchy import MergeTree, MergeWeights, build_hierarchy
+from binmap_tf.merge_features import BORDER_WIDTH, EDGE_BINS, feature_names, histogram_quantiles, pair_features
+from binmap_tf.merge_scorer import MergeScorer, load_scorer, shipped_scorer
+from binmap_tf.merge_training import TrainingImage, collect_pairs, node_segment_counts, pair_labels
+from binmap_tf.methods import DEFAULT_VALUES, parse_method
+from binmap_tf.segment import segment_with_map
+from binmap_tf.superpixels import egs
+from tests.test_hierarchy import random_map
+
+
+def random_scorer(n_features: int, codes: bool = True, seed: int = 0) -> MergeScorer:
+    """An MLP with random weights (structure of a trained one)."""
+    rng = np.random.default_rng(seed)
+    shapes = [(n_features, 16), (16, 1)]
+    return MergeScorer(np.zeros(n_features), np.ones(n_features), [rng.standard_normal(s) * 0.3 for s in shapes],
+                       [np.zeros(s[1]) for s in shapes], codes=codes, n_bits=8 if codes else 0,
+                       info={"name": "random", "threshold": 0.5})
+
+
+def test_pair_labels_average_the_annotators_majorities():
+    # Four stripes of widths 3, 2, 2, 2. Annotator A: {0, 1} | {2, 3}; annotator B: {0} | {1, 2, 3}.
+    widths = [3, 2, 2, 2]
+    superpixels = np.repeat(np.arange(4), widths)[None, :].repeat(2, axis=0).astype(np.int32)
+    annotator_a = np.repeat([1, 1, 2, 2], widths)[None, :].repeat(2, axis=0)
+    annotator_b = np.repeat([1, 2, 2, 2], widths)[None, :].repeat(2, axis=0)
+    # Merge 0 joins superpixels 0 and 1 into node 4 (majority: A's segment 1, B's segment 1, 6 pixels of 10).
+    tree = MergeTree(superpixels, np.array([[0, 1], [2, 3], [4, 5]]), np.array([0.1, 0.2, 0.3]),
+                     np.array([[0, 1], [1, 2], [2, 3]]), np.array([0.1, 0.3, 0.2]))
+    assert node_segment_counts(tree, annotator_b)[4].tolist() == [6, 4]
+    first, second = np.array([0, 1, 2, 4, 0]), np.array([1, 2, 3, 2, 5])
+    labels = pair_labels(tree, [annotator_a, annotator_b], first, second)
+    # (0,1): A same, B differ; (1,2): A differ, B same; (2,3): both same; (4,2): both differ; (0,5): both differ.
+    np.testing.assert_allclose(labels, [0.5, 0.5, 0.0, 1.0, 1.0])
+
+
+def test_features_are_symmetric_and_named():
+    rng = np.random.default_rng(1)
+    m, k = 5, 8
+    area = rng.uniform(10, 100, (2, m))
+    votes = rng.uniform(0, 1, (2, m, k)) * area[..., None]
+    lab = rng.uniform(0, 50, (2, m, 3)) * area[..., None]
+    histogram = rng.integers(0, 5, (2, m, 40)).astype(float)
+    border = np.column_stack([rng.uniform(1, 5, m), np.full(m, 10.0), rng.integers(0, 3, (m, EDGE_BINS))])
+    assert border.shape[1] == BORDER_WIDTH
+    features = pair_features(area, votes, lab, histogram, border, 50, 1e4)
+    swapped = pair_features(area[::-1], votes[::-1], lab[::-1], histogram[::-1], border, 50, 1e4)
+    assert features.shape == (m, len(feature_names(k)))
+    np.testing.assert_allclose(features, swapped)
+    without = pair_features(area, votes, lab, histogram, border, 50, 1e4, codes=False)
+    np.testing.assert_allclose(without, features[:, 1 + k:])
+
+
+def test_histogram_quantiles_of_a_uniform_histogram():
+    np.testing.assert_allclose(histogram_quantiles(np.ones((1, 4)), (0.25, 0.5, 1.0)), [[0.25, 0.5, 1.0]])
+
+
+@pytest.fixture(scope="module")
+def scene():
+    image = data.astronaut()[::2, ::2]
+    return image, egs(image, scale=50), random_map(image)
+
+
+@pytest.mark.parametrize("codes", [True, False])
+def test_learned_hierarchy_is_an_ultrametric_with_nested_cuts(scene, codes):
+    image, superpixels, binary_map = scene
+    scorer = random_scorer(len(feature_names(8, codes)), codes)
+    tree = build_hierarchy(image, superpixels, binary_map, scorer=scorer)
+    n = tree.n_superpixels
+    assert len(tree.children) == n - 1
+    node_height = np.concatenate([np.zeros(n), tree.heights])
+    for index, (a, b) in enumerate(tree.children):
+        assert tree.heights[index] >= max(node_height[a], node_height[b])
+    assert ((tree.heights >= 0) & (tree.heights <= 1)).all()
+    previous = None
+    for threshold in (0.1, 0.3, 0.5, 0.7, 0.9):
+        labels = tree.cut(threshold=threshold)
+        if previous is not None:  # every region of the finer cut lies inside one region of the coarser
+            pairs = np.unique(np.stack([previous.ravel(), labels.ravel()], axis=1), axis=0)
+            assert len(np.unique(pairs[:, 0])) == len(pairs)
+        previous = labels
+
+
+def test_segment_with_map_takes_a_scorer(scene):
+    image, _, binary_map = scene
+    scorer = random_scorer(len(feature_names(8)))
+    result = segment_with_map(image, binary_map, merge="hierarchy", scorer=scorer, scale=50)
+    assert result.options["scorer"] == "random" and result.options["cut"] == {"threshold": 0.5}
+    np.testing.assert_array_equal(result.labels, result.hierarchy.cut(threshold=0.5))
+    with pytest.raises(ValueError, match="not both"):
+        segment_with_map(image, binary_map, merge="hierarchy", scorer=scorer, weights=MergeWeights(edges=1))
+    with pytest.raises(ValueError, match="belong to a merge hierarchy"):
+        segment_with_map(image, binary_map, merge="adjacent", scorer=scorer)
+
+
+def test_scorer_round_trips_through_npz(tmp_path):
+    scorer = random_scorer(12, codes=False)
+    scorer.save(tmp_path / "s.npz")
+    loaded = load_scorer(tmp_path / "s.npz")
+    features = np.random.default_rng(0).standard_normal((7, 12))
+    np.testing.assert_allclose(loaded(features), scorer(features))
+    assert loaded.info == scorer.info and not loaded.codes
+
+
+def test_collected_pairs_cover_every_level(scene):
+    image, superpixels, binary_map = scene
+    annotation = (np.arange(image.shape[1])[None, :] >= image.shape[1] // 2).repeat(image.shape[0], 0).astype(int) + 1
+    pairs = collect_pairs([TrainingImage(image, superpixels, binary_map, [annotation])],
+                          weights=MergeWeights(edges=1, colour=1), max_pairs=100000)
+    n = int(superpixels.max()) + 1
+    log_regions = pairs.features[:, feature_names(8).index("log_regions")]
+    assert np.exp(log_regions).max() == pytest.approx(n) and np.exp(log_regions).min() <= 3
+    assert set(np.unique(pairs.labels)) <= {0.0, 1.0} and 0 < pairs.labels.mean() < 1
+
+
+def test_learned_methods_use_the_shipped_scorers():
+    for name, codes in (("binmap-learned", True), ("learned-no-codes", False)):
+        method = parse_method(name)
+        assert method.hierarchical and method.parameter_key == name
+        scorer = shipped_scorer(method.scorer)
+        assert scorer.codes == codes and DEFAULT_VALUES[name] == scorer.threshold
+        assert 0 < scorer.threshold < 1
+
+
+@pytest.mark.slow
+def test_shipped_scorer_gives_its_recorded_val_figure():
+    from binmap_tf.datasets import load_dataset
+    from binmap_tf.merge_training import validate
+    from binmap_tf.model import BinaryMapper
+
+    scorer = shipped_scorer("learned")
+    check = scorer.info["check"]
+    dataset = load_dataset("bsds500", "val", limit=len(check["images"]))
+    assert [sample.id for sample in dataset] == check["images"]
+    mapper = BinaryMapper(edges=True)
+    items = [TrainingImage(image, egs(image), mapper(image), sample.load_ground_truths())
+             for sample in dataset for image in [sample.load_image()]]
+    bench = validate(scorer, items, (check["threshold"],))
+    assert bench.covering_per_threshold[0] == pytest.approx(check["covering"], abs=0.01)
+
+
+@pytest.mark.slow
+def test_train_merge_runs_end_to_end(tmp_path):
+    from binmap_tf.train_merge import main
+
+    out = tmp_path / "scorer.npz"
+    assert main(["--limit", "3", "--val-limit", "2", "--epochs", "1", "--rounds", "2", "--max-pairs", "500",
+                 "--hidden", "8", "--cache", str(tmp_path / "maps"), "--out", str(out)]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["data"]["train_images"] == 3 and len(record["rounds"]) == 2
+    scorer = load_scorer(out)
+    assert scorer.threshold == record["threshold"] and len(scorer.kernels) == 2
