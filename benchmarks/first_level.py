@@ -25,18 +25,7 @@ from typing import Callable
 import numpy as np
 
 from binmap_tf.metrics import region_scores, summarize
-from binmap_tf.superpixels import egs, slic
-
-
-def edge_watershed(edges: np.ndarray, h: float) -> np.ndarray:
-    """Watershed of the edge map flooded from its h-minima (regional minima deeper than ``h``)."""
-    from scipy import ndimage
-    from skimage.morphology import h_minima
-    from skimage.segmentation import watershed
-
-    surface = edges.astype(np.float64)
-    markers, _ = ndimage.label(h_minima(surface, h))
-    return watershed(surface, markers) - 1
+from binmap_tf.superpixels import egs, slic, watershed
 
 
 def candidates() -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
@@ -45,7 +34,7 @@ def candidates() -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
         "egs k=100 (default)": lambda image, edges: egs(image, scale=100),
         "egs k=200": lambda image, edges: egs(image, scale=200),
         "slic 500": lambda image, edges: slic(image, n_segments=500),
-        **{f"watershed hed h={h:g}": (lambda image, edges, h=h: edge_watershed(edges, h))
+        **{f"watershed hed h={h:g}": (lambda image, edges, h=h: watershed(image, edges, h))
            for h in (0.005, 0.02, 0.05)},
     }
 

@@ -166,6 +166,6 @@ def load_training_images(dataset, cache, superpixels: str = "egs", **params) -> 
     for sample in tqdm(dataset, desc=f"maps and superpixels ({dataset.split})", unit="image"):
         image = sample.load_image()
         binary_map, _ = cache.get(sample.id, image)
-        items.append(TrainingImage(image, compute_superpixels(image, superpixels, **params), binary_map,
-                                   sample.load_ground_truths()))
+        labels = compute_superpixels(image, superpixels, edges=binary_map.edges, **params)
+        items.append(TrainingImage(image, labels, binary_map, sample.load_ground_truths()))
     return items

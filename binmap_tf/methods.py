@@ -101,8 +101,9 @@ class Method:
         """
         if self.hierarchical:
             cut = {"segments": int(value)} if self.by_count else {"threshold": float(value)}
-            cues = {"scorer": self.scorer} if self.scorer is not None else {"weights": self.weights}
-            return {"superpixels": self.superpixels, "merge": "hierarchy", **cues, **cut,
+            if self.scorer is not None:  # the scorer's recorded first level (superpixels=None)
+                return {"merge": "hierarchy", "scorer": self.scorer, **cut}
+            return {"superpixels": self.superpixels, "merge": "hierarchy", "weights": self.weights, **cut,
                     **self.superpixel_params(DEFAULT_VALUES[self.superpixels])}
         flat = {"merge": "none"} if self.map_variant is None else {"merge": merge, "hamming": hamming}
         return {"superpixels": self.superpixels, **flat, **self.superpixel_params(value)}
@@ -111,8 +112,9 @@ class Method:
 def parse_method(name: str) -> Method:
     """``egs``, ``slic``, ``binmap-egs``, ``binmap-slic``, ``binmap-egs-ft``, ``binmap-slic-ft``,
     or a hierarchical method of ``HIERARCHY_METHODS``, optionally with ``COUNT_SUFFIX``."""
-    if name in LEARNED_METHODS:
-        return Method(name, "egs", "edges", scorer=LEARNED_METHODS[name])
+    if name in LEARNED_METHODS:  # starts from the superpixels its scorer was trained on
+        level = shipped_scorer(LEARNED_METHODS[name]).info["first_level"]["superpixels"]
+        return Method(name, level, "edges", scorer=LEARNED_METHODS[name])
     base = name.removesuffix(COUNT_SUFFIX)
     if base in HIERARCHY_METHODS:
         return Method(name, "egs", "edges", HIERARCHY_METHODS[base][0], by_count=base != name)

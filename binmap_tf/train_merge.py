@@ -45,7 +45,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--patience", type=int, default=4, help="epochs without a lower val loss before stopping")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--scale-egs", type=float, default=None, help="EGS k of the first level (default: 100)")
+    parser.add_argument("--first-level", choices=("watershed", "egs"), default="watershed",
+                        help="superpixels the hierarchy starts from: watershed of the HED edges (chosen on val, "
+                             "benchmarks/first_level.py) or EGS (default: %(default)s)")
+    parser.add_argument("--watershed-h", type=float, default=None, help="watershed h (default: 0.05)")
+    parser.add_argument("--scale-egs", type=float, default=None, help="EGS k (default: 100)")
     parser.add_argument("--cache", type=Path, default=None, help="binary-map cache (default: $BINMAP_TF_HOME/binary_maps)")
     parser.add_argument("--out", type=Path, required=True, help="the scorer's .npz (its .json record goes beside it)")
     add_model_arguments(parser)
@@ -66,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     codes = not args.no_codes
-    params = superpixel_params("egs", **({"scale": args.scale_egs} if args.scale_egs else {}))
+    given = {"watershed": {"h": args.watershed_h}, "egs": {"scale": args.scale_egs}}[args.first_level]
+    params = superpixel_params(args.first_level, **{key: value for key, value in given.items() if value is not None})
     mapper = mapper_from_args(args, edges=True)
     try:
         train_set = load_dataset(args.dataset, args.split, root=args.data, limit=args.limit)
@@ -75,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: {error}") from None
     clock = time.perf_counter()
     train_items, val_items = (load_training_images(dataset, BinaryMapCache(mapper, f"{args.dataset}-{dataset.split}",
-                                                                           root=args.cache), "egs", **params)
+                                                                           root=args.cache), args.first_level,
+                                                   **params)
                               for dataset in (train_set, val_set))
     data_seconds = time.perf_counter() - clock
 
@@ -103,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {key: value for key, value in vars(args).items() if not isinstance(value, Path)}
     info = {
         "name": args.name, "codes": codes, "bits": mapper.bits, "backbone": mapper.backbone.name,
-        "features": feature_names(mapper.bits, codes), "first_level": {"superpixels": "egs", **params},
+        "features": feature_names(mapper.bits, codes), "first_level": {"superpixels": args.first_level, **params},
         "data": {"dataset": args.dataset, "train_split": train_set.split, "train_images": len(train_set),
                  "val_split": val_set.split, "val_images": len(val_set)},
         "seed": args.seed, "settings": settings, "threshold": threshold,

@@ -66,8 +66,21 @@ def test_options_are_checked():
     with pytest.raises(ValueError, match="start_label"):
         compute_superpixels(np.zeros((8, 8)), "slic", start_label=1)
     with pytest.raises(ValueError, match="choose one of"):
+        compute_superpixels(np.zeros((8, 8)), "quickshift")
+    with pytest.raises(ValueError, match="need an edge map"):
         compute_superpixels(np.zeros((8, 8)), "watershed")
     with pytest.raises(ValueError, match="scale > 0"):
         egs(np.zeros((8, 8)), scale=0)
     with pytest.raises(ValueError, match="expected an image"):
         egs(np.zeros((2, 8, 8, 3)))
+
+
+def test_watershed_basins_meet_on_the_edge_ridge():
+    # A vertical ridge of edge strength 1 at column 5 between two flat basins, each with noise below h.
+    edges = np.full((6, 11), 0.1)
+    edges[:, 5] = 1.0
+    edges[2, 2] = 0.12
+    labels = compute_superpixels(np.zeros((6, 11, 3), np.uint8), "watershed", edges=edges, h=0.05)
+    assert_contiguous_labels(labels, (6, 11))
+    assert len(np.unique(labels[:, :5])) == 1 and len(np.unique(labels[:, 6:])) == 1
+    assert labels[0, 0] != labels[0, 10]

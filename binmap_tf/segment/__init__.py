@@ -46,6 +46,7 @@ from binmap_tf.hierarchy import (
 from binmap_tf.merge import MERGE_MODES, check_merge_options, group_superpixels, superpixel_codes
 from binmap_tf.merge_scorer import MergeScorer, resolve_scorer
 from binmap_tf.superpixels import (
+    EDGE_METHODS,
     EGS_MIN_SIZE,
     EGS_SCALE,
     EGS_SIGMA,
@@ -187,6 +188,16 @@ def _hierarchy_cut(merge: str, hamming: int, segments: int | None, threshold: fl
     return {"threshold": float(threshold)}
 
 
+def first_level(superpixels: str | None, params: dict[str, Any], scorer: MergeScorer | None) -> tuple[str, dict]:
+    """The superpixels to start from: ``superpixels`` when given, else the first level the learned
+    ``scorer`` was trained on (its record's ``first_level``, updated by ``params``), else EGS."""
+    if superpixels is not None:
+        return superpixels, params
+    recorded = dict(scorer.info.get("first_level", {})) if scorer is not None else {}
+    method = recorded.pop("superpixels", "egs")
+    return method, {**recorded, **params}
+
+
 def resolve_options(superpixels: str, hamming: int, merge: str, params: dict[str, Any],
                     segments: int | None = None, threshold: float | None = None,
                     weights: MergeWeights | None = None, scorer: MergeScorer | None = None) -> dict[str, Any]:
@@ -206,7 +217,7 @@ def resolve_options(superpixels: str, hamming: int, merge: str, params: dict[str
     return {**options, "cut": cut, "weights": dataclasses.asdict(cues)}
 
 
-def segment_with_map(image: np.ndarray, binary_map: BinaryMap | None, superpixels: str = "egs", hamming: int = 0,
+def segment_with_map(image: np.ndarray, binary_map: BinaryMap | None, superpixels: str | None = None, hamming: int = 0,
                      merge: str = "adjacent", *, segments: int | None = None, threshold: float | None = None,
                      weights: MergeWeights | None = None, scorer: MergeScorer | str | None = None,
                      stages: StageCache | None = None, **superpixel_params: Any) -> SegmentationResult:
@@ -222,6 +233,7 @@ def segment_with_map(image: np.ndarray, binary_map: BinaryMap | None, superpixel
     """
     start = time.perf_counter()
     scorer = None if scorer is None else resolve_scorer(scorer)
+    superpixels, superpixel_params = first_level(superpixels, superpixel_params, scorer)
     options = resolve_options(superpixels, hamming, merge, superpixel_params, segments, threshold, weights, scorer)
     image_shape = tuple(np.shape(image)[:2])
     if binary_map is None and merge != "none":
@@ -233,8 +245,13 @@ def segment_with_map(image: np.ndarray, binary_map: BinaryMap | None, superpixel
     timings: dict[str, float] = {}
     params = options["superpixel_params"]
     superpixel_key = ("superpixels", superpixels, tuple(sorted(params.items())))
+    edges = None
+    if superpixels in EDGE_METHODS:  # superpixels from the map's edges: key them by the map too
+        if binary_map is None or binary_map.edges is None:
+            raise ValueError(f"{superpixels} superpixels need a binary map with edges (BinaryMapper(edges=True))")
+        edges, superpixel_key = binary_map.edges, (*superpixel_key, id(binary_map))
     superpixel_labels, timings["superpixels"] = stages.get(  # (b)
-        superpixel_key, lambda: compute_superpixels(image, superpixels, **params))
+        superpixel_key, lambda: compute_superpixels(image, superpixels, edges=edges, **params))
     with _stage(timings, "assign"):  # (c)
         cell_index = None if binary_map is None else binary_map.cell_index()
         codes = _codes(superpixel_labels, binary_map, cell_index)
@@ -279,7 +296,7 @@ def default_mapper(edges: bool = False) -> BinaryMapper:
 
 
 def segment(image: np.ndarray, mapper: Callable[[np.ndarray], BinaryMap] | None = None, *,
-            superpixels: str = "egs", hamming: int = 0, merge: str = "adjacent", segments: int | None = None,
+            superpixels: str | None = None, hamming: int = 0, merge: str = "adjacent", segments: int | None = None,
             threshold: float | None = None, weights: MergeWeights | None = None,
             scorer: MergeScorer | str | None = None, binary_map: BinaryMap | None = None,
             **superpixel_params: Any) -> SegmentationResult:
@@ -293,8 +310,10 @@ def segment(image: np.ndarray, mapper: Callable[[np.ndarray], BinaryMap] | None 
         ``image -> BinaryMap``; default :func:`default_mapper` (vgg16-hed, 8 bits, fitted ITQ;
         with HED's edges for ``merge="hierarchy"``). Any callable works, e.g. a client of the
         served model.
-    superpixels : {"egs", "slic"}
-        Low-level superpixels to start from (default ``"egs"``, the paper's main baseline).
+    superpixels : {"egs", "slic", "watershed"}, optional
+        Low-level superpixels to start from: default ``"egs"`` (the paper's main baseline), or
+        with a learned ``scorer`` the first level it was trained on (``"watershed"`` of the HED
+        edges for the shipped ones). ``"watershed"`` needs a map with edges.
     hamming : int
         Merge superpixels whose codes differ in at most this many bits; 0 (default) is the
         paper's "zero distance in Hamming space".
@@ -349,10 +368,12 @@ def segment(image: np.ndarray, mapper: Callable[[np.ndarray], BinaryMap] | None 
     """
     start = time.perf_counter()
     scorer = None if scorer is None else resolve_scorer(scorer)
-    resolve_options(superpixels, hamming, merge, superpixel_params, segments, threshold, weights, scorer)
+    level, level_params = first_level(superpixels, superpixel_params, scorer)
+    resolve_options(level, hamming, merge, level_params, segments, threshold, weights, scorer)
     timings: dict[str, float] = {}
-    if binary_map is None and (merge != "none" or mapper is not None):
-        mapper = mapper if mapper is not None else default_mapper(edges=merge == "hierarchy")
+    needs_edges = merge == "hierarchy" or level in EDGE_METHODS
+    if binary_map is None and (merge != "none" or mapper is not None or needs_edges):
+        mapper = mapper if mapper is not None else default_mapper(edges=needs_edges)
         with _stage(timings, "cnn"):  # (a)
             binary_map = mapper(image)
     result = segment_with_map(image, binary_map, superpixels, hamming, merge, segments=segments,

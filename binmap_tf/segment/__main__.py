@@ -11,8 +11,9 @@ from typing import Any
 from binmap_tf import cli
 from binmap_tf.hierarchy import DEFAULT_THRESHOLD
 from binmap_tf.merge_scorer import resolve_scorer
-from binmap_tf.segment import MERGES, resolve_options, segment
+from binmap_tf.segment import MERGES, first_level, resolve_options, segment
 from binmap_tf.superpixels import (
+    EDGE_METHODS,
     EGS_MIN_SIZE,
     EGS_SCALE,
     EGS_SIGMA,
@@ -40,8 +41,9 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, A
                     "<stem>_overlay.png, <stem>_binary_map.png and <stem>.json per image.")
     parser.add_argument("images", nargs="+", help="image files or folders of images")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--superpixels", choices=SUPERPIXEL_METHODS, default="egs",
-                        help="low-level superpixels to merge (default: %(default)s)")
+    parser.add_argument("--superpixels", choices=SUPERPIXEL_METHODS, default=None,
+                        help="low-level superpixels to merge (default: egs, or with --scorer the first level the "
+                             "scorer was trained on; watershed needs the edge map, so not with --serving)")
     parser.add_argument("--hamming", type=int, default=0,
                         help="merge codes differing in at most this many bits (default: %(default)s, equal codes)")
     parser.add_argument("--merge", choices=MERGES, default="adjacent",
@@ -65,6 +67,11 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, A
                         help="compute binary maps on a model server (TF Serving or python -m serving.server) "
                              "instead of locally; the served model then replaces the model options above")
     args = parser.parse_args(argv)
+    try:
+        scorer = None if args.scorer is None else resolve_scorer(args.scorer)
+    except ValueError as error:
+        parser.error(str(error))
+    args.superpixels, recorded = first_level(args.superpixels, {}, scorer)  # a scorer's own first level
     given = {flag: (method, name, getattr(args, f"{method}_{name}"))
              for flag, (method, name, _, _) in _SUPERPIXEL_FLAGS.items()
              if getattr(args, f"{method}_{name}") is not None}
@@ -72,14 +79,13 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, A
              for flag, (method, _, _) in given.items() if method != args.superpixels]
     if wrong:
         parser.error(f"{'; '.join(wrong)}, not {args.superpixels}")
-    params = {name: value for _, name, value in given.values()}
+    params = {**recorded, **{name: value for _, name, value in given.values()}}
     try:
-        scorer = None if args.scorer is None else resolve_scorer(args.scorer)
         resolve_options(args.superpixels, args.hamming, args.merge, params, args.segments, args.threshold,
                         scorer=scorer)
     except ValueError as error:
         parser.error(str(error))
-    if args.serving and args.merge == "hierarchy":
+    if args.serving and (args.merge == "hierarchy" or args.superpixels in EDGE_METHODS):
         parser.error("a served model returns no edge map, which --merge hierarchy needs; run it without --serving")
     return args, params
 
@@ -91,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args, params = _parse_args(argv)
     images = cli.collect_images(args.images)
-    edges = {"edges": True} if args.merge == "hierarchy" else {}
+    edges = {"edges": True} if args.merge == "hierarchy" or args.superpixels in EDGE_METHODS else {}
     mapper = cli.served_mapper(args.serving) if args.serving else cli.mapper_from_args(args, **edges)
     model = {"serving": args.serving} if args.serving else {"backbone": args.backbone}
 
