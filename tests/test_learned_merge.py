@@ -14,7 +14,7 @@ from binmap_tf.merge_scorer import MergeScorer, load_scorer, shipped_scorer
 from binmap_tf.merge_training import TrainingImage, collect_pairs, node_segment_counts, pair_labels
 from binmap_tf.methods import DEFAULT_VALUES, parse_method
 from binmap_tf.segment import segment_with_map
-from binmap_tf.superpixels import egs
+from binmap_tf.superpixels import compute_superpixels, egs
 from tests.test_hierarchy import random_map
 
 
@@ -142,8 +142,14 @@ def test_shipped_scorer_gives_its_recorded_val_figure():
     dataset = load_dataset("bsds500", "val", limit=len(check["images"]))
     assert [sample.id for sample in dataset] == check["images"]
     mapper = BinaryMapper(edges=True)
-    items = [TrainingImage(image, egs(image), mapper(image), sample.load_ground_truths())
-             for sample in dataset for image in [sample.load_image()]]
+    level = dict(scorer.info["first_level"])
+    method = level.pop("superpixels")
+    items = []
+    for sample in dataset:
+        image = sample.load_image()
+        binary_map = mapper(image)
+        superpixels = compute_superpixels(image, method, edges=binary_map.edges, **level)
+        items.append(TrainingImage(image, superpixels, binary_map, sample.load_ground_truths()))
     bench = validate(scorer, items, (check["threshold"],))
     assert bench.covering_per_threshold[0] == pytest.approx(check["covering"], abs=0.01)
 
