@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--val-limit", type=int, default=None, help="use only the first N val images")
     parser.add_argument("--name", default="learned", help="name recorded with the scorer (default: %(default)s)")
     parser.add_argument("--no-codes", action="store_true", help="ablation: no binary-code features")
-    parser.add_argument("--rounds", type=int, default=1,
+    parser.add_argument("--rounds", type=int, default=2,
                         help="pair collections: round 1 merges by the hand-set cues, each later round by the "
                              "scorer of the round before (default: %(default)s)")
     parser.add_argument("--max-pairs", type=int, default=4000, help="pairs kept per image and round (default: %(default)s)")
