@@ -3,7 +3,10 @@
 ``python -m binmap_tf.train_merge --out binmap_tf/assets/merge_scorer_learned.npz`` trains on
 BSDS500 train, chooses the epoch (val pairs' loss) and the cut threshold (ODS covering) on
 BSDS500 val, and writes the scorer (``.npz``) with its record (``.json``: data, seed, settings,
-val figures, threshold, timings). ``--no-codes`` trains the ablation without code features.
+val figures, threshold, timings). The defaults reproduce the shipped scorer: a watershed of the
+HED edges as first level (``--first-level``, chosen on val with ``benchmarks/first_level.py``)
+and two rounds of pairs (the second merged by the first round's scorer). ``--no-codes`` trains
+the ablation without code features (``--name learned-no-codes``, ``merge_scorer_no_codes.npz``).
 Binary maps (with HED edges) come from the same cache as ``evaluate``'s, so the CNN runs once
 per image.
 """
