@@ -71,6 +71,9 @@ class Backbone:
     ``(batch, h, w, feature_dim)``; ``geometry`` is in pixels of the resized input, and the
     image is resized by ``scale`` inside the model. ``min_side`` is the smallest side of the
     resized image that yields one grid cell. ``options`` rebuilds the same backbone.
+    ``context`` is the geometry of the deepest layer any output depends on (its stride aligns
+    tiles, its receptive field sets their overlap; see :meth:`BinaryMapper.map_batch`); None
+    when it is ``geometry`` itself.
     """
 
     name: str
@@ -80,6 +83,12 @@ class Backbone:
     min_side: int
     scale: float
     options: dict
+    context: GridGeometry | None = None
+
+    @property
+    def tiling_geometry(self) -> GridGeometry:
+        """Geometry that bounds every output: the largest stride and receptive field of the model."""
+        return self.geometry if self.context is None else self.context
 
     def min_image_side(self) -> int:
         """Smallest side of the *original* image that yields one grid cell."""
