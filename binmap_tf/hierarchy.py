@@ -52,6 +52,7 @@ from scipy.sparse.csgraph import connected_components
 from binmap_tf.binary_map import BinaryMap
 from binmap_tf.images import as_rgb_uint8
 from binmap_tf.merge import bit_votes, boundary_pixel_pairs, label_pair_keys
+from binmap_tf.tiling import row_bands
 
 # Size prior of build_hierarchy: regions under 5 % of the current mean region area merge
 # preferentially (chosen on BSDS500 val).
@@ -230,7 +231,6 @@ def _region_sums(image: np.ndarray | None, superpixels: np.ndarray, binary_map: 
                  n_nodes: int) -> _Regions:
     """Pixels, bit votes and CIELAB sums of every superpixel, in arrays with room for all nodes."""
     n = int(superpixels.max()) + 1
-    flat = superpixels.ravel()
     area = np.zeros(n_nodes)
     votes = np.zeros((n_nodes, binary_map.n_bits))
     votes[:n], area[:n] = bit_votes(superpixels, binary_map.bits, binary_map.cell_index())
@@ -238,8 +238,12 @@ def _region_sums(image: np.ndarray | None, superpixels: np.ndarray, binary_map: 
     if image is not None:
         from skimage.color import rgb2lab
 
-        lab = rgb2lab(as_rgb_uint8(image)).reshape(-1, 3)
-        colour[:n] = np.stack([np.bincount(flat, lab[:, c], minlength=n) for c in range(3)], axis=1)
+        rgb = as_rgb_uint8(image)
+        # CIELAB is float64, 24 bytes a pixel with more in rgb2lab's temporaries: convert in row bands.
+        for start, stop in row_bands(*superpixels.shape):
+            lab = rgb2lab(rgb[start:stop]).reshape(-1, 3)
+            band = superpixels[start:stop].ravel()
+            colour[:n] += np.stack([np.bincount(band, lab[:, c], minlength=n) for c in range(3)], axis=1)
     return _Regions(area, votes, colour)
 
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
-# Larger images are refused (or downscaled where the caller asks), so one upload cannot
-# exhaust memory: 4096x4096 RGB is 48 MiB as uint8 and several GiB of CNN activations.
-MAX_PIXELS = 4096 * 4096
+# The hard limit: larger images are refused before any work (load_image reads the size from
+# the file header, before decoding), or downscaled where the caller asks. Below it every stage
+# is bounded (the CNN runs on tiles, superpixels on at most SUPERPIXEL_MAX_PIXELS, the host
+# stages in row bands): a 50 MP photo segments in under 3 GB (benchmarks/results/large_images.json),
+# and the whole-image arrays (image, labels, edge map, about 19 bytes a pixel) grow with the size.
+MAX_PIXELS = 100_000_000
 
 
 class ImageError(ValueError):
@@ -54,15 +58,20 @@ def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
 
 def check_size(image: np.ndarray, min_side: int = 1, max_pixels: int = MAX_PIXELS) -> None:
     """Raise :class:`ImageError` if ``image`` is smaller than ``min_side`` or larger than ``max_pixels``."""
-    height, width = image.shape[:2]
+    check_shape(image.shape[:2], min_side, max_pixels)
+
+
+def check_shape(shape: tuple[int, int], min_side: int = 1, max_pixels: int = MAX_PIXELS, name: str = "image") -> None:
+    """:func:`check_size` for an image of ``shape`` (height, width) not in memory yet; ``name`` starts the message."""
+    height, width = shape
     if min(height, width) < min_side:
         raise ImageError(
-            f"image is {height}x{width}, smaller than the {min_side} pixels the model needs on its "
+            f"{name} is {height}x{width}, smaller than the {min_side} pixels the model needs on its "
             "shorter side; upscale it or use a larger image"
         )
     if height * width > max_pixels:
         raise ImageError(
-            f"image is {height}x{width} = {height * width} pixels, more than the limit of {max_pixels}; "
+            f"{name} is {height}x{width} = {height * width} pixels, more than the limit of {max_pixels}; "
             "downscale it first (e.g. skimage.transform.rescale) or use binmap_tf.images.downscale_to_limit"
         )
 
@@ -80,11 +89,12 @@ def downscale_to_limit(image: np.ndarray, max_pixels: int = MAX_PIXELS) -> tuple
     return np.clip(np.round(resized), 0, 255).astype(np.uint8), scale
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
+def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read an image file as uint8 RGB (H, W, 3); grey and RGBA files are converted.
 
     Raises :class:`FileNotFoundError` for a missing file and :class:`ImageError` for a file
-    that is not a readable image.
+    that is not a readable image or has more than ``max_pixels`` pixels; the size is read
+    from the file's header, so an oversized image is refused before it is decoded.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -94,11 +104,18 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     if file.is_dir():
         raise ImageError(f"{file} is a folder, not an image file")
     try:
-        with Image.open(file) as pil:
-            pil.load()
-            if pil.mode not in ("RGB", "L", "RGBA", "LA", "I;16", "I", "F"):
-                pil = pil.convert("RGBA" if "A" in pil.getbands() else "RGB")
-            array = np.asarray(pil)
+        with warnings.catch_warnings():
+            # The size is checked here against max_pixels; PIL's own, lower guess only warns.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(file) as pil:
+                check_shape((pil.height, pil.width), max_pixels=max_pixels, name=str(file))
+                pil.load()
+                if pil.mode not in ("RGB", "L", "RGBA", "LA", "I;16", "I", "F"):
+                    pil = pil.convert("RGBA" if "A" in pil.getbands() else "RGB")
+                array = np.asarray(pil)
+    except Image.DecompressionBombError as error:  # over twice PIL's limit: refused by PIL itself
+        raise ImageError(f"{file} is too large to decode ({error}); binmap_tf's limit is {max_pixels} "
+                         "pixels: downscale it first") from error
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ImageError(
             f"cannot read {file} as an image ({error}); pass a JPEG, PNG, BMP or TIFF file"

@@ -9,6 +9,8 @@ images, uint8 or floats in [0, 1], all work; grey images stay single-channel.
 from __future__ import annotations
 
 import inspect
+import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -27,6 +29,10 @@ EGS_MIN_SIZE = 20
 # compactness m = 10 as in Achanta et al.
 SLIC_N_SEGMENTS = 500
 SLIC_COMPACTNESS = 10.0
+# Larger images are segmented at this many pixels and the labels upsampled (with a warning):
+# scikit-image's felzenszwalb needs about 330 bytes a pixel (float64 image, four edge costs
+# and their argsort, int64 edge lists), so 3.1 MP costs ~1 GiB and 50 MP would need 16 GiB.
+SUPERPIXEL_MAX_PIXELS = 2048 * 1536
 
 
 def _as_input(image: np.ndarray) -> tuple[np.ndarray, int | None]:
@@ -173,11 +179,33 @@ def superpixel_params(method: str, **params: Any) -> dict[str, Any]:
     return {**defaults, **params}
 
 
-def compute_superpixels(image: np.ndarray, method: str = "egs", **params: Any) -> np.ndarray:
+def working_shape(shape: tuple[int, int], max_pixels: int | None = SUPERPIXEL_MAX_PIXELS) -> tuple[int, int]:
+    """(height, width) superpixels of an image of ``shape`` are computed at: the image's own, or
+    downscaled (aspect kept) to at most ``max_pixels``; None: always the image's own."""
+    height, width = shape
+    if max_pixels is None or height * width <= max_pixels:
+        return height, width
+    factor = math.sqrt(max_pixels / (height * width))
+    return max(1, int(height * factor)), max(1, int(width * factor))
+
+
+def upsample_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour upsampling of a label image to ``shape`` (every label keeps its pixels,
+    and connected regions stay connected)."""
+    rows = (2 * np.arange(shape[0]) + 1) * labels.shape[0] // (2 * shape[0])
+    cols = (2 * np.arange(shape[1]) + 1) * labels.shape[1] // (2 * shape[1])
+    return labels[rows[:, None], cols[None, :]]
+
+
+def compute_superpixels(image: np.ndarray, method: str = "egs", max_pixels: int | None = SUPERPIXEL_MAX_PIXELS,
+                        **params: Any) -> np.ndarray:
     """Superpixels of ``image`` by ``method`` (``"egs"`` or ``"slic"``), labels ``0 .. n-1``.
 
     ``params`` go to :func:`egs` (``scale``, ``sigma``, ``min_size``) or :func:`slic`
     (``n_segments``, ``compactness``, ``sigma``); see :func:`superpixel_params` for the checks.
+    An image over ``max_pixels`` (default :data:`SUPERPIXEL_MAX_PIXELS`) is segmented at
+    :func:`working_shape` (area-averaged) and the labels upsampled, with a warning: the
+    parameters then apply at that resolution (``min_size`` counts its pixels).
 
     Examples
     --------
@@ -187,5 +215,14 @@ def compute_superpixels(image: np.ndarray, method: str = "egs", **params: Any) -
     (512, 512)
     """
     params = superpixel_params(method, **params)
-    return _METHODS[method](image, **params)
+    shape = np.shape(image)[:2]
+    small = working_shape(shape, max_pixels)
+    if small == shape:
+        return _METHODS[method](image, **params)
+    from PIL import Image
 
+    array, _ = _as_input(image)
+    warnings.warn(f"superpixels of the {shape[1]}x{shape[0]} image are computed at {small[1]}x{small[0]} "
+                  f"(over {max_pixels} pixels) and upsampled", stacklevel=2)
+    shrunk = np.asarray(Image.fromarray(array).resize(small[::-1], Image.Resampling.BOX))
+    return upsample_labels(_METHODS[method](shrunk, **params), shape)

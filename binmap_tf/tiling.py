@@ -135,3 +135,16 @@ def plan_tiles(shape: tuple[int, int], max_pixels: int, context: GridGeometry, s
     rows, cols = tile_shape(shape, budget) if shape[0] * shape[1] > budget else shape
     return TilePlan(plan_axis(shape[0], rows, align, margin), plan_axis(shape[1], cols, align, margin),
                     align, margin)
+
+
+# Pixels per band of the host stages that visit every pixel (neighbour pairs, bit votes, CIELAB
+# sums, the boundary overlay): their temporaries are a few int64 or float64 values per pixel, so
+# bands of ~1 MP bound them to tens of MiB whatever the image size. Results do not depend on it.
+BAND_PIXELS = 1 << 20
+
+
+def row_bands(height: int, width: int, band_pixels: int | None = None) -> list[tuple[int, int]]:
+    """Consecutive row ranges ``(start, stop)`` covering ``0 .. height - 1``, each of about
+    ``band_pixels`` pixels (default :data:`BAND_PIXELS`) and at least one row."""
+    rows = max(1, (BAND_PIXELS if band_pixels is None else band_pixels) // max(width, 1))
+    return [(start, min(height, start + rows)) for start in range(0, height, rows)]

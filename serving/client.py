@@ -75,10 +75,15 @@ def _prepare(image: np.ndarray) -> np.ndarray:
     """``image`` as uint8 RGB (H, W, 3), or :class:`InvalidInputError` naming the problem."""
     try:
         rgb = as_rgb_uint8(image)
-        check_size(rgb)
+        check_size(rgb, max_pixels=SERVED_MAX_PIXELS)
     except ImageError as error:
         raise InvalidInputError(str(error)) from error
     return rgb
+
+
+# A served model runs each image in one pass (no tiles), so the client keeps the limit under
+# which one pass fits in memory.
+SERVED_MAX_PIXELS = 4096 * 4096
 
 
 class BinmapClient:

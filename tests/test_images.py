@@ -57,3 +57,25 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
     write_png(target, np.zeros((4, 4), np.uint16))
     assert np.asarray(Image.open(target)).dtype.itemsize == 2
+
+
+def test_oversized_files_are_refused_from_the_header_before_decoding(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    path = tmp_path / "big.png"
+    Image.fromarray(np.zeros((60, 80, 3), np.uint8)).save(path)
+    decoded = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self) or None)
+    with pytest.raises(ImageError, match=r"60x80 = 4800 pixels, more than the limit of 4799"):
+        load_image(path, max_pixels=4799)
+    assert decoded == []  # refused from the header alone
+
+
+def test_pil_decompression_bomb_error_becomes_a_clear_image_error(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.png"
+    Image.fromarray(np.zeros((60, 80, 3), np.uint8)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4800 > 2 x 1000: PIL raises on open
+    with pytest.raises(ImageError, match="too large to decode"):
+        load_image(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 4000)  # between 1x and 2x: PIL only warns, we load
+    assert load_image(path).shape == (60, 80, 3)

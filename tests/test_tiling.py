@@ -80,3 +80,85 @@ def test_mapper_tiles_images_over_its_budget(bsds_image):
     assert np.mean(np.abs(tiled.edges - whole.edges)) < 0.05
     with pytest.raises(ValueError, match="max_tile_pixels"):
         BinaryMapper(max_tile_pixels=0)
+
+
+# --- host stages: row bands give the whole-image results; large images are bounded ---
+
+@pytest.fixture
+def small_bands(monkeypatch):
+    """Bands of ~2000 pixels, so a BSDS image is visited in many bands."""
+    import binmap_tf.tiling
+
+    monkeypatch.setattr(binmap_tf.tiling, "BAND_PIXELS", 2000)
+
+
+@pytest.fixture(scope="module")
+def bsds_superpixels(bsds_image):
+    from binmap_tf.superpixels import egs
+
+    return egs(bsds_image)
+
+
+def test_banded_host_stages_equal_whole_image_results(bsds_image, bsds_superpixels, small_bands):
+    from binmap_tf.binary_map import BinaryMap
+    from binmap_tf.hierarchy import _region_sums
+    from binmap_tf.merge import adjacency, bit_votes, boundary_pixel_pairs
+    from binmap_tf.outputs import boundary_overlay
+    from binmap_tf.tiling import row_bands
+    from skimage.color import rgb2lab
+    from skimage.segmentation import mark_boundaries
+
+    assert len(row_bands(*bsds_superpixels.shape)) > 50
+    labels = bsds_superpixels
+    rng = np.random.default_rng(0)
+    binary_map = BinaryMap(bits=rng.integers(0, 2, (21, 31, 8), dtype=np.uint8), logits=np.zeros((21, 31, 8)),
+                           geometry=CONV5, scale=1.0, image_shape=labels.shape)
+    cells = binary_map.cell_index()
+    votes, sizes = bit_votes(labels, binary_map.bits, cells)
+    pixel_bits = binary_map.bits.reshape(-1, 8)[cells]
+    expected = np.stack([np.bincount(labels.ravel(), pixel_bits[..., j].ravel()) for j in range(8)], axis=1)
+    np.testing.assert_array_equal(votes, expected)
+    np.testing.assert_array_equal(binary_map.pixel_bits(), pixel_bits)
+    first, second = boundary_pixel_pairs(labels)
+    flat = labels.ravel()
+    pairs = {(int(a), int(b)) for a, b in zip(first, second)}
+    assert len(pairs) == len(first) and np.all(flat[first] != flat[second])
+    height, width = labels.shape
+    index = np.arange(labels.size).reshape(labels.shape)
+    whole = set()
+    for a, b in [(index[:, :-1], index[:, 1:]), (index[:-1], index[1:]), (index[:-1, :-1], index[1:, 1:]),
+                 (index[:-1, 1:], index[1:, :-1])]:
+        differ = flat[a.ravel()] != flat[b.ravel()]
+        whole |= set(zip(a.ravel()[differ].tolist(), b.ravel()[differ].tolist()))
+    assert pairs == whole
+    assert len(adjacency(labels)) == len({(min(flat[a], flat[b]), max(flat[a], flat[b])) for a, b in whole})
+    n = int(labels.max()) + 1
+    lab = rgb2lab(bsds_image).reshape(-1, 3)
+    colour = np.stack([np.bincount(flat, lab[:, c], minlength=n) for c in range(3)], axis=1)
+    np.testing.assert_allclose(_region_sums(bsds_image, labels, binary_map, n).colour, colour, rtol=1e-9)
+    marked = np.clip(np.round(mark_boundaries(bsds_image, labels) * 255), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(boundary_overlay(bsds_image, labels), marked)
+
+
+def test_large_images_get_superpixels_at_a_bounded_size_with_a_notice(bsds_image):
+    from binmap_tf.superpixels import compute_superpixels, working_shape
+
+    assert working_shape((321, 481), 100 * 150) == (100, 149)
+    with pytest.warns(UserWarning, match=r"481x321 image are computed at 149x100"):
+        labels = compute_superpixels(bsds_image, "egs", max_pixels=100 * 150)
+    assert labels.shape == (321, 481) and labels.dtype == np.int32
+    assert np.bincount(labels.ravel()).all()  # labels 0 .. n-1, none lost by the upsampling
+
+
+def test_over_the_hard_limit_segment_refuses_before_any_work():
+    from binmap_tf.images import MAX_PIXELS, ImageError
+    from binmap_tf.segment import segment
+
+    side = int(np.sqrt(MAX_PIXELS)) + 1
+    huge = np.broadcast_to(np.zeros(3, np.uint8), (side, side, 3))  # no memory behind it
+    calls = []
+    with pytest.raises(ImageError, match=f"more than the limit of {MAX_PIXELS}"):
+        segment(huge, lambda image: calls.append(image))
+    with pytest.raises(ImageError, match="more than the limit"):
+        segment(huge, merge="none")
+    assert calls == []

@@ -43,6 +43,7 @@ from binmap_tf.hierarchy import (
     build_hierarchy,
     check_segment_count,
 )
+from binmap_tf.images import check_shape
 from binmap_tf.merge import MERGE_MODES, check_merge_options, group_superpixels, superpixel_codes
 from binmap_tf.superpixels import (
     EGS_MIN_SIZE,
@@ -53,6 +54,7 @@ from binmap_tf.superpixels import (
     SUPERPIXEL_METHODS,
     compute_superpixels,
     superpixel_params,
+    working_shape,
 )
 
 # Step (d): none (the superpixels are the segments), the flat merges of binmap_tf.merge, or a
@@ -89,7 +91,9 @@ class SegmentationResult:
     options : dict
         The settings used: ``superpixels``, ``superpixel_params`` (defaults filled in),
         ``hamming``, ``merge`` and, for ``merge="hierarchy"``, ``cut`` (``{"threshold": t}`` or
-        ``{"segments": K}``) and the cues' ``weights``.
+        ``{"segments": K}``) and the cues' ``weights``; ``superpixel_working_shape`` when the
+        image was over :data:`~binmap_tf.superpixels.SUPERPIXEL_MAX_PIXELS` and its superpixels
+        were computed downscaled to that (height, width).
     hierarchy : MergeTree or None
         The merge tree of ``merge="hierarchy"`` (None otherwise): cut it again at any level with
         :meth:`MergeTree.cut` without recomputing anything.
@@ -216,6 +220,9 @@ def segment_with_map(image: np.ndarray, binary_map: BinaryMap | None, superpixel
     start = time.perf_counter()
     options = resolve_options(superpixels, hamming, merge, superpixel_params, segments, threshold, weights)
     image_shape = tuple(np.shape(image)[:2])
+    check_shape(image_shape)
+    if working_shape(image_shape) != image_shape:  # recorded with the result, as the warning says
+        options["superpixel_working_shape"] = list(working_shape(image_shape))
     if binary_map is None and merge != "none":
         raise ValueError(f"merge={merge!r} needs the image's binary map; pass one or use merge='none'")
     if binary_map is not None and image_shape != tuple(binary_map.image_shape):
@@ -334,6 +341,7 @@ def segment(image: np.ndarray, mapper: Callable[[np.ndarray], BinaryMap] | None 
     """
     start = time.perf_counter()
     resolve_options(superpixels, hamming, merge, superpixel_params, segments, threshold, weights)
+    check_shape(np.shape(image)[:2])  # the hard pixel limit, before any stage runs
     timings: dict[str, float] = {}
     if binary_map is None and (merge != "none" or mapper is not None):
         mapper = mapper if mapper is not None else default_mapper(edges=merge == "hierarchy")
