@@ -27,6 +27,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, runtime: bool = True) -
     how the model runs: ``--precision`` and ``--execution``."""
     from binmap_tf.backbones import backbone_names
     from binmap_tf.model import DEFAULT_BACKBONE, DEFAULT_BITS, EXECUTIONS, PRECISIONS
+    from binmap_tf.tiling import DEFAULT_MAX_TILE_PIXELS
 
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=backbone_names(),
                         help="CNN backbone (default: %(default)s; alexnet needs imported weights)")
@@ -47,6 +48,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, runtime: bool = True) -
     parser.add_argument("--execution", choices=EXECUTIONS, default="graph",
                         help="run the model as one traced graph, eagerly, or XLA-compiled per input size "
                              "(default: %(default)s)")
+    parser.add_argument("--max-tile-pixels", type=int, default=DEFAULT_MAX_TILE_PIXELS,
+                        help="larger images run through the CNN on overlapping tiles of at most this many pixels, "
+                             "stitched to the untiled map; bounds the CNN's memory (default: %(default)s, "
+                             "about 1.3 GB peak)")
 
 
 def feature_options(args: argparse.Namespace) -> dict:
@@ -61,7 +66,7 @@ def mapper_from_args(args: argparse.Namespace, **backbone_options):
     try:
         return BinaryMapper(backbone=args.backbone, bits=args.bits, hashing=args.hashing, scale=args.scale,
                             precision=args.precision, execution=args.execution,
-                            **feature_options(args), **backbone_options)
+                            max_tile_pixels=args.max_tile_pixels, **feature_options(args), **backbone_options)
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
 
