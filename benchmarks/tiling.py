@@ -3,7 +3,8 @@
 Two sections, both written to one JSON file:
 
 * ``agreement``: BSDS500 val images mapped whole and forced through small tiles
-  (``--tile-pixels``, tiled along both axes), with ``vgg16-hed`` + HED edges: the fraction of
+  (``--tile-pixels``; the default 336x336 budget keeps a 321-pixel side whole and cuts the long
+  side into 5 tiles, 4 seams), with ``vgg16-hed`` + HED edges: the fraction of
   identical bits, the largest logit difference, the mean absolute edge difference and the
   fraction of pixels with the same binmap-egs segment label;
 * ``large``: ``python -m binmap_tf.segment`` in a fresh process on synthetic photos of each
@@ -133,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="val")
     parser.add_argument("--limit", type=int, default=10, help="images of the agreement section")
     parser.add_argument("--tile-pixels", type=int, default=336 * 336,
-                        help="tile budget forced on the agreement images (default: %(default)s: 3x5 tiles of "
-                             "a 321x481 image)")
+                        help="tile budget forced on the agreement images (default: %(default)s: 5 tiles along "
+                             "the long side of a 321x481 image; below 321x321 both sides are cut)")
     parser.add_argument("--sizes", nargs="+", type=_size, default=[(4000, 3000), (8660, 5773)],
                         help="WIDTHxHEIGHT of the synthetic photos (default: 12 MP and 50 MP)")
     parser.add_argument("--merges", nargs="+", default=["adjacent"], help="--merge modes to run on each")

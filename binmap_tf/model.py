@@ -183,7 +183,8 @@ class BinaryMapper:
         shape (a new size costs seconds of compilation; faster for ``alexnet``, above all its
         dilated conv6, which TensorFlow's graph runs through space-to-batch; slower for ``vgg16-hed``).
     max_tile_pixels : int or None
-        Most pixels (after the resize by ``scale``) one forward pass sees. A larger image runs
+        Most pixels (after the resize by ``scale``) one forward pass sees, but never less than one
+        stride between two margins (see :func:`~binmap_tf.tiling.plan_tiles`). A larger image runs
         on overlapping tiles aligned to the backbone's stride, with margins of half its
         receptive field, and the map is stitched from the tiles' interiors: it equals the
         untiled map up to float rounding (``benchmarks/tiling.py``). Default

@@ -124,14 +124,16 @@ def tile_shape(shape: tuple[int, int], max_pixels: int) -> tuple[int, int]:
 def plan_tiles(shape: tuple[int, int], max_pixels: int, context: GridGeometry, scale: float = 1.0) -> TilePlan | None:
     """Tiles for an original image of ``shape`` whose resized pixels per tile stay within ``max_pixels``.
 
-    Returns a plan with one tile when the whole image fits, and None when no tile alignment
-    exists for ``scale`` (the caller then downscales).
+    A tile is never smaller than one aligned core between two margins (240x240 pixels for
+    ``vgg16-hed``, 480x480 for AlexNet at scale 3.4), whatever ``max_pixels`` says. Returns a
+    plan with one tile when the whole image fits, and None when no tile alignment exists for
+    ``scale`` (the caller then downscales).
     """
     align = alignment(context.stride, scale)
     if align is None:
         return None
     margin = margin_for(context, scale, align)
-    budget = max(1, int(max_pixels / (scale * scale)))  # original pixels per tile
+    budget = max(int(max_pixels / (scale * scale)), (2 * margin + align) ** 2)  # original pixels per tile
     rows, cols = tile_shape(shape, budget) if shape[0] * shape[1] > budget else shape
     return TilePlan(plan_axis(shape[0], rows, align, margin), plan_axis(shape[1], cols, align, margin),
                     align, margin)

@@ -36,12 +36,14 @@ def test_axis_cores_partition_the_image_and_tiles_stay_in_budget(length):
         assert tile.stop - core.stop >= 112 or tile.stop == length
 
 
-def test_plan_fits_the_budget_and_refuses_a_budget_without_room_for_a_core():
+def test_plan_fits_the_budget_and_keeps_room_for_a_core():
     plan = plan_tiles((3000, 4000), 1024 * 1024, CONV5)
     assert max((r.stop - r.start) * (c.stop - c.start) for r in plan.rows for c in plan.cols) <= 1024 * 1024
     assert plan_tiles((300, 400), 1024 * 1024, CONV5).n_tiles == 1
+    smallest = plan_tiles((3000, 4000), 200 * 200, CONV5)  # below one core between two margins
+    assert max(r.stop - r.start for r in smallest.rows) == 240 == max(c.stop - c.start for c in smallest.cols)
     with pytest.raises(ValueError, match="max_tile_pixels"):
-        plan_tiles((3000, 4000), 200 * 200, CONV5)
+        plan_axis(3000, 200, 16, 112)
     assert math.isinf(plan.rows[0].core_start) and math.isinf(plan.rows[-1].core_stop)
 
 
@@ -162,3 +164,15 @@ def test_over_the_hard_limit_segment_refuses_before_any_work():
     with pytest.raises(ImageError, match="more than the limit"):
         segment(huge, merge="none")
     assert calls == []
+
+
+@pytest.mark.slow
+def test_a_12_megapixel_photo_segments_in_under_3_gb(tmp_path):
+    """The photo of issue 14 (4000x3000, used to abort with bad_alloc at 4.0 GB): the segment CLI in
+    a fresh process. Minutes on 2 cores; the 50 MP figure is in benchmarks/results/large_images.json."""
+    from benchmarks.tiling import large
+
+    (row,) = large([(4000, 3000)], ["adjacent"], tmp_path)
+    assert row["rc"] == 0 and row["n_segments"] > 0
+    assert row["peak_rss_mib"] <= 3 * 1024
+    assert row["superpixel_working_shape"] is not None  # 12 MP is over the superpixel budget
