@@ -196,7 +196,7 @@ def machine() -> dict:
 
 def _alexnet_weights() -> str:
     """Whether imported ImageNet AlexNet weights exist (the benchmarks time random weights anyway)."""
-    from binmap_tf.weights import resolve_weights
+    from binmap_tf.backbones.alexnet.weights import resolve_weights
 
     try:
         return f"imported: {resolve_weights('imported', 'caffe').name}"

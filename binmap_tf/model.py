@@ -27,7 +27,7 @@ import tensorflow as tf
 from binmap_tf.backbones import Backbone, build_backbone
 from binmap_tf.binary_map import BinaryMap
 from binmap_tf.hashing import ITQHashing, ITQParams, load_itq
-from binmap_tf.images import as_rgb_uint8, check_size
+from binmap_tf.images import as_rgb_uint8, check_size, map_in_shape_batches
 from binmap_tf.paths import FINE_TUNED
 
 DEFAULT_BACKBONE = "vgg16-hed"
@@ -97,7 +97,7 @@ def build_backbone_at(name: str, precision: str = "fp32", scale: float | None = 
     bfloat16 inputs and outputs). Caffe's LRN stays float32: TensorFlow has no bfloat16 LRN
     kernel on CPU.
     """
-    from binmap_tf.backbones.alexnet import LocalResponseNorm
+    from binmap_tf.backbones.alexnet.network import LocalResponseNorm
 
     _check_choice("precision", precision, PRECISIONS)
     with _dtype_policy(PRECISIONS[precision]):
@@ -205,16 +205,12 @@ class BinaryMapper:
 
     def map_batch(self, images: list[np.ndarray]) -> list[BinaryMap]:
         """Binary maps of several images; equal-sized images share one forward pass."""
-        prepared = [self.prepare(image) for image in images]
-        results: list[BinaryMap | None] = [None] * len(prepared)
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for index, image in enumerate(prepared):
-            by_shape.setdefault(image.shape, []).append(index)
-        for shape, indices in by_shape.items():
-            outputs = self.forward(np.stack([prepared[i] for i in indices]))
-            for row, index in enumerate(indices):
-                results[index] = self._binary_map(outputs, row, shape[:2])
-        return results  # type: ignore[return-value]
+        return map_in_shape_batches([self.prepare(image) for image in images], self._batch_maps)
+
+    def _batch_maps(self, batch: np.ndarray) -> list[BinaryMap]:
+        """Binary maps of a stack of equal-shaped prepared images, one forward pass."""
+        outputs = self.forward(batch)
+        return [self._binary_map(outputs, row, batch.shape[1:3]) for row in range(len(batch))]
 
     def forward(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Model outputs (``bits``, ``codes``, ``logits`` [, ``edges``]) of a uint8 RGB batch (b, H, W, 3)."""

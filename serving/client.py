@@ -21,7 +21,7 @@ from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from binmap_tf.binary_map import BinaryMap
-from binmap_tf.images import ImageError, as_rgb_uint8, check_size
+from binmap_tf.images import ImageError, as_rgb_uint8, check_size, map_in_shape_batches
 from serving.protocol import (
     BIT_ORDER,
     DEFAULT_MODEL_NAME,
@@ -119,16 +119,12 @@ class BinmapClient:
 
     def binary_maps(self, images: Sequence[np.ndarray]) -> list[BinaryMap]:
         """Binary maps of several images; equal-sized images share one request (one batch)."""
-        prepared = [_prepare(image) for image in images]
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for index, image in enumerate(prepared):
-            by_shape.setdefault(image.shape, []).append(index)
-        maps: list[BinaryMap | None] = [None] * len(prepared)
-        for shape, indices in by_shape.items():
-            outputs = self.predict(np.stack([prepared[i] for i in indices]))
-            for row, index in enumerate(indices):
-                maps[index] = self._binary_map(outputs, row, shape[:2])
-        return maps  # type: ignore[return-value]
+        return map_in_shape_batches([_prepare(image) for image in images], self._batch_maps)
+
+    def _batch_maps(self, batch: np.ndarray) -> list[BinaryMap]:
+        """Binary maps of a stack of equal-shaped images, one request."""
+        outputs = self.predict(batch)
+        return [self._binary_map(outputs, row, batch.shape[1:3]) for row in range(len(batch))]
 
     def segment(self, image: np.ndarray, *, superpixels: str = "egs", hamming: int = 0, merge: str = "adjacent",
                 **superpixel_params: Any) -> "SegmentationResult":

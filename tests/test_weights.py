@@ -23,8 +23,10 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from binmap_tf.backbones.alexnet import assign_weights, build_alexnet, build_alexnet_classifier
-from binmap_tf.weights import detect_format, main, read_weights, weights_path
+from binmap_tf.backbones.alexnet import build_alexnet
+from binmap_tf.backbones.alexnet.network import assign_weights, build_alexnet_classifier
+from binmap_tf.backbones.alexnet.weights import detect_format, read_weights, weights_path
+from binmap_tf.weights import main
 
 CAFFE_MEAN_BGR = np.array([104.0, 117.0, 123.0])
 TORCH_MEAN = np.array([0.485, 0.456, 0.406])

@@ -72,11 +72,7 @@ class BinaryMap:
 
     def cell_index(self) -> np.ndarray:
         """Flat index (row * w + col) of the nearest grid cell for every image pixel, (H, W)."""
-        height, width = self.image_shape
-        grid_h, grid_w = self.grid_shape
-        rows = self.geometry.pixel_to_cell(height, grid_h, self.scale)
-        cols = self.geometry.pixel_to_cell(width, grid_w, self.scale)
-        return rows[:, None] * grid_w + cols[None, :]
+        return self.geometry.cell_index(self.image_shape, self.grid_shape, self.scale)
 
     def pixel_bits(self) -> np.ndarray:
         """Bits of each image pixel's nearest grid cell (H, W, k) uint8."""
