@@ -26,7 +26,6 @@ the same weights, a stride-16 grid whose even cells equal the stride-32 grid; us
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -35,11 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from binmap_tf.backbones.base import (
-    Backbone,
-    BackboneSpec,
-    GridGeometry,
     ImagePreprocessing,
-    register_backbone,
     scaled_size,
 )
 
