@@ -16,6 +16,7 @@ original image, and sees ``receptive_field`` resized pixels around that centre.
 from __future__ import annotations
 
 import contextlib
+import warnings
 import os
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -26,6 +27,7 @@ import tensorflow as tf
 
 from binmap_tf.backbones import Backbone, build_backbone
 from binmap_tf.binary_map import BinaryMap
+from binmap_tf.hardware import has_fast_bf16
 from binmap_tf.hashing import ITQHashing, ITQParams, load_itq
 from binmap_tf.images import as_rgb_uint8, check_size, map_in_shape_batches
 from binmap_tf.paths import FINE_TUNED
@@ -100,6 +102,10 @@ def build_backbone_at(name: str, precision: str = "fp32", scale: float | None = 
     from binmap_tf.backbones.alexnet.network import LocalResponseNorm
 
     _check_choice("precision", precision, PRECISIONS)
+    if precision == "bf16" and has_fast_bf16() is False:
+        warnings.warn("precision='bf16' on a CPU without bfloat16 instructions (avx512_bf16 or amx_bf16) gives "
+                      "no speed-up (an AVX2-only host measured 0.852 s per image against 0.846 s in fp32) and "
+                      "changes a few bits; use the default fp32 here", stacklevel=2)
     with _dtype_policy(PRECISIONS[precision]):
         backbone = build_backbone(name, scale=scale, **options)
     if precision != "fp32":

@@ -27,7 +27,8 @@ def test_every_evaluate_method_gives_the_labels_of_segment(tmp_path):
                  "--methods", *EVERY_METHOD, "--out", str(out), "--cache", str(cache)]) == 0
     methods = [parse_method(name) for name in EVERY_METHOD]
     args = argparse.Namespace(backbone="vgg16-hed", bits=8, hashing=None, ft_hashing="fine-tuned", scale=None,
-                              precision="fp32", execution="graph", features=None)
+                              precision="fp32", execution="graph", features=None,
+                              verbose=False)
     maps = {variant: BinaryMapCache(mapper, "bsds500-val", root=cache)
             for variant, mapper in build_mappers(args, methods).items()}
     compared = 0
