@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -65,6 +66,14 @@ def check_size(image: np.ndarray, min_side: int = 1, max_pixels: int = MAX_PIXEL
             f"image is {height}x{width} = {height * width} pixels, more than the limit of {max_pixels}; "
             "downscale it first (e.g. skimage.transform.rescale) or use binmap_tf.images.downscale_to_limit"
         )
+
+
+def indices_by_shape(images: Sequence[np.ndarray]) -> dict[tuple[int, ...], list[int]]:
+    """Positions of ``images`` grouped by array shape, in first-seen order: each group can share one batch."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, image in enumerate(images):
+        groups.setdefault(image.shape, []).append(index)
+    return groups
 
 
 def downscale_to_limit(image: np.ndarray, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, float]:

@@ -27,7 +27,7 @@ import tensorflow as tf
 from binmap_tf.backbones import Backbone, build_backbone
 from binmap_tf.binary_map import BinaryMap
 from binmap_tf.hashing import ITQHashing, ITQParams, load_itq
-from binmap_tf.images import as_rgb_uint8, check_size
+from binmap_tf.images import as_rgb_uint8, check_size, indices_by_shape
 from binmap_tf.paths import FINE_TUNED
 
 DEFAULT_BACKBONE = "vgg16-hed"
@@ -207,10 +207,7 @@ class BinaryMapper:
         """Binary maps of several images; equal-sized images share one forward pass."""
         prepared = [self.prepare(image) for image in images]
         results: list[BinaryMap | None] = [None] * len(prepared)
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for index, image in enumerate(prepared):
-            by_shape.setdefault(image.shape, []).append(index)
-        for shape, indices in by_shape.items():
+        for shape, indices in indices_by_shape(prepared).items():
             outputs = self.forward(np.stack([prepared[i] for i in indices]))
             for row, index in enumerate(indices):
                 results[index] = self._binary_map(outputs, row, shape[:2])
