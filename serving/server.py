@@ -40,7 +40,7 @@ _GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
 # vgg16-hed in fp32 on a CPU peaks at about 1.3 KB of activations per input pixel (measured with
 # ru_maxrss: +1.28 GiB for 1024x1024, +2.5 GiB for 1448x1448, over the ~0.8 GiB of the loaded
 # model). A 4000x3000 photo (12 MP) would need ~15 GiB and get the server killed by the kernel;
-# 4 MP per request (or merged batch), e.g. 2048x2048 or 27 BSDS500 images, needs ~5.3 GiB,
+# 4 MP per request (or merged batch), e.g. 2048x2048 or 27 BSDS500 images, needs ~5 GiB more,
 # which a 16 GiB host spares. Raise --max-pixels only on a host with that memory to spare.
 ACTIVATION_BYTES_PER_PIXEL = 1300
 DEFAULT_MAX_PIXELS = 4 * 1024 * 1024

@@ -7,7 +7,15 @@ import pytest
 from PIL import Image
 
 from binmap_tf.files import atomic_path, write_png
-from binmap_tf.images import ImageError, as_rgb_uint8, check_size, downscale_to_limit, find_images, load_image
+from binmap_tf.images import (
+    ImageError,
+    as_rgb_uint8,
+    check_size,
+    downscale_to_limit,
+    find_images,
+    indices_by_shape,
+    load_image,
+)
 
 
 def test_grey_rgba_float_and_uint16_become_rgb_uint8():
@@ -57,3 +65,9 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
     write_png(target, np.zeros((4, 4), np.uint16))
     assert np.asarray(Image.open(target)).dtype.itemsize == 2
+
+
+def test_indices_by_shape_groups_equal_shapes_in_first_seen_order():
+    images = [np.zeros((4, 6, 3)), np.zeros((6, 4, 3)), np.zeros((4, 6, 3)), np.zeros((4, 6))]
+    assert indices_by_shape(images) == {(4, 6, 3): [0, 2], (6, 4, 3): [1], (4, 6): [3]}
+    assert list(indices_by_shape(images)) == [(4, 6, 3), (6, 4, 3), (4, 6)]

@@ -36,6 +36,7 @@ from serving.client import (
 )
 from serving.protocol import INFO_FILE, WARMUP_FILE, ModelInfo
 from serving.server import DEFAULT_MAX_PIXELS, LoopbackServer
+from serving.server import main as server_main
 
 from conftest import random_itq
 
@@ -404,6 +405,13 @@ def test_scheduler_isolates_failures_drops_gone_clients_and_bounds_its_queue():
     finally:
         gate.set()
         scheduler.stop()
+
+
+@pytest.mark.parametrize("option, message", [(["--max-pixels", "0"], "max_pixels must be positive"),
+                                             (["--max-batch-size", "0"], "max_batch_size must be at least 1")])
+def test_server_command_line_rejects_bad_limits(version_dir, option, message):
+    with pytest.raises(SystemExit, match=message):
+        server_main(["--model-dir", str(version_dir.parent), "--port", "0", *option])
 
 
 def test_default_timeout_is_the_documented_one():
