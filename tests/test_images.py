@@ -7,7 +7,15 @@ import pytest
 from PIL import Image
 
 from binmap_tf.files import atomic_path, write_png
-from binmap_tf.images import ImageError, as_rgb_uint8, check_size, downscale_to_limit, find_images, load_image
+from binmap_tf.images import (
+    ImageError,
+    as_rgb_uint8,
+    check_size,
+    downscale_to_limit,
+    find_images,
+    load_image,
+    map_in_shape_batches,
+)
 
 
 def test_grey_rgba_float_and_uint16_become_rgb_uint8():
@@ -100,3 +108,15 @@ def test_decoder_reads_16_bit_palette_animated_and_rotated_files(tmp_path):
     Image.fromarray(upright).save(tmp_path / "phone.png", exif=exif)
     shown = load_image(tmp_path / "phone.png")
     assert shown.shape == (3, 2, 3) and shown[0, -1, 0] == 255
+
+
+def test_shape_batches_never_stack_different_shapes_and_keep_the_input_order():
+    images = [np.full((4, 6, 3), 0), np.full((6, 4, 3), 1), np.full((4, 6, 3), 2), np.full((4, 6), 3)]
+    batches = []
+
+    def run(batch):
+        batches.append(batch.shape)
+        return [int(row.flat[0]) for row in batch]
+
+    assert map_in_shape_batches(images, run) == [0, 1, 2, 3]
+    assert batches == [(2, 4, 6, 3), (1, 6, 4, 3), (1, 4, 6)]
