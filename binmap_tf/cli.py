@@ -1,12 +1,15 @@
-"""Pieces shared by the command-line tools: model options, image batches, per-file errors."""
+"""Pieces shared by the command-line tools: model options, argument checks made before any model
+is loaded, quiet TensorFlow start-up, image batches and per-file errors."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from tqdm import tqdm
 
@@ -19,12 +22,121 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, split: str | None = N
     parser.add_argument("--dataset", choices=("bsds500", "msrc"), default="bsds500")
     parser.add_argument("--split", default=split, help=split_help)
     parser.add_argument("--data", type=Path, default=None, help="data root (default: $BINMAP_TF_DATA or ../shared/data)")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    parser.add_argument("--limit", type=positive_int, default=None, help="use only the first N images (N >= 1)")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _bounded_int(text, low=1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _bounded_int(text, low=0)
+
+
+def code_length(text: str) -> int:
+    """argparse type: a code length in bits, 1 .. 62 (codes are packed into 64-bit integers)."""
+    return _bounded_int(text, low=1, high=62)
+
+
+def _bounded_int(text: str, low: int, high: int | None = None) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < low or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"in {low} .. {high}"
+        raise argparse.ArgumentTypeError(f"expected an integer {bounds}, got {value}")
+    return value
+
+
+def hashing_source(text: str) -> str:
+    """argparse type: ``fine-tuned`` or an existing ``.npz`` written by fit_itq or train."""
+    from binmap_tf.paths import FINE_TUNED
+
+    if text == FINE_TUNED:
+        return text
+    path = Path(text)
+    if path.suffix != ".npz":
+        raise argparse.ArgumentTypeError(f"{text} is not a hashing layer: pass an .npz written by "
+                                         f"python -m binmap_tf.fit_itq or binmap_tf.train, or {FINE_TUNED!r}")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"hashing file not found: {text}")
+    return text
+
+
+def check_output_folder(parser: argparse.ArgumentParser, folder: Path, flag: str = "--out") -> None:
+    """Exit with a usage error (status 2) unless ``folder`` is, or can be created as, a writable folder:
+    found before any model is loaded, not after the CNN ran on every image."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        parser.error(f"{flag} {folder} is a file; pass a folder")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        parser.error(f"{flag} {folder} cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        parser.error(f"{flag} {folder} cannot be written: no write permission in {existing}")
+
+
+def check_hamming(parser: argparse.ArgumentParser, hamming: int, bits: int) -> None:
+    """Usage error when ``--hamming`` reaches the code length: every pair of codes is then within it,
+    so the flat merge joins all touching superpixels (one segment), surely not what was meant."""
+    if hamming >= bits:
+        parser.error(f"--hamming {hamming} with {bits}-bit codes merges every pair of touching superpixels "
+                     f"(no two codes differ in more than {bits} bits); use a value below {bits}")
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None, outputs: tuple[str, ...] = ("out",)
+          ) -> argparse.Namespace:
+    """Add ``--verbose`` and ``--debug``, parse ``argv`` and check the output folders named in
+    ``outputs``: a user's mistakes are found here, as usage errors, before any model is built
+    (commands check the rest of their options with ``parser.error`` before building one)."""
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's log (its start-up lines stay "
+                                                                   "hidden once a model option has loaded it)")
+    parser.add_argument("--debug", action="store_true", help="print a traceback for every failure")
+    args = parser.parse_args(argv)
+    for name in outputs:
+        if getattr(args, name, None) is not None:
+            check_output_folder(parser, getattr(args, name), f"--{name.replace('_', '-')}")
+    return args
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send what C++ code writes to file descriptor 2 to /dev/null inside the block."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def start_tensorflow(verbose: bool = False) -> None:
+    """Import TensorFlow and look for devices; unless ``verbose``, without its C++ start-up lines
+    ("failed call to cuInit" on every machine without a GPU reads like a failure but is none).
+    ``TF_CPP_MIN_LOG_LEVEL`` cannot hide them: they are written before TensorFlow's logging starts.
+    The first call decides (model options import TensorFlow while the parser is built, quietly);
+    ``--verbose`` then turns TensorFlow's log of the run back on."""
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules:
+        return
+    with contextlib.nullcontext() if verbose else _native_stderr_silenced():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, runtime: bool = True) -> None:
     """Add ``--backbone``, ``--features``, ``--bits``, ``--hashing``, ``--scale`` and, with ``runtime``,
     how the model runs: ``--precision`` and ``--execution``."""
+    start_tensorflow()  # the model options below come from modules that import TensorFlow
     from binmap_tf.backbones import backbone_names
     from binmap_tf.model import DEFAULT_BACKBONE, DEFAULT_BITS, EXECUTIONS, PRECISIONS
     from binmap_tf.tiling import DEFAULT_MAX_TILE_PIXELS
@@ -34,8 +146,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, runtime: bool = True) -
     parser.add_argument("--features", default=None,
                         help="vgg16-hed feature layers: conv5_3 (default, stride 16) or conv4_3+conv5_3 (stride 8, "
                              "a 4x denser map at the same CNN cost)")
-    parser.add_argument("--bits", type=int, default=DEFAULT_BITS, help="code length k (default: %(default)s)")
-    parser.add_argument("--hashing", default=None,
+    parser.add_argument("--bits", type=code_length, default=DEFAULT_BITS, help="code length k (default: %(default)s)")
+    parser.add_argument("--hashing", type=hashing_source, default=None,
                         help="hashing parameters: an .npz from fit_itq or train, or 'fine-tuned' for the "
                              "shipped fine-tuned layer (default: the fitted ITQ)")
     parser.add_argument("--scale", type=float, default=None,
@@ -61,6 +173,7 @@ def feature_options(args: argparse.Namespace) -> dict:
 
 def mapper_from_args(args: argparse.Namespace, **backbone_options):
     """Build the :class:`~binmap_tf.model.BinaryMapper` the arguments describe; exit with a message on error."""
+    start_tensorflow(verbose=getattr(args, "verbose", False))
     from binmap_tf.model import BinaryMapper
 
     try:
@@ -79,10 +192,11 @@ def collect_images(inputs: list[str]) -> list[Path]:
     return paths
 
 
-def run_batch(paths: list[Path], process: Callable[[Path], None], desc: str) -> int:
+def run_batch(paths: list[Path], process: Callable[[Path], None], desc: str, debug: bool = False) -> int:
     """Run ``process`` on every path with a progress bar; a failing file does not stop the batch.
 
-    Returns the exit status: 0 when every file succeeded, 1 otherwise (after a summary of failures).
+    Returns the exit status: 0 when every file succeeded, 1 otherwise (after a summary of failures,
+    one line each; with ``debug`` also the traceback of every unexpected error).
     """
     failures: list[tuple[Path, str]] = []
     for path in tqdm(paths, desc=desc, unit="image", disable=len(paths) < 2):
@@ -90,9 +204,10 @@ def run_batch(paths: list[Path], process: Callable[[Path], None], desc: str) -> 
             process(path)
         except (ImageError, FileNotFoundError, ValueError) as error:
             failures.append((path, str(error)))
-        except Exception as error:  # noqa: BLE001  (report and keep going, with the trace)
+        except Exception as error:  # noqa: BLE001  (report and keep going)
             failures.append((path, f"{type(error).__name__}: {error}"))
-            traceback.print_exc(file=sys.stderr)
+            if debug:
+                traceback.print_exc(file=sys.stderr)
     if failures:
         print(f"{len(failures)} of {len(paths)} images failed:", file=sys.stderr)
         for path, message in failures:
@@ -101,10 +216,11 @@ def run_batch(paths: list[Path], process: Callable[[Path], None], desc: str) -> 
     return 0
 
 
-def served_mapper(target: str) -> Callable:
+def served_mapper(target: str, verbose: bool = False) -> Callable:
     """A connected client of the model server at ``target`` (:func:`serving.client.connect`); exit with
     its message when the server cannot be reached. Only command lines call this: the library itself
     never imports ``serving``."""
+    start_tensorflow(verbose)
     from serving.client import ServingError, connect
 
     try:

@@ -46,11 +46,9 @@ import heapq
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
-from scipy.sparse.csgraph import connected_components
-
 from binmap_tf.binary_map import BinaryMap
 from binmap_tf.images import as_rgb_uint8
+from binmap_tf.labels import connected_groups, sequential_labels
 from binmap_tf.merge import bit_votes, boundary_pixel_pairs, label_pair_keys
 from binmap_tf.tiling import row_bands
 
@@ -155,12 +153,10 @@ class MergeTree:
             # Lowest merges first; ties in merge order, so a merge never precedes its children.
             order = np.lexsort((np.arange(len(self.heights)), self.heights))
             chosen = order[:max(n - count, 0)]
-        nodes = n + len(self.children)
-        graph = sparse.coo_matrix(
-            (np.ones(2 * len(chosen), np.int8),
-             (self.children[chosen].ravel(), np.repeat(n + chosen, 2))), shape=(nodes, nodes))
-        # Components are numbered in order of their smallest node, so leaves come first.
-        return connected_components(graph, directed=False)[1][:n].astype(np.int32)
+        # Each chosen merge links its two children to its node. Components are numbered in order
+        # of their smallest node, so leaves come first.
+        links = np.stack([self.children[chosen].ravel(), np.repeat(n + chosen, 2)], axis=1)
+        return connected_groups(n + len(self.children), links)[:n]
 
     def cut(self, n_segments: int | None = None, threshold: float | None = None) -> np.ndarray:
         """Segmentation at one level of the hierarchy.
@@ -440,6 +436,7 @@ def build_hierarchy(image: np.ndarray | None, superpixels: np.ndarray, binary_ma
     labels = np.asarray(superpixels)
     if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer) or labels.size == 0:
         raise ValueError(f"expected a non-empty 2-D integer superpixel image, got {labels.dtype} {labels.shape}")
+    labels, n = sequential_labels(labels)
     if labels.shape != tuple(binary_map.image_shape):
         raise ValueError(f"superpixels {labels.shape} do not match the binary map's image {binary_map.image_shape}")
     if normalised[1] > 0 and binary_map.edges is None:
@@ -447,10 +444,6 @@ def build_hierarchy(image: np.ndarray | None, superpixels: np.ndarray, binary_ma
                          "BinaryMapper(edges=True) or set weights.edges to 0")
     if normalised[2] > 0 and image is None:
         raise ValueError("the colour cue needs the image; pass it or set weights.colour to 0")
-    if labels.min() != 0 or not np.bincount(labels.ravel()).all():  # renumber 0 .. n-1 only when needed
-        labels = np.unique(labels, return_inverse=True)[1].reshape(labels.shape)
-    labels = labels.astype(np.int32, copy=False)
-    n = int(labels.max()) + 1
     regions = _region_sums(image if normalised[2] > 0 else None, labels, binary_map, 2 * n - 1)
     pairs, border_sum, border_count = _border_sums(labels, binary_map.edges if normalised[1] > 0 else None,
                                                 connectivity)

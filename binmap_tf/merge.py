@@ -11,21 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import sparse
-from scipy.sparse.csgraph import connected_components
+
+from binmap_tf.labels import check_labels, connected_groups
 
 from binmap_tf.tiling import row_bands
 
 MERGE_MODES = ("adjacent", "global")
-
-
-def _check_labels(labels: np.ndarray) -> np.ndarray:
-    """Return ``labels`` as a non-empty 2-D array of non-negative integers, or raise ``ValueError``."""
-    labels = np.asarray(labels)
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer) or labels.size == 0:
-        raise ValueError(f"expected a non-empty 2-D integer label image, got {labels.dtype} {labels.shape}")
-    if labels.min() < 0:
-        raise ValueError("labels must be >= 0; relabel with skimage.segmentation.relabel_sequential")
-    return labels
 
 
 def superpixel_codes(superpixels: np.ndarray, bits: np.ndarray,
@@ -80,7 +71,7 @@ def bit_votes(superpixels: np.ndarray, bits: np.ndarray,
     (about 3 ms for ~400 superpixels on a 321x481 image). Large images are visited in row
     bands (:func:`binmap_tf.tiling.row_bands`), so the temporaries stay bounded.
     """
-    labels = _check_labels(superpixels)
+    labels = check_labels(superpixels)
     bits = np.asarray(bits)
     if bits.ndim != 3:
         raise ValueError(f"bits must be (H, W, k) per pixel or (h, w, k) per grid cell, got shape {bits.shape}")
@@ -113,7 +104,7 @@ def boundary_pixel_pairs(labels: np.ndarray, connectivity: int = 2) -> tuple[np.
     (default; Felzenszwalb's 8-connected pixel graph), both lower diagonals; 1 uses the 4 direct
     neighbours only (scikit-image's meaning of ``connectivity`` in 2-D). Each pair appears once.
     """
-    labels = np.ascontiguousarray(_check_labels(labels))
+    labels = np.ascontiguousarray(check_labels(labels))
     if connectivity not in (1, 2):
         raise ValueError(f"connectivity must be 1 (4-neighbours) or 2 (8-neighbours), got {connectivity}")
     pairs = [_band_pixel_pairs(labels, start, stop, connectivity) for start, stop in row_bands(*labels.shape)]
@@ -162,18 +153,11 @@ def check_merge_options(hamming: int, mode: str) -> None:
         raise ValueError(f"hamming must be an integer >= 0 (0 merges equal codes only), got {hamming!r}")
 
 
-def _components(n_nodes: int, edges: np.ndarray) -> np.ndarray:
-    """Connected component (``0 .. m-1``, numbered by smallest member) of each of ``n_nodes`` nodes."""
-    graph = sparse.coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])),
-                              shape=(n_nodes, n_nodes))
-    return connected_components(graph, directed=False)[1].astype(np.int32)
-
-
 def group_superpixels(superpixels: np.ndarray, codes: np.ndarray, hamming: int = 0,
                       mode: str = "adjacent", connectivity: int = 2) -> np.ndarray:
     """Segment index ``0 .. m-1`` of every superpixel (see :func:`merge_superpixels`), shape (n,)."""
     check_merge_options(hamming, mode)
-    labels = _check_labels(superpixels)
+    labels = check_labels(superpixels)
     codes = np.asarray(codes)
     if codes.ndim != 2 or len(codes) <= labels.max():
         raise ValueError(f"codes must be (n_superpixels, k) with a row for each of the {labels.max() + 1} "
@@ -181,14 +165,14 @@ def group_superpixels(superpixels: np.ndarray, codes: np.ndarray, hamming: int =
     if mode == "adjacent":
         edges = adjacency(labels, connectivity)
         distance = np.count_nonzero(codes[edges[:, 0]] != codes[edges[:, 1]], axis=1)
-        return _components(len(codes), edges[distance <= hamming])
+        return connected_groups(len(codes), edges[distance <= hamming])
     # Global: group equal codes, then join distinct codes within the threshold. The L1 distance
     # between {0, 1} vectors is their Hamming distance, so a KD-tree finds the pairs directly.
     from scipy.spatial import cKDTree
 
     unique, inverse = np.unique(codes, axis=0, return_inverse=True)
     edges = cKDTree(unique).query_pairs(r=hamming, p=1, output_type="ndarray")
-    return _components(len(unique), edges.reshape(-1, 2))[inverse.reshape(-1)]
+    return connected_groups(len(unique), edges.reshape(-1, 2))[inverse.reshape(-1)]
 
 
 def merge_superpixels(superpixels: np.ndarray, codes: np.ndarray, hamming: int = 0,

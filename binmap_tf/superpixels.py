@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from binmap_tf.images import as_rgb_uint8
+from binmap_tf.labels import sequential_labels
 
 # The paper runs EGS with "the default parameters (sigma = 1.0, k = 100)".
 EGS_SCALE = 100.0
@@ -43,14 +44,6 @@ def _as_input(image: np.ndarray) -> tuple[np.ndarray, int | None]:
         array = array[..., 0]
     rgb = as_rgb_uint8(array)
     return (rgb[..., 0], None) if grey else (rgb, -1)
-
-
-def _sequential(labels: np.ndarray) -> np.ndarray:
-    """``labels`` as int32 ``0 .. n-1``, renumbering only when some label in that range is unused."""
-    labels = np.asarray(labels)
-    if labels.min() != 0 or not np.bincount(labels.ravel()).all():
-        labels = np.unique(labels, return_inverse=True)[1].reshape(labels.shape)
-    return labels.astype(np.int32, copy=False)
 
 
 def egs(image: np.ndarray, scale: float = EGS_SCALE, sigma: float = EGS_SIGMA,
@@ -97,11 +90,9 @@ def egs(image: np.ndarray, scale: float = EGS_SCALE, sigma: float = EGS_SIGMA,
     from skimage.segmentation import felzenszwalb
 
     array, channel_axis = _as_input(image)
-    if scale <= 0 or sigma < 0 or min_size < 0:
-        raise ValueError(f"egs needs scale > 0, sigma >= 0 and min_size >= 0; got scale={scale}, "
-                         f"sigma={sigma}, min_size={min_size}")
-    return _sequential(felzenszwalb(array, scale=scale, sigma=sigma, min_size=int(min_size),
-                                    channel_axis=channel_axis))
+    _check_values("egs", {"scale": scale, "sigma": sigma, "min_size": min_size})
+    return sequential_labels(felzenszwalb(array, scale=scale, sigma=sigma, min_size=int(min_size),
+                                    channel_axis=channel_axis))[0]
 
 
 def slic(image: np.ndarray, n_segments: int = SLIC_N_SEGMENTS, compactness: float = SLIC_COMPACTNESS,
@@ -144,15 +135,29 @@ def slic(image: np.ndarray, n_segments: int = SLIC_N_SEGMENTS, compactness: floa
     from skimage.segmentation import slic as skimage_slic
 
     array, channel_axis = _as_input(image)
-    if n_segments < 1 or compactness <= 0 or sigma < 0:
-        raise ValueError(f"slic needs n_segments >= 1, compactness > 0 and sigma >= 0; got "
-                         f"n_segments={n_segments}, compactness={compactness}, sigma={sigma}")
+    _check_values("slic", {"n_segments": n_segments, "compactness": compactness, "sigma": sigma})
     labels = skimage_slic(array, n_segments=int(n_segments), compactness=compactness, sigma=sigma,
                           start_label=0, channel_axis=channel_axis)
-    return _sequential(labels) + np.int32(start_label)
+    return sequential_labels(labels)[0] + np.int32(start_label)
 
 
 _METHODS = {"egs": egs, "slic": slic}
+# Valid range of every superpixel parameter: (description, test).
+_RANGES = {
+    "scale": ("> 0", lambda value: value > 0),
+    "sigma": (">= 0", lambda value: value >= 0),
+    "min_size": (">= 0", lambda value: value >= 0),
+    "n_segments": (">= 1", lambda value: value >= 1),
+    "compactness": ("> 0", lambda value: value > 0),
+}
+
+
+def _check_values(method: str, params: dict[str, Any]) -> None:
+    """``ValueError`` naming every parameter of ``method`` outside its valid range."""
+    bad = [f"{name} {_RANGES[name][0]} (got {value!r})" for name, value in params.items()
+           if name in _RANGES and not _RANGES[name][1](value)]
+    if bad:
+        raise ValueError(f"{method} superpixels need {', '.join(bad)}")
 SUPERPIXEL_METHODS = tuple(_METHODS)
 
 
@@ -176,6 +181,7 @@ def superpixel_params(method: str, **params: Any) -> dict[str, Any]:
     unknown = sorted(set(params) - set(defaults))
     if unknown:
         raise ValueError(f"{method} superpixels take {sorted(defaults)}, not {unknown}")
+    _check_values(method, params)
     return {**defaults, **params}
 
 

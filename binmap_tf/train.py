@@ -61,14 +61,12 @@ def cell_labels(ground_truth: np.ndarray, geometry: GridGeometry, scale: float,
                 grid_shape: tuple[int, int]) -> np.ndarray:
     """Ground-truth label of every grid cell: the majority over the pixels that map to it.
 
-    A pixel maps to its nearest cell (:meth:`GridGeometry.pixel_to_cell`), exactly as
-    :meth:`BinaryMap.cell_index` ties the binary map to pixels. Returns ``(h, w)`` int32; a cell
+    A pixel maps to its nearest cell through :meth:`GridGeometry.cell_index`, the function that ties
+    the binary map to pixels (:meth:`BinaryMap.cell_index`). Returns ``(h, w)`` int32; a cell
     no pixel maps to, or whose pixels are mostly label 0 (void), gets 0 and is ignored.
     """
-    height, width = ground_truth.shape
     grid_h, grid_w = grid_shape
-    cells = (geometry.pixel_to_cell(height, grid_h, scale)[:, None] * grid_w
-             + geometry.pixel_to_cell(width, grid_w, scale)[None, :]).ravel()
+    cells = geometry.cell_index(ground_truth.shape, grid_shape, scale).ravel()
     labels = ground_truth.ravel().astype(np.int64)
     n_labels = int(labels.max()) + 1
     counts = np.bincount(cells * n_labels + labels, minlength=grid_h * grid_w * n_labels)

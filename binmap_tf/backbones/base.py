@@ -109,29 +109,6 @@ _REGISTRY: dict[str, BackboneSpec] = {}
 
 
 def register_backbone(spec: BackboneSpec) -> BackboneSpec:
-    """Make ``spec`` available by name to :func:`get_backbone` and every CLI."""
+    """Make ``spec`` available by name to :func:`binmap_tf.backbones.get_backbone` and every CLI."""
     _REGISTRY[spec.name] = spec
     return spec
-
-
-def get_backbone(name: str) -> BackboneSpec:
-    """Return the registered backbone ``name`` (e.g. ``"vgg16-hed"``, ``"alexnet"``)."""
-    from binmap_tf import backbones  # noqa: F401  (registers the built-in backbones)
-
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(_REGISTRY)}") from None
-
-
-def build_backbone(name: str, scale: float | None = None, **options) -> Backbone:
-    """Build backbone ``name`` at input ``scale`` (its default when None) with its ``options``."""
-    spec = get_backbone(name)
-    return spec.build(scale=spec.default_scale if scale is None else float(scale), **options)
-
-
-def backbone_names() -> list[str]:
-    """Names of all registered backbones."""
-    from binmap_tf import backbones  # noqa: F401
-
-    return sorted(_REGISTRY)

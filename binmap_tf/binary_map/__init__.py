@@ -78,13 +78,8 @@ class BinaryMap:
                 self.geometry.pixel_to_cell(width, grid_w, self.scale))
 
     def cell_index(self) -> np.ndarray:
-        """Flat index (row * w + col) of the nearest grid cell for every image pixel, (H, W).
-
-        int32 (half the memory of int64 on large images) unless the grid has 2**31 cells or more.
-        """
-        rows, cols = self._cell_rows_cols()
-        dtype = np.int32 if self.bits.shape[0] * self.bits.shape[1] < 2**31 else np.int64
-        return rows.astype(dtype)[:, None] * dtype(self.grid_shape[1]) + cols.astype(dtype)[None, :]
+        """Flat index (row * w + col) of the nearest grid cell for every image pixel, (H, W)."""
+        return self.geometry.cell_index(self.image_shape, self.grid_shape, self.scale)
 
     def pixel_bits(self) -> np.ndarray:
         """Bits of each image pixel's nearest grid cell (H, W, k) uint8."""

@@ -9,9 +9,11 @@ codes, the network's edge map and colour) and cuts it at a ``threshold`` or a nu
 
 :func:`segment` runs all four; :func:`segment_with_map` runs (b)-(d) on the host from a
 binary map computed elsewhere (a cache, a TF Serving client, a batch through
-:meth:`~binmap_tf.model.BinaryMapper.map_batch`).
+:meth:`~binmap_tf.model.BinaryMapper.map_batch`). It is the one segmentation pipeline: the
+command line, ``evaluate`` (whose methods are settings of it), the demo, the serving client
+and the batch pipeline all call it.
 
-Command line::
+Command line (:mod:`binmap_tf.segment.__main__`)::
 
     python -m binmap_tf.segment IMAGE_OR_FOLDER... --out DIR [--superpixels egs|slic]
         [--hamming N] [--merge adjacent|global|hierarchy [--threshold T | --segments K]]
@@ -45,17 +47,7 @@ from binmap_tf.hierarchy import (
 )
 from binmap_tf.images import check_shape
 from binmap_tf.merge import MERGE_MODES, check_merge_options, group_superpixels, superpixel_codes
-from binmap_tf.superpixels import (
-    EGS_MIN_SIZE,
-    EGS_SCALE,
-    EGS_SIGMA,
-    SLIC_COMPACTNESS,
-    SLIC_N_SEGMENTS,
-    SUPERPIXEL_METHODS,
-    compute_superpixels,
-    superpixel_params,
-    working_shape,
-)
+from binmap_tf.superpixels import compute_superpixels, superpixel_params, working_shape
 
 # Step (d): none (the superpixels are the segments), the flat merges of binmap_tf.merge, or a
 # merge hierarchy cut at one level.

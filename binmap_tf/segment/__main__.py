@@ -41,7 +41,7 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, A
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--superpixels", choices=SUPERPIXEL_METHODS, default="egs",
                         help="low-level superpixels to merge (default: %(default)s)")
-    parser.add_argument("--hamming", type=int, default=0,
+    parser.add_argument("--hamming", type=cli.non_negative_int, default=0,
                         help="merge codes differing in at most this many bits (default: %(default)s, equal codes)")
     parser.add_argument("--merge", choices=MERGES, default="adjacent",
                         help="merge touching superpixels only, or any with close codes, or build a merge "
@@ -49,7 +49,7 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, A
     parser.add_argument("--threshold", type=float, default=None,
                         help=f"--merge hierarchy: cut at this merge height in [0, 1] (default: {DEFAULT_THRESHOLD}, "
                              "the best single threshold on BSDS500 val)")
-    parser.add_argument("--segments", type=int, default=None,
+    parser.add_argument("--segments", type=cli.positive_int, default=None,
                         help="--merge hierarchy: cut at this number of segments instead of a threshold")
     group = parser.add_argument_group("superpixel options")
     for flag, (method, name, kind, default) in _SUPERPIXEL_FLAGS.items():
@@ -59,7 +59,7 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, A
     parser.add_argument("--serving", metavar="HOST:PORT", default=None,
                         help="compute binary maps on a model server (TF Serving or python -m serving.server) "
                              "instead of locally; the served model then replaces the model options above")
-    args = parser.parse_args(argv)
+    args = cli.parse(parser, argv)
     given = {flag: (method, name, getattr(args, f"{method}_{name}"))
              for flag, (method, name, _, _) in _SUPERPIXEL_FLAGS.items()
              if getattr(args, f"{method}_{name}") is not None}
@@ -74,6 +74,8 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, A
         parser.error(str(error))
     if args.serving and args.merge == "hierarchy":
         parser.error("a served model returns no edge map, which --merge hierarchy needs; run it without --serving")
+    if not args.serving and args.merge in ("adjacent", "global"):
+        cli.check_hamming(parser, args.hamming, args.bits)
     return args, params
 
 
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args, params = _parse_args(argv)
     images = cli.collect_images(args.images)
     edges = {"edges": True} if args.merge == "hierarchy" else {}
-    mapper = cli.served_mapper(args.serving) if args.serving else cli.mapper_from_args(args, **edges)
+    mapper = cli.served_mapper(args.serving, args.verbose) if args.serving else cli.mapper_from_args(args, **edges)
     model = {"serving": args.serving} if args.serving else {"backbone": args.backbone}
 
     def process(path: Path) -> None:
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                          segments=args.segments, threshold=args.threshold, **params)
         write_segmentation(args.out, path.stem, image, result, {"image": str(path), **model})
 
-    return cli.run_batch(images, process, desc="segmenting")
+    return cli.run_batch(images, process, desc="segmenting", debug=args.debug)
 
 
 if __name__ == "__main__":
