@@ -16,8 +16,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".we
 # The hard limit: larger images are refused before any work (load_image reads the size from
 # the file header, before decoding), or downscaled where the caller asks. Below it every stage
 # is bounded (the CNN runs on tiles, superpixels on at most SUPERPIXEL_MAX_PIXELS, the host
-# stages in row bands): a 50 MP photo segments in under 3 GB (benchmarks/results/large_images.json),
-# and the whole-image arrays (image, labels, edge map, about 19 bytes a pixel) grow with the size.
+# stages in row bands): a 50 MP photo segments at 2.5 GB peak (benchmarks/results/large_images.json);
+# only the whole-image arrays (image, labels, cell index, edge map) grow with the size.
 MAX_PIXELS = 100_000_000
 
 
