@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -86,22 +87,29 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     Raises :class:`FileNotFoundError` for a missing file and :class:`ImageError` for a file
     that is not a readable image.
     """
-    from PIL import Image, UnidentifiedImageError
-
     file = Path(path)
     if not file.exists():
         raise FileNotFoundError(f"image file not found: {file}; check the path")
     if file.is_dir():
         raise ImageError(f"{file} is a folder, not an image file")
+    return decode_image(file, str(file))
+
+
+def decode_image(source: str | os.PathLike | BinaryIO, name: str) -> np.ndarray:
+    """Decode an image file (a path or an open binary file, e.g. the bytes of a remote object in
+    ``io.BytesIO``) as uint8 RGB (H, W, 3), the way :func:`load_image` does; ``name`` names it in
+    the :class:`ImageError` raised when it is not a readable image."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        with Image.open(file) as pil:
+        with Image.open(source) as pil:
             pil.load()
             if pil.mode not in ("RGB", "L", "RGBA", "LA", "I;16", "I", "F"):
                 pil = pil.convert("RGBA" if "A" in pil.getbands() else "RGB")
             array = np.asarray(pil)
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ImageError(
-            f"cannot read {file} as an image ({error}); pass a JPEG, PNG, BMP or TIFF file"
+            f"cannot read {name} as an image ({error}); pass a JPEG, PNG, BMP or TIFF file"
         ) from error
     if array.ndim == 3 and array.shape[-1] == 2:  # grey + alpha
         array = array[..., 0]
