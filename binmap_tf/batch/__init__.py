@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 SUMMARY_FILE = "batch_summary.json"
 FAILED_FILE = "batch_failed.jsonl"
 _WILDCARDS = "*?["
+# Ray Data block size: about one decoded 321x481 image and its map, so the host stage gets images
+# one by one rather than a CNN batch at a time.
+BLOCK_BYTES = 2**20
 
 
 @dataclass(frozen=True)
@@ -213,12 +216,20 @@ class MapperStage:
     forward pass) to a batch of decoded images. An image the model refuses fails alone."""
 
     def __init__(self, model: ModelSpec, threads: int | None = None) -> None:
-        if threads:
-            import tensorflow as tf
+        self._model, self._threads = model, threads
+        self._mapper: Callable[[list[np.ndarray]], list[BinaryMap]] | None = None
 
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
-        self._map = model.build()
+    def _map(self, images: list[np.ndarray]) -> list[BinaryMap]:
+        """Binary maps of ``images``; the model is built on first use, so that a batch of failed
+        inputs (e.g. a re-run where only the bad files are left) never loads it."""
+        if self._mapper is None:
+            if self._threads:
+                import tensorflow as tf
+
+                tf.config.threading.set_intra_op_parallelism_threads(self._threads)
+                tf.config.threading.set_inter_op_parallelism_threads(self._threads)
+            self._mapper = self._model.build()
+        return self._mapper(images)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         images, errors = list(batch["image"]), [str(error) for error in batch["error"]]
@@ -316,6 +327,8 @@ def run_pipeline(todo: Sequence[tuple[str, str]], out: str | os.PathLike, option
     try:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
+        # Small blocks: the CNN's output is split per image or so, and the host workers share it.
+        context.target_max_block_size = BLOCK_BYTES
         items = [{"input": uri, "stem": stem} for uri, stem in todo]
         dataset = (ray.data.from_items(items, override_num_blocks=len(items))
                    .map(decode_row)
