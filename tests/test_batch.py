@@ -147,3 +147,31 @@ def test_cli_help_and_bad_options(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--input", "x/*.jpg", "--out", "o", "--cnn-workers", "0"])
     assert exit_info.value.code == 2 and "--cnn-workers must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cnn_on_a_model_server(tmp_path, local_ray, bsds_image_path):
+    """--model-server: the CNN runs behind the serving client; labels equal segment() with that client."""
+    from PIL import Image
+
+    from binmap_tf.model import BinaryMapper
+    from binmap_tf.segment import segment
+    from serving import export
+    from serving.client import BinmapClient
+    from serving.server import LoopbackServer
+    from conftest import random_itq
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    image = load_image(bsds_image_path)
+    crops = {"top": image[:96, :144], "bottom": image[-120:, -160:]}  # two sizes: two requests
+    for stem, crop in crops.items():
+        Image.fromarray(crop).save(folder / f"{stem}.png")
+    mapper = BinaryMapper("vgg16-hed", bits=8, hashing=random_itq(512, 8), weights=None)  # quick to build
+    version = export.export_model(mapper, tmp_path / "models" / "binmap", warmup=False)
+    with LoopbackServer(version.parent, warmup=False) as server, BinmapClient(server.target, timeout=60) as client:
+        out = tmp_path / "out"
+        assert main(["--input", str(folder / "*.png"), "--out", str(out), "--model-server", server.target]) == 0
+        for stem, crop in crops.items():
+            np.testing.assert_array_equal(np.load(out / f"{stem}_labels.npy"), segment(crop, client).labels)
+            assert json.loads((out / f"{stem}.json").read_text())["serving"] == server.target

@@ -290,8 +290,9 @@ class SegmentStage:
 class Workers:
     """How many processes run each stage, and TensorFlow threads per CNN worker (None: all cores).
 
-    On one machine the pool is ``cnn`` actors plus ``host`` tasks, and Ray is started with that many
-    CPU slots; on a cluster (``address``) each worker asks for one CPU of the cluster.
+    Each worker is a Ray actor (a process that keeps its model or imports between images). On one
+    machine Ray is started with ``cnn + host`` CPU slots, one per worker, however many cores there
+    are; on a cluster (``address``) each worker asks for one CPU of the cluster.
     """
 
     cnn: int = 1
@@ -324,9 +325,10 @@ def run_pipeline(todo: Sequence[tuple[str, str]], out: str | os.PathLike, option
     import ray.data
 
     started = _start_ray(workers)
+    context = ray.data.DataContext.get_current()
+    saved = context.enable_progress_bars, context.target_max_block_size
     try:
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False
+        context.enable_progress_bars = False  # the caller's progress callback reports instead
         # Small blocks: the CNN's output is split per image or so, and the host workers share it.
         context.target_max_block_size = BLOCK_BYTES
         items = [{"input": uri, "stem": stem} for uri, stem in todo]
@@ -347,6 +349,7 @@ def run_pipeline(todo: Sequence[tuple[str, str]], out: str | os.PathLike, option
                 progress(record)
         return records
     finally:
+        context.enable_progress_bars, context.target_max_block_size = saved
         if started:
             ray.shutdown()
 
