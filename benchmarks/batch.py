@@ -5,7 +5,10 @@ BSDS500 test images (200; ``--limit`` fewer) twice, each command as its own proc
 start to exit (model loading and Ray's start-up included): first the single-process
 ``python -m binmap_tf.segment``, then ``python -m binmap_tf.batch`` with the given workers. It
 writes images/s of both, their ratio, how many images have identical labels in both runs, and
-the load average around each run (other jobs on the machine change the figures).
+the load average around each run, and the CPU seconds each command's process tree used (Ray's
+workers included): other jobs on the machine change the wall-clock figures, much less the CPU
+seconds per image, from which ``cores / cpu_seconds_per_image`` bounds the throughput of a
+command that keeps every core busy.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -25,15 +29,51 @@ import numpy as np
 from binmap_tf.paths import data_root
 
 
-def timed(command: list[str]) -> dict:
-    """Run ``command`` (quietly), return its wall seconds and the 1-minute load before and after."""
+def _process_tree_cpu(root: int) -> dict[int, float]:
+    """CPU seconds (user + system) so far of ``root`` and every process descended from it, by pid (Linux /proc)."""
+    parents, cpu = {}, {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        parents[int(entry)] = int(fields[1])
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, grown = {root}, True
+    while grown:
+        new = {pid for pid, parent in parents.items() if parent in tree and pid not in tree}
+        tree |= new
+        grown = bool(new)
+    return {pid: cpu[pid] for pid in tree if pid in cpu}
+
+
+def timed(command: list[str], poll: float = 0.5) -> dict:
+    """Run ``command`` (quietly); return its wall seconds, the CPU seconds of its whole process tree
+    (Ray's workers included: polled every ``poll`` s, so a process's last fraction of a poll is missed)
+    and the 1-minute load average before and after."""
     before = os.getloadavg()[0]
     start = time.perf_counter()
-    completed = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    cpu: dict[int, float] = {}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(poll):
+            cpu.update(_process_tree_cpu(process.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, stderr = process.communicate()
     seconds = time.perf_counter() - start
-    if completed.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed ({completed.returncode}):\n{completed.stderr[-3000:]}")
-    return {"seconds": round(seconds, 2), "load_before": before, "load_after": os.getloadavg()[0]}
+    stop.set()
+    sampler.join()
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n{stderr[-3000:]}")
+    return {"seconds": round(seconds, 2), "cpu_seconds": round(sum(cpu.values()), 1),
+            "load_before": before, "load_after": os.getloadavg()[0]}
 
 
 def compare_labels(stems: list[str], first: Path, second: Path) -> list[str]:
@@ -78,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         differing = compare_labels([image.stem for image in images], cli_out, batch_out)
 
     n = len(images)
-    cli["images_per_s"] = round(n / cli["seconds"], 3)
-    batch["images_per_s"] = round(n / batch["seconds"], 3)
+    for run in (cli, batch):
+        run["images_per_s"] = round(n / run["seconds"], 3)
+        run["cpu_seconds_per_image"] = round(run["cpu_seconds"] / n, 3)
     result = {
         "images": n, "data": f"bsds500/{args.split}",
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
