@@ -147,6 +147,9 @@ def test_cli_help_and_bad_options(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--input", "x/*.jpg", "--out", "o", "--cnn-workers", "0"])
     assert exit_info.value.code == 2 and "--cnn-workers must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--input", "x/*.jpg", "--out", "o", "--hashing", "missing.npz"])
+    assert exit_info.value.code == 2 and "hashing parameters not found" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from binmap_tf import cli
+from binmap_tf.paths import FINE_TUNED
 
 
 def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
@@ -52,6 +53,8 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, A
     if args.model_server and args.merge == "hierarchy":
         parser.error("a served model returns no edge map, which --merge hierarchy needs; run it without "
                      "--model-server")
+    if args.hashing and args.hashing != FINE_TUNED and not Path(args.hashing).exists():
+        parser.error(f"hashing parameters not found: {args.hashing}")  # now, not in every worker
     for name in ("cnn_workers", "host_workers", "batch_size", "cnn_threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
