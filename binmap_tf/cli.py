@@ -9,11 +9,12 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from tqdm import tqdm
 
 from binmap_tf.images import ImageError, find_images
+from binmap_tf.tiling import DEFAULT_MAX_TILE_PIXELS
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser, split: str | None = None,
@@ -139,7 +140,6 @@ def add_model_arguments(parser: argparse.ArgumentParser, runtime: bool = True) -
     start_tensorflow()  # the model options below come from modules that import TensorFlow
     from binmap_tf.backbones import backbone_names
     from binmap_tf.model import DEFAULT_BACKBONE, DEFAULT_BITS, EXECUTIONS, PRECISIONS
-    from binmap_tf.tiling import DEFAULT_MAX_TILE_PIXELS
 
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=backbone_names(),
                         help="CNN backbone (default: %(default)s; alexnet needs imported weights)")
@@ -160,7 +160,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, runtime: bool = True) -
     parser.add_argument("--execution", choices=EXECUTIONS, default="graph",
                         help="run the model as one traced graph, eagerly, or XLA-compiled per input size "
                              "(default: %(default)s)")
-    parser.add_argument("--max-tile-pixels", type=int, default=DEFAULT_MAX_TILE_PIXELS,
+    parser.add_argument("--max-tile-pixels", type=positive_int, default=DEFAULT_MAX_TILE_PIXELS,
                         help="larger images run through the CNN on overlapping tiles of at most this many pixels, "
                              "stitched to the untiled map; bounds the CNN's memory (default: %(default)s, "
                              "about 1.3 GB peak)")
@@ -171,17 +171,88 @@ def feature_options(args: argparse.Namespace) -> dict:
     return {"features": args.features} if args.features else {}
 
 
+def mapper_options(args: argparse.Namespace, **backbone_options) -> dict[str, Any]:
+    """Keyword arguments of :class:`~binmap_tf.model.BinaryMapper` the model arguments give (plain
+    values, so a worker process can build the same mapper)."""
+    return {"backbone": args.backbone, "bits": args.bits, "hashing": args.hashing, "scale": args.scale,
+            "precision": args.precision, "execution": args.execution,
+            "max_tile_pixels": getattr(args, "max_tile_pixels", DEFAULT_MAX_TILE_PIXELS),
+            **feature_options(args), **backbone_options}
+
+
 def mapper_from_args(args: argparse.Namespace, **backbone_options):
     """Build the :class:`~binmap_tf.model.BinaryMapper` the arguments describe; exit with a message on error."""
     start_tensorflow(verbose=getattr(args, "verbose", False))
     from binmap_tf.model import BinaryMapper
 
     try:
-        return BinaryMapper(backbone=args.backbone, bits=args.bits, hashing=args.hashing, scale=args.scale,
-                            precision=args.precision, execution=args.execution,
-                            max_tile_pixels=args.max_tile_pixels, **feature_options(args), **backbone_options)
+        return BinaryMapper(**mapper_options(args, **backbone_options))
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
+
+
+def _superpixel_flags() -> dict[str, tuple[str, str, type, Any]]:
+    """Command-line superpixel options: flag -> (method, parameter, type, default shown in --help)."""
+    from binmap_tf.superpixels import EGS_MIN_SIZE, EGS_SCALE, EGS_SIGMA, SLIC_COMPACTNESS, SLIC_N_SEGMENTS
+
+    return {
+        "--scale-egs": ("egs", "scale", float, EGS_SCALE),
+        "--sigma-egs": ("egs", "sigma", float, EGS_SIGMA),
+        "--min-size": ("egs", "min_size", int, EGS_MIN_SIZE),
+        "--n-segments": ("slic", "n_segments", int, SLIC_N_SEGMENTS),
+        "--compactness": ("slic", "compactness", float, SLIC_COMPACTNESS),
+    }
+
+
+def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of :func:`binmap_tf.segment.segment`: ``--superpixels``, ``--hamming``, ``--merge``,
+    ``--threshold``, ``--segments`` and the superpixel options (``--scale-egs``, ``--n-segments``, ...)."""
+    from binmap_tf.hierarchy import DEFAULT_THRESHOLD
+    from binmap_tf.segment import MERGES
+    from binmap_tf.superpixels import SUPERPIXEL_METHODS
+
+    parser.add_argument("--superpixels", choices=SUPERPIXEL_METHODS, default="egs",
+                        help="low-level superpixels to merge (default: %(default)s)")
+    parser.add_argument("--hamming", type=non_negative_int, default=0,
+                        help="merge codes differing in at most this many bits (default: %(default)s, equal codes)")
+    parser.add_argument("--merge", choices=MERGES, default="adjacent",
+                        help="merge touching superpixels only, or any with close codes, or build a merge "
+                             "hierarchy (codes + the network's edges + colour) and cut it (default: %(default)s)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help=f"--merge hierarchy: cut at this merge height in [0, 1] (default: {DEFAULT_THRESHOLD}, "
+                             "the best single threshold on BSDS500 val)")
+    parser.add_argument("--segments", type=positive_int, default=None,
+                        help="--merge hierarchy: cut at this number of segments instead of a threshold")
+    group = parser.add_argument_group("superpixel options")
+    for flag, (method, name, kind, default) in _superpixel_flags().items():
+        group.add_argument(flag, dest=f"{method}_{name}", type=kind, default=None,
+                           help=f"{method.upper()} {name} (default: {default})")
+
+
+def segment_options(parser: argparse.ArgumentParser, args: argparse.Namespace, served: bool = False
+                    ) -> dict[str, Any]:
+    """The keyword options of :func:`~binmap_tf.segment.segment` that :func:`add_segment_arguments`'s
+    arguments give, checked before any model is built (``parser.error`` names a wrong one). The
+    Hamming threshold is checked against ``--bits`` unless the maps are ``served`` (the server's
+    model fixes the code length)."""
+    from binmap_tf.segment import resolve_options
+
+    given = {flag: (method, name, getattr(args, f"{method}_{name}"))
+             for flag, (method, name, _, _) in _superpixel_flags().items()
+             if getattr(args, f"{method}_{name}") is not None}
+    wrong = [f"{flag} is an option of --superpixels {method}"
+             for flag, (method, _, _) in given.items() if method != args.superpixels]
+    if wrong:
+        parser.error(f"{'; '.join(wrong)}, not {args.superpixels}")
+    params = {name: value for _, name, value in given.values()}
+    try:
+        resolve_options(args.superpixels, args.hamming, args.merge, params, args.segments, args.threshold)
+    except ValueError as error:
+        parser.error(str(error))
+    if not served and args.merge in ("adjacent", "global"):
+        check_hamming(parser, args.hamming, args.bits)
+    return {"superpixels": args.superpixels, "hamming": args.hamming, "merge": args.merge,
+            "segments": args.segments, "threshold": args.threshold, **params}
 
 
 def collect_images(inputs: list[str]) -> list[Path]:
@@ -190,6 +261,16 @@ def collect_images(inputs: list[str]) -> list[Path]:
     if not paths:
         raise SystemExit(f"error: no images found in {' '.join(inputs)}")
     return paths
+
+
+def expected_failure(error: BaseException) -> bool:
+    """Whether ``error`` is about the input (a missing or unreadable file, a bad image), not a bug."""
+    return isinstance(error, (ImageError, FileNotFoundError, ValueError))
+
+
+def failure_message(error: BaseException) -> str:
+    """How a batch reports a failed file: the message of an input error, the type too for anything else."""
+    return str(error) if expected_failure(error) else f"{type(error).__name__}: {error}"
 
 
 def run_batch(paths: list[Path], process: Callable[[Path], None], desc: str, debug: bool = False) -> int:
@@ -202,11 +283,9 @@ def run_batch(paths: list[Path], process: Callable[[Path], None], desc: str, deb
     for path in tqdm(paths, desc=desc, unit="image", disable=len(paths) < 2):
         try:
             process(path)
-        except (ImageError, FileNotFoundError, ValueError) as error:
-            failures.append((path, str(error)))
         except Exception as error:  # noqa: BLE001  (report and keep going)
-            failures.append((path, f"{type(error).__name__}: {error}"))
-            if debug:
+            failures.append((path, failure_message(error)))
+            if debug and not expected_failure(error):  # a bug, not a bad input: show where
                 traceback.print_exc(file=sys.stderr)
     if failures:
         print(f"{len(failures)} of {len(paths)} images failed:", file=sys.stderr)

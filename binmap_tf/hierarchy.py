@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 from binmap_tf.binary_map import BinaryMap
 from binmap_tf.images import as_rgb_uint8
-from binmap_tf.labels import connected_groups, sequential_labels
+from binmap_tf.labels import check_labels, connected_groups, sequential_labels
 from binmap_tf.merge import bit_votes, boundary_pixel_pairs, label_pair_keys
 from binmap_tf.tiling import row_bands
 
@@ -383,7 +383,7 @@ def build_hierarchy(image: np.ndarray | None, superpixels: np.ndarray, binary_ma
         ``colour`` cue reads it, so it may be None when ``weights.colour`` is 0.
     superpixels : ndarray of int, shape (H, W)
         Superpixel labels (e.g. :func:`binmap_tf.superpixels.compute_superpixels`); any
-        integers, renumbered ``0 .. n-1`` in increasing order.
+        non-negative integers, renumbered ``0 .. n-1`` in increasing order.
     binary_map : BinaryMap
         The image's binary map; ``binary_map.edges`` is needed when ``weights.edges > 0``.
     weights : MergeWeights, optional
@@ -433,10 +433,7 @@ def build_hierarchy(image: np.ndarray | None, superpixels: np.ndarray, binary_ma
     normalised = weights.normalised()
     if not 0 <= size_prior <= 1:
         raise ValueError(f"size_prior is a fraction of the mean region area in [0, 1], got {size_prior}")
-    labels = np.asarray(superpixels)
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer) or labels.size == 0:
-        raise ValueError(f"expected a non-empty 2-D integer superpixel image, got {labels.dtype} {labels.shape}")
-    labels, n = sequential_labels(labels)
+    labels, n = sequential_labels(check_labels(superpixels, "superpixels"))
     if labels.shape != tuple(binary_map.image_shape):
         raise ValueError(f"superpixels {labels.shape} do not match the binary map's image {binary_map.image_shape}")
     if normalised[1] > 0 and binary_map.edges is None:

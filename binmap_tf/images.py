@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import BinaryIO, Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -104,45 +104,56 @@ def downscale_to_limit(image: np.ndarray, max_pixels: int = MAX_PIXELS) -> tuple
 
 
 def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Decode an image file as uint8 RGB (H, W, 3), with notices for the user; the one decoder of
-    binmap_tf (command lines, evaluate, the demo's uploads and the serving client all use it).
+    """Decode an image file as uint8 RGB (H, W, 3), with notices for the user (:func:`decode_image`).
 
-    EXIF orientation is applied (a phone photo is segmented the way it is shown); palette images
-    (GIF, PNG-8) are converted to RGB through their palette; 16-bit files are scaled by their
-    range (``as_rgb_uint8``); alpha is dropped; of an animation the first frame is used, with a
-    notice. Raises :class:`FileNotFoundError` for a missing file and :class:`ImageError` for a
-    file that is not a readable image or has more than ``max_pixels`` pixels; the size is read
-    from the file's header, so an oversized image is refused before it is decoded.
+    Raises :class:`FileNotFoundError` for a missing file and :class:`ImageError` for a file
+    that is not a readable image or has more than ``max_pixels`` pixels (read from its header,
+    before decoding).
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     file = Path(path)
     if not file.exists():
         raise FileNotFoundError(f"image file not found: {file}; check the path")
     if file.is_dir():
         raise ImageError(f"{file} is a folder, not an image file")
+    return decode_image(file, str(file), max_pixels)
+
+
+def decode_image(source: str | os.PathLike | BinaryIO, name: str,
+                 max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Decode an image (a path or an open binary file, e.g. a remote object's bytes in ``io.BytesIO``)
+    as uint8 RGB (H, W, 3), with notices for the user; the one decoder of binmap_tf (command lines,
+    evaluate, the demo's uploads, the batch pipeline). ``name`` names the image in messages.
+
+    EXIF orientation is applied (a phone photo is segmented the way it is shown); palette images
+    (GIF, PNG-8) are converted to RGB through their palette; 16-bit files are scaled by their
+    range (``as_rgb_uint8``); alpha is dropped; of an animation the first frame is used, with a
+    notice. Raises :class:`ImageError` for what is not a readable image or has more than
+    ``max_pixels`` pixels; the size comes from the header, so that is refused before decoding.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     notices: list[str] = []
     try:
         with warnings.catch_warnings():
             # The size is checked here against max_pixels; PIL's own, lower guess only warns.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(file) as pil:
-                check_shape((pil.height, pil.width), max_pixels=max_pixels, name=str(file))
+            with Image.open(source) as pil:
+                check_shape((pil.height, pil.width), max_pixels=max_pixels, name=name)
                 frames = getattr(pil, "n_frames", 1)
                 if frames > 1:
-                    notices.append(f"{file.name} is an animation of {frames} frames; its first frame was segmented")
+                    notices.append(f"{name} is an animation of {frames} frames; its first frame was segmented")
                 pil.seek(0)
                 pil.load()
                 pil = ImageOps.exif_transpose(pil)
                 array = _pixels(pil)
     except Image.DecompressionBombError as error:  # over twice PIL's limit: refused by PIL itself
-        raise ImageError(f"{file} is too large to decode ({error}); binmap_tf's limit is {max_pixels} "
+        raise ImageError(f"{name} is too large to decode ({error}); binmap_tf's limit is {max_pixels} "
                          "pixels: downscale it first") from error
     except ImageError:  # over max_pixels: already says so
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ImageError(
-            f"cannot read {file} as an image ({error}); pass a JPEG, PNG, GIF, BMP, TIFF or WebP file"
+            f"cannot read {name} as an image ({error}); pass a JPEG, PNG, GIF, BMP, TIFF or WebP file"
         ) from error
     return as_rgb_uint8(array), tuple(notices)
 
@@ -160,9 +171,14 @@ def _pixels(pil) -> np.ndarray:
 
 def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """:func:`read_image`'s pixels; its notices go to ``warnings`` (shown once by command lines)."""
-    image, notices = read_image(path, max_pixels)
+    return warn_notices(read_image(path, max_pixels))
+
+
+def warn_notices(decoded: tuple[np.ndarray, tuple[str, ...]]) -> np.ndarray:
+    """The pixels of a :func:`decode_image` result, its notices issued as :class:`ImageNotice` warnings."""
+    image, notices = decoded
     for notice in notices:
-        warnings.warn(notice, ImageNotice, stacklevel=2)
+        warnings.warn(notice, ImageNotice, stacklevel=3)
     return image
 
 

@@ -46,6 +46,7 @@ from binmap_tf.hashing import ITQHashing, ITQParams
 from binmap_tf.losses import LOSS_NAMES, make_loss
 from binmap_tf.methods import DEFAULT_VALUES, parse_method, run_method
 from binmap_tf.metrics import DatasetScores, region_scores, summarize
+from binmap_tf.segment import StageCache
 
 # The pipeline scored on the validation images: EGS at the paper's k, merged by the binary map.
 VALIDATION_METHOD = parse_method("binmap-egs")
@@ -178,12 +179,12 @@ def export_hashing(model: keras.Model, info: dict | None = None) -> ITQParams:
 
 @dataclass
 class ValidationImage:
-    """A validation image with what scoring needs; ``superpixels`` caches its EGS labels."""
+    """A validation image with what scoring needs; ``stages`` keeps its EGS labels across epochs."""
 
     features: np.ndarray
     image: np.ndarray
     ground_truths: list[np.ndarray]
-    superpixels: dict = field(default_factory=dict)
+    stages: StageCache = field(default_factory=StageCache)
 
 
 class PipelineValidation(keras.callbacks.Callback):
@@ -217,7 +218,7 @@ class PipelineValidation(keras.callbacks.Callback):
             binary_map = BinaryMap(bits=np.rint(output[..., :k]).astype(np.uint8), logits=output[..., k:],
                                    geometry=self.geometry, scale=self.scale, image_shape=item.image.shape[:2])
             labels = run_method(VALIDATION_METHOD, DEFAULT_VALUES["egs"], item.image, binary_map,
-                                item.superpixels).labels
+                                item.stages).labels
             scores.append(region_scores(labels, item.ground_truths))
         self.seconds += time.perf_counter() - clock
         return summarize(scores)
