@@ -72,6 +72,18 @@ def test_tiled_map_equals_the_untiled_map(hed_mapper, bsds_image, transpose):
     np.testing.assert_allclose(tiled.edges, whole.edges, atol=1e-3)
 
 
+@pytest.mark.slow
+def test_tiles_cut_along_both_axes_give_the_untiled_map(hed_mapper, bsds_image):
+    """4x6 tiles meeting at corners (about 2 MP of forward passes, so slow on a loaded machine)."""
+    image = bsds_image[:320, :480]
+    plan = hed_mapper.tile_plan(image.shape[:2], 304 * 304)
+    assert (len(plan.rows), len(plan.cols)) == (4, 6)
+    whole, tiled = hed_mapper(image), hed_mapper.map_tiled(image, plan)
+    np.testing.assert_array_equal(tiled.bits, whole.bits)
+    np.testing.assert_allclose(tiled.logits, whole.logits, atol=1e-3)
+    np.testing.assert_allclose(tiled.edges, whole.edges, atol=1e-3)
+
+
 def test_mapper_tiles_images_over_its_budget(bsds_image):
     # 321x481: sides that are not multiples of 16 change only HED's upsampling ratio at the far sides.
     mapper = BinaryMapper(edges=True, max_tile_pixels=352 * 352)
