@@ -130,7 +130,8 @@ def build_mappers(args: argparse.Namespace, methods: list[Method]) -> dict:
     try:
         return {variant: BinaryMapper(backbone=args.backbone, bits=args.bits, hashing=hashings[variant],
                                       scale=args.scale, precision=args.precision, execution=args.execution,
-                                      max_tile_pixels=args.max_tile_pixels, **feature_options(args), **({"edges": True} if variant == "edges" else {}))
+                                      max_tile_pixels=args.max_tile_pixels, **feature_options(args),
+                                      **({"edges": True} if variant == "edges" else {}))
                 for variant in sorted(variants)}
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
