@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import warnings
 import os
-import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
