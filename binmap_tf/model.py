@@ -21,8 +21,8 @@ untiled one (``benchmarks/tiling.py`` measures how closely).
 from __future__ import annotations
 
 import contextlib
-import warnings
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
