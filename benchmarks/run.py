@@ -27,7 +27,6 @@ import argparse
 import functools
 import gc
 import os
-import platform
 import resource
 import tempfile
 import time
@@ -38,6 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
+
+from binmap_tf.hardware import cpu_info
 
 # TensorFlow is imported inside the functions only: the processes spawned by the evaluation's
 # --workers re-import this module as their __main__, and must stay as light as the CLI's.
@@ -176,16 +177,7 @@ def machine() -> dict:
     import keras
     import tensorflow as tf
 
-    flags: set[str] = set()
-    model = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
+    model, flags = cpu_info()
     wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
     return {"cpu": model, "cores": os.cpu_count(), "isa": [flag for flag in wanted if flag in flags],
             "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
@@ -196,7 +188,7 @@ def machine() -> dict:
 
 def _alexnet_weights() -> str:
     """Whether imported ImageNet AlexNet weights exist (the benchmarks time random weights anyway)."""
-    from binmap_tf.weights import resolve_weights
+    from binmap_tf.backbones.alexnet.weights import resolve_weights
 
     try:
         return f"imported: {resolve_weights('imported', 'caffe').name}"

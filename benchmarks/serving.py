@@ -1,11 +1,15 @@
-"""Serving throughput and latency over loopback gRPC.
+"""Serving latency and throughput over loopback gRPC, for 1 and for 8 concurrent clients.
 
 ``python -m benchmarks.serving --out results_serving.json`` exports the model (real vgg16-hed
 and the shipped ITQ by default) to a temporary folder, serves it with the loopback server
-(:mod:`serving.server`) and sends requests of ``--batch-sizes`` images of 321x481 (BSDS500
-size) from one client, one request at a time, through :meth:`BinmapClient.binary_maps`: the
-figures include encoding, the gRPC round trip, the CNN and building the ``BinaryMap`` objects.
-Writes JSON and prints a table. Server and client share the machine, as over loopback they must.
+(:mod:`serving.server`, default batching options) and, for each ``--clients`` count, starts
+that many clients (threads, one ``BinmapClient`` and channel each) that send ``--requests``
+requests of one 321x481 BSDS500 test image each, back to back, through
+:meth:`BinmapClient.binary_map`: the figures include encoding, the queue, the gRPC round trip,
+the CNN and building the ``BinaryMap``. Latencies are measured with a long deadline, so none is
+cut off; ``over_default_timeout`` counts those that the client's default deadline would have
+failed. Writes JSON and prints a table. Server and clients share the machine, as over loopback
+they must; the 1-minute load average before each setting is recorded, as other jobs may share it.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ import argparse
 import os
 import platform
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 IMAGE_SHAPE = (321, 481)
+MEASURE_TIMEOUT = 600.0  # long enough that no request is cut off while measuring
 
 
 def device_name() -> str:
@@ -32,36 +38,83 @@ def device_name() -> str:
     return f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
-def time_setting(client, batch_size: int, requests: int, warmup: int, seed: int = 0) -> dict:
-    """Requests/s, images/s and latency percentiles for ``requests`` requests of ``batch_size`` images."""
-    rng = np.random.default_rng(seed)
-    images = list(rng.integers(0, 256, (batch_size, *IMAGE_SHAPE, 3), dtype=np.uint8))
-    for _ in range(warmup):
-        client.binary_maps(images)
-    latencies = []
+def bsds_images(count: int) -> list[np.ndarray]:
+    """The first ``count`` BSDS500 test images of exactly 321x481 (landscape), as uint8 RGB."""
+    from binmap_tf.images import load_image
+    from binmap_tf.paths import data_root
+
+    folder = data_root() / "bsds500" / "images" / "test"
+    images = []
+    for path in sorted(folder.glob("*.jpg")):
+        image = load_image(path)
+        if image.shape[:2] == IMAGE_SHAPE:
+            images.append(image)
+        if len(images) == count:
+            return images
+    raise SystemExit(f"error: found {len(images)} of the {count} {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]} BSDS500 "
+                     f"test images needed in {folder}; set BINMAP_TF_DATA to the data root")
+
+
+def time_clients(target: str, scheduler, clients: int, requests: int, images: list[np.ndarray]) -> dict:
+    """Latency percentiles and throughput of ``clients`` concurrent clients sending ``requests`` each."""
+    from serving.client import DEFAULT_TIMEOUT, BinmapClient
+
+    latencies: list[float] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    start_together = threading.Barrier(clients)
+
+    def one_client(number: int) -> None:
+        with BinmapClient(target, timeout=MEASURE_TIMEOUT) as client:
+            start_together.wait()
+            for request in range(requests):
+                sent = time.perf_counter()
+                try:
+                    client.binary_map(images[(number + request) % len(images)])
+                except Exception as error:  # noqa: BLE001 - reported in the results, not hidden
+                    with lock:
+                        errors.append(error)
+                    continue
+                with lock:
+                    latencies.append(time.perf_counter() - sent)
+
+    load = os.getloadavg()[0]
+    batches, batch_images = scheduler.batches_run, scheduler.images_run
+    threads = [threading.Thread(target=one_client, args=(number,)) for number in range(clients)]
     start = time.perf_counter()
-    for _ in range(requests):
-        sent = time.perf_counter()
-        client.binary_maps(images)
-        latencies.append(time.perf_counter() - sent)
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     elapsed = time.perf_counter() - start
-    return {"batch_size": batch_size, "requests": requests,
-            "requests_per_s": requests / elapsed, "images_per_s": requests * batch_size / elapsed,
-            "p50_ms": 1000 * float(np.percentile(latencies, 50)),
-            "p99_ms": 1000 * float(np.percentile(latencies, 99))}
+    batches, batch_images = scheduler.batches_run - batches, scheduler.images_run - batch_images
+    seconds = np.array(latencies) if latencies else np.array([np.nan])
+    return {"clients": clients, "requests": clients * requests, "answered": len(latencies),
+            "errors": sorted({f"{type(error).__name__}: {error}" for error in errors}),
+            "requests_per_s": len(latencies) / elapsed, "wall_s": elapsed,
+            "p50_ms": 1000 * float(np.percentile(seconds, 50)), "p99_ms": 1000 * float(np.percentile(seconds, 99)),
+            "max_ms": 1000 * float(seconds.max()),
+            "default_timeout_s": DEFAULT_TIMEOUT,
+            "over_default_timeout": int((seconds > DEFAULT_TIMEOUT).sum()),
+            "mean_batch_size": batch_images / batches if batches else 0.0,
+            "load_average_1min_before": load}
 
 
 def format_table(results: list[dict]) -> str:
     """The results as an aligned text table."""
-    lines = [f"{'batch':>5} {'requests':>8} {'req/s':>8} {'img/s':>8} {'p50 ms':>9} {'p99 ms':>9}"]
+    lines = [f"{'clients':>7} {'requests':>8} {'req/s':>7} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9} "
+             f"{'batch':>6} {'>default':>8}"]
     for row in results:
-        lines.append(f"{row['batch_size']:>5} {row['requests']:>8} {row['requests_per_s']:>8.2f} "
-                     f"{row['images_per_s']:>8.2f} {row['p50_ms']:>9.1f} {row['p99_ms']:>9.1f}")
+        lines.append(f"{row['clients']:>7} {row['requests']:>8} {row['requests_per_s']:>7.2f} {row['p50_ms']:>9.1f} "
+                     f"{row['p99_ms']:>9.1f} {row['max_ms']:>9.1f} {row['mean_batch_size']:>6.2f} "
+                     f"{row['over_default_timeout']:>8}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: export, serve over loopback, time each batch size, write JSON, print a table."""
+    """Command line: export, serve over loopback, time each client count, write JSON, print a table."""
+    from dataclasses import asdict
+
     from binmap_tf import cli
     from binmap_tf.files import write_json
     from serving.client import BinmapClient
@@ -69,22 +122,29 @@ def main(argv: list[str] | None = None) -> int:
     from serving.server import LoopbackServer
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serving",
-                                     description="Requests/s and latency of the served model over loopback gRPC.")
+                                     description="Latency and throughput of the served model over loopback gRPC.")
     parser.add_argument("--out", type=Path, default=Path("results_serving.json"), help="JSON output file")
-    parser.add_argument("--requests", type=int, default=20, help="timed requests per batch size (default: %(default)s)")
+    parser.add_argument("--requests", type=int, default=20, help="timed requests per client (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed requests first (default: %(default)s)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8],
-                        help="images per request (default: %(default)s)")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8],
+                        help="concurrent client counts to time (default: %(default)s)")
+    parser.add_argument("--images", type=int, default=8, help="distinct BSDS500 test images sent (default: %(default)s)")
     cli.add_model_arguments(parser)
     args = parser.parse_args(argv)
+    images = bsds_images(args.images)
     mapper = cli.mapper_from_args(args)
     with tempfile.TemporaryDirectory() as folder:
         export_model(mapper, Path(folder) / "binmap", warmup=False)
-        with LoopbackServer(Path(folder) / "binmap", warmup=False) as server, \
-                BinmapClient(server.target, timeout=600.0) as client:
-            results = [time_setting(client, batch, args.requests, args.warmup) for batch in args.batch_sizes]
-    record = {"device": device_name(), "server": "serving.server (loopback gRPC, one client, sequential)",
-              "backbone": args.backbone, "bits": args.bits, "image_shape": list(IMAGE_SHAPE), "results": results}
+        with LoopbackServer(Path(folder) / "binmap", warmup=False) as server:
+            with BinmapClient(server.target, timeout=MEASURE_TIMEOUT) as client:
+                for request in range(args.warmup):
+                    client.binary_map(images[request % len(images)])
+            results = [time_clients(server.target, server.scheduler, clients, args.requests, images)
+                       for clients in args.clients]
+            batching = asdict(server.scheduler.options)
+    record = {"device": device_name(), "server": "serving.server (loopback gRPC, default batching options)",
+              "batching": batching, "backbone": args.backbone, "bits": args.bits, "image_shape": list(IMAGE_SHAPE),
+              "images": "BSDS500 test, first 321x481 ones", "results": results}
     write_json(args.out, record)
     print(f"{record['device']}, {args.backbone} {args.bits} bits, {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]} images")
     print(format_table(results))

@@ -29,7 +29,7 @@ import io
 import os
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -37,6 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from binmap_tf.binary_map import BinaryMap
+from binmap_tf.datasets import load_dataset
 from binmap_tf.files import write_json, write_png, write_text
 from binmap_tf.methods import (
     DEFAULT_VALUES,
@@ -51,6 +52,7 @@ from binmap_tf.methods import (
 from binmap_tf.metrics import RegionScores, region_benchmark, region_scores, summarize
 from binmap_tf.paths import FINE_TUNED
 from binmap_tf.segment import StageCache
+from binmap_tf.superpixels import superpixel_params
 
 DEFAULT_METHODS = ("egs", "slic", "binmap-egs", "binmap-slic")
 
@@ -126,7 +128,9 @@ def settings_for(methods: list[Method], sweep: bool, values: dict[str, float]) -
 def build_mappers(args: argparse.Namespace, methods: list[Method]) -> dict:
     """The binary mappers the methods need: ``itq`` (``--hashing``), ``ft`` (``--ft-hashing``) and
     ``edges`` (the default hashing plus HED's edge map, for the hierarchical methods)."""
-    from binmap_tf.cli import feature_options
+    from binmap_tf.cli import feature_options, start_tensorflow
+
+    start_tensorflow(verbose=args.verbose)
     from binmap_tf.model import BinaryMapper
 
     variants = {method.map_variant for method in methods if method.map_variant}
@@ -134,7 +138,8 @@ def build_mappers(args: argparse.Namespace, methods: list[Method]) -> dict:
     try:
         return {variant: BinaryMapper(backbone=args.backbone, bits=args.bits, hashing=hashings[variant],
                                       scale=args.scale, precision=args.precision, execution=args.execution,
-                                      **feature_options(args), **({"edges": True} if variant == "edges" else {}))
+                                      max_tile_pixels=args.max_tile_pixels, **feature_options(args),
+                                      **({"edges": True} if variant == "edges" else {}))
                 for variant in sorted(variants)}
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
@@ -142,7 +147,6 @@ def build_mappers(args: argparse.Namespace, methods: list[Method]) -> dict:
 
 def run(args: argparse.Namespace) -> list[ImageResult]:
     """Compute maps (cached) in this process and score images in ``args.workers`` processes."""
-    from binmap_tf.datasets import load_dataset
     from binmap_tf.map_cache import BinaryMapCache, UncachedMaps
 
     methods = [parse_method(name) for name in args.methods]
@@ -155,7 +159,7 @@ def run(args: argparse.Namespace) -> list[ImageResult]:
     if args.serving:
         from binmap_tf.cli import served_mapper
 
-        caches = {"itq": UncachedMaps(served_mapper(args.serving))}
+        caches = {"itq": UncachedMaps(served_mapper(args.serving, args.verbose))}
     else:
         mappers = build_mappers(args, methods) if any(m.map_variant for m in methods) else {}
         caches = {variant: BinaryMapCache(mapper, f"{args.dataset}-{args.split}", root=args.cache)
@@ -304,41 +308,47 @@ def hierarchy_markdown(figures: dict[str, dict], dataset: str, split: str) -> st
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from binmap_tf.cli import add_dataset_arguments, add_model_arguments
+    """Parse and check the command line: every mistake is a usage error before any model is built."""
+    from binmap_tf import cli
 
     parser = argparse.ArgumentParser(prog="python -m binmap_tf.evaluate", description=__doc__.split("\n\n")[0])
-    add_dataset_arguments(parser)
+    cli.add_dataset_arguments(parser)
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
                         help="egs slic binmap-egs binmap-slic binmap-egs-ft binmap-slic-ft, or hierarchical: "
                              "binmap-hier hier-codes hier-edges hier-colour hier-codes-edges hier-edges-colour, "
                              "each also with -n (cut at a number of segments), or learned: binmap-learned "
                              "learned-no-codes")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+    parser.add_argument("--workers", type=cli.positive_int, default=min(2, os.cpu_count() or 1),
                         help="processes for superpixels, merging and scoring (default: %(default)s)")
     parser.add_argument("--sweep", action="store_true", help="run each method over its parameter grid (Fig. 4)")
     parser.add_argument("--save-labels", action="store_true", help="write every segmentation as 16-bit PNG")
     parser.add_argument("--egs-scale", type=float, default=DEFAULT_VALUES["egs"], help="EGS k (default: %(default)s)")
-    parser.add_argument("--slic-segments", type=int, default=int(DEFAULT_VALUES["slic"]),
+    parser.add_argument("--slic-segments", type=cli.positive_int, default=int(DEFAULT_VALUES["slic"]),
                         help="SLIC n_segments (default: %(default)s)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="merge-height threshold of every hierarchical method, learned ones included "
                              "(default: each method's ODS threshold on BSDS500 val)")
-    parser.add_argument("--hamming", type=int, default=0, help="merge codes within this Hamming distance")
+    parser.add_argument("--hamming", type=cli.non_negative_int, default=0, help="merge codes within this Hamming distance")
     parser.add_argument("--merge", choices=("adjacent", "global"), default="adjacent")
-    parser.add_argument("--ft-hashing", default=FINE_TUNED,
+    parser.add_argument("--ft-hashing", type=cli.hashing_source, default=FINE_TUNED,
                         help="fine-tuned hashing of the -ft methods: an .npz written by python -m binmap_tf.train "
                              "(default: %(default)s, the shipped layer)")
     parser.add_argument("--cache", type=Path, default=None, help="binary-map cache (default: $BINMAP_TF_HOME/binary_maps)")
-    add_model_arguments(parser)
+    cli.add_model_arguments(parser)
     parser.add_argument("--serving", metavar="HOST:PORT", default=None,
                         help="get binary maps from a model server (not cached) instead of the local model")
-    args = parser.parse_args(argv)
-    for name in args.methods:
-        try:
-            parse_method(name)
-        except ValueError as error:
-            parser.error(str(error))
+    args = cli.parse(parser, argv, outputs=("out", "cache"))
+    try:
+        methods = [parse_method(name) for name in args.methods]
+        superpixel_params("egs", scale=args.egs_scale)
+        if args.threshold is not None and not 0 <= args.threshold <= 1:
+            raise ValueError(f"--threshold is a merge height in [0, 1], got {args.threshold}")
+        load_dataset(args.dataset, split=args.split, root=args.data, limit=args.limit)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    if not args.serving and any(m.map_variant in ("itq", "ft") for m in methods):
+        cli.check_hamming(parser, args.hamming, args.bits)
     return args
 
 

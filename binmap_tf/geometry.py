@@ -43,6 +43,15 @@ class GridGeometry:
         cells = np.rint((coords - self.offset) / self.stride).astype(np.int64)
         return np.clip(cells, 0, n_cells - 1)
 
+    def cell_index(self, image_shape: tuple[int, int], grid_shape: tuple[int, int], scale: float = 1.0) -> np.ndarray:
+        """Flat index (``row * w + col``) of the nearest cell of an ``(h, w)`` grid for every pixel of an
+        image of ``image_shape`` ``(H, W)``: how a binary map, and anything else on the grid, is tied to pixels.
+        int32 (half the memory of int64 on large images) unless the grid has 2**31 cells or more."""
+        (height, width), (grid_h, grid_w) = image_shape, grid_shape
+        dtype = np.int32 if grid_h * grid_w < 2**31 else np.int64
+        return (self.pixel_to_cell(height, grid_h, scale).astype(dtype)[:, None] * dtype(grid_w)
+                + self.pixel_to_cell(width, grid_w, scale).astype(dtype)[None, :])
+
     def cell_centres(self, n_cells: int, image_len: int, scale: float = 1.0) -> np.ndarray:
         """Centre of each grid cell in original-image pixel coordinates."""
         factor = scaled_size(image_len, scale) / image_len

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,10 +68,14 @@ class ITQParams:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ITQParams":
-        """Read parameters written by :meth:`save`."""
-        with np.load(path, allow_pickle=False) as data:
-            return cls(mean=data["mean"], pcs=data["pcs"], rotation=data["rotation"],
-                       loss_history=data["loss_history"].tolist(), info=json.loads(str(data["info"])))
+        """Read parameters written by :meth:`save`; ``ValueError`` naming the file for anything else."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls(mean=data["mean"], pcs=data["pcs"], rotation=data["rotation"],
+                           loss_history=data["loss_history"].tolist(), info=json.loads(str(data["info"])))
+        except (ValueError, KeyError, OSError, zipfile.BadZipFile, json.JSONDecodeError) as error:
+            raise ValueError(f"{path} is not a hashing layer written by python -m binmap_tf.fit_itq or "
+                             f"binmap_tf.train ({type(error).__name__}: {error}); pass such an .npz") from None
 
 
 def _quantization_loss(projected: np.ndarray, rotation: np.ndarray) -> tuple[float, np.ndarray]:

@@ -53,11 +53,9 @@ import heapq
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
-from scipy.sparse.csgraph import connected_components
-
 from binmap_tf.binary_map import BinaryMap
 from binmap_tf.images import as_rgb_uint8
+from binmap_tf.labels import check_labels, connected_groups, sequential_labels
 from binmap_tf.merge import bit_votes, boundary_pixel_pairs, label_pair_keys
 from binmap_tf.merge_features import (
     COLOUR_SCALE,
@@ -67,6 +65,7 @@ from binmap_tf.merge_features import (
     region_histograms,
 )
 from binmap_tf.merge_scorer import MergeScorer
+from binmap_tf.tiling import row_bands
 
 # Size prior of build_hierarchy: regions under 5 % of the current mean region area merge
 # preferentially (chosen on BSDS500 val).
@@ -168,12 +167,10 @@ class MergeTree:
             # Lowest merges first; ties in merge order, so a merge never precedes its children.
             order = np.lexsort((np.arange(len(self.heights)), self.heights))
             chosen = order[:max(n - count, 0)]
-        nodes = n + len(self.children)
-        graph = sparse.coo_matrix(
-            (np.ones(2 * len(chosen), np.int8),
-             (self.children[chosen].ravel(), np.repeat(n + chosen, 2))), shape=(nodes, nodes))
-        # Components are numbered in order of their smallest node, so leaves come first.
-        return connected_components(graph, directed=False)[1][:n].astype(np.int32)
+        # Each chosen merge links its two children to its node. Components are numbered in order
+        # of their smallest node, so leaves come first.
+        links = np.stack([self.children[chosen].ravel(), np.repeat(n + chosen, 2)], axis=1)
+        return connected_groups(n + len(self.children), links)[:n]
 
     def cut(self, n_segments: int | None = None, threshold: float | None = None) -> np.ndarray:
         """Segmentation at one level of the hierarchy.
@@ -271,9 +268,12 @@ def _region_sums(image: np.ndarray | None, superpixels: np.ndarray, binary_map: 
         else:
             from skimage.color import rgb2lab
 
-            lab = rgb2lab(as_rgb_uint8(image)).reshape(-1, 3)
-            flat = superpixels.ravel()
-            colour[:n] = np.stack([np.bincount(flat, lab[:, c], minlength=n) for c in range(3)], axis=1)
+            rgb = as_rgb_uint8(image)
+            # CIELAB is float64, 24 bytes a pixel with more in rgb2lab's temporaries: convert in row bands.
+            for start, stop in row_bands(*superpixels.shape):
+                lab = rgb2lab(rgb[start:stop]).reshape(-1, 3)
+                band = superpixels[start:stop].ravel()
+                colour[:n] += np.stack([np.bincount(band, lab[:, c], minlength=n) for c in range(3)], axis=1)
     return _Regions(area, votes, colour, histogram)
 
 
@@ -464,7 +464,7 @@ def build_hierarchy(image: np.ndarray | None, superpixels: np.ndarray, binary_ma
         ``colour`` cue reads it, so it may be None when ``weights.colour`` is 0.
     superpixels : ndarray of int, shape (H, W)
         Superpixel labels (e.g. :func:`binmap_tf.superpixels.compute_superpixels`); any
-        integers, renumbered ``0 .. n-1`` in increasing order.
+        non-negative integers, renumbered ``0 .. n-1`` in increasing order.
     binary_map : BinaryMap
         The image's binary map; ``binary_map.edges`` is needed when ``weights.edges > 0``.
     weights : MergeWeights, optional
@@ -524,9 +524,7 @@ def build_hierarchy(image: np.ndarray | None, superpixels: np.ndarray, binary_ma
     learned = scorer is not None or pair_log is not None
     if not 0 <= size_prior <= 1:
         raise ValueError(f"size_prior is a fraction of the mean region area in [0, 1], got {size_prior}")
-    labels = np.asarray(superpixels)
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer) or labels.size == 0:
-        raise ValueError(f"expected a non-empty 2-D integer superpixel image, got {labels.dtype} {labels.shape}")
+    labels, n = sequential_labels(check_labels(superpixels, "superpixels"))
     if labels.shape != tuple(binary_map.image_shape):
         raise ValueError(f"superpixels {labels.shape} do not match the binary map's image {binary_map.image_shape}")
     if (normalised[1] > 0 or learned) and binary_map.edges is None:
@@ -536,10 +534,6 @@ def build_hierarchy(image: np.ndarray | None, superpixels: np.ndarray, binary_ma
         raise ValueError("the colour cue needs the image; pass it or set weights.colour to 0")
     if scorer is not None and scorer.codes and scorer.n_bits != binary_map.n_bits:
         raise ValueError(f"the merge scorer was trained on {scorer.n_bits}-bit codes, the map has {binary_map.n_bits}")
-    if labels.min() != 0 or not np.bincount(labels.ravel()).all():  # renumber 0 .. n-1 only when needed
-        labels = np.unique(labels, return_inverse=True)[1].reshape(labels.shape)
-    labels = labels.astype(np.int32, copy=False)
-    n = int(labels.max()) + 1
     regions = _region_sums(image if normalised[2] > 0 or learned else None, labels, binary_map, 2 * n - 1,
                            histograms=learned)
     pairs, border_sums = _border_sums(labels, binary_map.edges if normalised[1] > 0 or learned else None,

@@ -11,19 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import sparse
-from scipy.sparse.csgraph import connected_components
+
+from binmap_tf.labels import check_labels, connected_groups
+
+from binmap_tf.tiling import row_bands
 
 MERGE_MODES = ("adjacent", "global")
-
-
-def _check_labels(labels: np.ndarray) -> np.ndarray:
-    """Return ``labels`` as a non-empty 2-D array of non-negative integers, or raise ``ValueError``."""
-    labels = np.asarray(labels)
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer) or labels.size == 0:
-        raise ValueError(f"expected a non-empty 2-D integer label image, got {labels.dtype} {labels.shape}")
-    if labels.min() < 0:
-        raise ValueError("labels must be >= 0; relabel with skimage.segmentation.relabel_sequential")
-    return labels
 
 
 def superpixel_codes(superpixels: np.ndarray, bits: np.ndarray,
@@ -75,9 +68,10 @@ def bit_votes(superpixels: np.ndarray, bits: np.ndarray,
     The votes come from one sparse co-occurrence matrix ``overlap[s, c]`` = number of pixels of
     superpixel ``s`` that lie in grid cell ``c`` (duplicates summed by ``scipy.sparse``), so
     ``votes = overlap @ bits`` costs one pass over the pixels plus a product with the small grid
-    (about 3 ms for ~400 superpixels on a 321x481 image).
+    (about 3 ms for ~400 superpixels on a 321x481 image). Large images are visited in row
+    bands (:func:`binmap_tf.tiling.row_bands`), so the temporaries stay bounded.
     """
-    labels = _check_labels(superpixels)
+    labels = check_labels(superpixels)
     bits = np.asarray(bits)
     if bits.ndim != 3:
         raise ValueError(f"bits must be (H, W, k) per pixel or (h, w, k) per grid cell, got shape {bits.shape}")
@@ -86,17 +80,21 @@ def bit_votes(superpixels: np.ndarray, bits: np.ndarray,
         if bits.shape[:2] != labels.shape:
             raise ValueError(f"pixel bits {bits.shape} do not match the labels {labels.shape}; pass the grid "
                              "bits with cell_index to use a binary map")
-        cells = np.arange(labels.size)
     else:
-        cells = np.asarray(cell_index).ravel()
-        if np.shape(cell_index) != labels.shape:
-            raise ValueError(f"cell_index {np.shape(cell_index)} does not match the labels {labels.shape}")
-        if cells.min() < 0 or cells.max() >= len(table):
+        cell_index = np.asarray(cell_index)
+        if cell_index.shape != labels.shape:
+            raise ValueError(f"cell_index {cell_index.shape} does not match the labels {labels.shape}")
+        if cell_index.min() < 0 or cell_index.max() >= len(table):
             raise ValueError(f"cell_index points outside the {len(table)} grid cells of bits {bits.shape}")
     n = int(labels.max()) + 1
-    overlap = sparse.csr_matrix((np.ones(labels.size, np.int32), (labels.ravel(), cells)),
-                                shape=(n, len(table)))
-    return overlap @ table, np.bincount(labels.ravel(), minlength=n)
+    width = labels.shape[1]
+    votes = np.zeros((n, table.shape[1]), np.int32)
+    for start, stop in row_bands(*labels.shape):  # bounded temporaries for any image size
+        band = labels[start:stop].ravel()
+        cells = np.arange(start * width, stop * width) if cell_index is None else cell_index[start:stop].ravel()
+        overlap = sparse.csr_matrix((np.ones(band.size, np.int32), (band, cells)), shape=(n, len(table)))
+        votes += overlap @ table
+    return votes, np.bincount(labels.ravel(), minlength=n)
 
 
 def boundary_pixel_pairs(labels: np.ndarray, connectivity: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -106,17 +104,27 @@ def boundary_pixel_pairs(labels: np.ndarray, connectivity: int = 2) -> tuple[np.
     (default; Felzenszwalb's 8-connected pixel graph), both lower diagonals; 1 uses the 4 direct
     neighbours only (scikit-image's meaning of ``connectivity`` in 2-D). Each pair appears once.
     """
-    labels = _check_labels(labels)
+    labels = np.ascontiguousarray(check_labels(labels))
     if connectivity not in (1, 2):
         raise ValueError(f"connectivity must be 1 (4-neighbours) or 2 (8-neighbours), got {connectivity}")
-    index = np.arange(labels.size).reshape(labels.shape)
-    shifts = [(np.s_[:, :-1], np.s_[:, 1:]), (np.s_[:-1, :], np.s_[1:, :]),
+    pairs = [_band_pixel_pairs(labels, start, stop, connectivity) for start, stop in row_bands(*labels.shape)]
+    if len(pairs) == 1:
+        return pairs[0]
+    return np.concatenate([first for first, _ in pairs]), np.concatenate([second for _, second in pairs])
+
+
+def _band_pixel_pairs(labels: np.ndarray, start: int, stop: int, connectivity: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs of :func:`boundary_pixel_pairs` whose first pixel lies in rows ``start .. stop - 1``."""
+    height, width = labels.shape
+    band = labels[start:min(stop + 1, height)]  # one more row: the pairs reaching down into it
+    index = np.arange(start * width, (start + len(band)) * width).reshape(band.shape)
+    rows = stop - start
+    shifts = [(np.s_[:rows, :-1], np.s_[:rows, 1:]), (np.s_[:-1, :], np.s_[1:, :]),
               (np.s_[:-1, :-1], np.s_[1:, 1:]), (np.s_[:-1, 1:], np.s_[1:, :-1])][:2 * connectivity]
-    first = np.concatenate([index[a].ravel() for a, _ in shifts])
-    second = np.concatenate([index[b].ravel() for _, b in shifts])
-    flat = labels.ravel()
-    differ = flat[first] != flat[second]
-    return first[differ], second[differ]
+    differ = np.concatenate([(band[a] != band[b]).ravel() for a, b in shifts])
+    first = np.concatenate([index[a].ravel() for a, _ in shifts])[differ]
+    second = np.concatenate([index[b].ravel() for _, b in shifts])[differ]
+    return first, second
 
 
 def label_pair_keys(labels: np.ndarray, first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, int]:
@@ -145,18 +153,11 @@ def check_merge_options(hamming: int, mode: str) -> None:
         raise ValueError(f"hamming must be an integer >= 0 (0 merges equal codes only), got {hamming!r}")
 
 
-def _components(n_nodes: int, edges: np.ndarray) -> np.ndarray:
-    """Connected component (``0 .. m-1``, numbered by smallest member) of each of ``n_nodes`` nodes."""
-    graph = sparse.coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])),
-                              shape=(n_nodes, n_nodes))
-    return connected_components(graph, directed=False)[1].astype(np.int32)
-
-
 def group_superpixels(superpixels: np.ndarray, codes: np.ndarray, hamming: int = 0,
                       mode: str = "adjacent", connectivity: int = 2) -> np.ndarray:
     """Segment index ``0 .. m-1`` of every superpixel (see :func:`merge_superpixels`), shape (n,)."""
     check_merge_options(hamming, mode)
-    labels = _check_labels(superpixels)
+    labels = check_labels(superpixels)
     codes = np.asarray(codes)
     if codes.ndim != 2 or len(codes) <= labels.max():
         raise ValueError(f"codes must be (n_superpixels, k) with a row for each of the {labels.max() + 1} "
@@ -164,14 +165,14 @@ def group_superpixels(superpixels: np.ndarray, codes: np.ndarray, hamming: int =
     if mode == "adjacent":
         edges = adjacency(labels, connectivity)
         distance = np.count_nonzero(codes[edges[:, 0]] != codes[edges[:, 1]], axis=1)
-        return _components(len(codes), edges[distance <= hamming])
+        return connected_groups(len(codes), edges[distance <= hamming])
     # Global: group equal codes, then join distinct codes within the threshold. The L1 distance
     # between {0, 1} vectors is their Hamming distance, so a KD-tree finds the pairs directly.
     from scipy.spatial import cKDTree
 
     unique, inverse = np.unique(codes, axis=0, return_inverse=True)
     edges = cKDTree(unique).query_pairs(r=hamming, p=1, output_type="ndarray")
-    return _components(len(unique), edges.reshape(-1, 2))[inverse.reshape(-1)]
+    return connected_groups(len(unique), edges.reshape(-1, 2))[inverse.reshape(-1)]
 
 
 def merge_superpixels(superpixels: np.ndarray, codes: np.ndarray, hamming: int = 0,

@@ -33,6 +33,8 @@ import scipy.sparse
 from numpy.typing import ArrayLike
 from scipy import ndimage
 
+from binmap_tf.labels import sequential_labels
+
 __all__ = [
     "BenchmarkResult",
     "DatasetScores",
@@ -92,15 +94,9 @@ def _as_gt_list(gt: ArrayLike | Sequence[ArrayLike], shape: tuple[int, ...]) -> 
 
 
 def _compact(labels: np.ndarray) -> tuple[np.ndarray, int]:
-    """Map the distinct values of ``labels`` (sorted) to 0..n-1; return the flat map and n."""
-    flat = labels.ravel()
-    low, high = int(flat.min()), int(flat.max())
-    if low >= 0 and high < 4 * flat.size:  # small non-negative labels: a lookup table, O(pixels)
-        present = np.bincount(flat.astype(np.intp, copy=False), minlength=high + 1) > 0
-        lookup = np.cumsum(present) - 1
-        return lookup[flat], int(present.sum())
-    values, index = np.unique(flat, return_inverse=True)
-    return index.ravel(), len(values)
+    """The labels numbered 0..n-1 (sorted by value) as a flat array, and n."""
+    index, n = sequential_labels(labels)
+    return index.ravel(), n
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,18 @@ Grid cells map back to pixels through the backbone's :class:`~binmap_tf.backbone
 cell ``(i, j)`` is centred at ``offset + stride * (i, j)`` in the resized image (the model
 resizes by ``scale`` first), i.e. at ``(offset + stride * i + 0.5) / scale - 0.5`` in the
 original image, and sees ``receptive_field`` resized pixels around that centre.
+
+Memory is bounded for any image size: an image whose resized pixels exceed
+``max_tile_pixels`` runs on overlapping, stride-aligned tiles (:mod:`binmap_tf.tiling`) and
+the cells and edge pixels are stitched from each tile's interior, so the map equals the
+untiled one (``benchmarks/tiling.py`` measures how closely).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -26,9 +32,12 @@ import tensorflow as tf
 
 from binmap_tf.backbones import Backbone, build_backbone
 from binmap_tf.binary_map import BinaryMap
+from binmap_tf.hardware import has_fast_bf16
 from binmap_tf.hashing import ITQHashing, ITQParams, load_itq
-from binmap_tf.images import as_rgb_uint8, check_size
+from binmap_tf.geometry import scaled_size
+from binmap_tf.images import as_rgb_uint8, check_size, downscale_to_limit, map_in_shape_batches
 from binmap_tf.paths import FINE_TUNED
+from binmap_tf.tiling import DEFAULT_MAX_TILE_PIXELS, TilePlan, plan_tiles
 
 DEFAULT_BACKBONE = "vgg16-hed"
 DEFAULT_BITS = 8
@@ -97,9 +106,13 @@ def build_backbone_at(name: str, precision: str = "fp32", scale: float | None = 
     bfloat16 inputs and outputs). Caffe's LRN stays float32: TensorFlow has no bfloat16 LRN
     kernel on CPU.
     """
-    from binmap_tf.backbones.alexnet import LocalResponseNorm
+    from binmap_tf.backbones.alexnet.network import LocalResponseNorm
 
     _check_choice("precision", precision, PRECISIONS)
+    if precision == "bf16" and has_fast_bf16() is False:
+        warnings.warn("precision='bf16' on a CPU without bfloat16 instructions (avx512_bf16 or amx_bf16) gives "
+                      "no speed-up (an AVX2-only host measured 0.852 s per image against 0.846 s in fp32) and "
+                      "changes a few bits; use the default fp32 here", stacklevel=2)
     with _dtype_policy(PRECISIONS[precision]):
         backbone = build_backbone(name, scale=scale, **options)
     if precision != "fp32":
@@ -174,14 +187,27 @@ class BinaryMapper:
         (default), Keras eager calls (as before these options), or XLA-compiled once per input
         shape (a new size costs seconds of compilation; faster for ``alexnet``, above all its
         dilated conv6, which TensorFlow's graph runs through space-to-batch; slower for ``vgg16-hed``).
+    max_tile_pixels : int or None
+        Most pixels (after the resize by ``scale``) one forward pass sees, but never less than one
+        stride between two margins (see :func:`~binmap_tf.tiling.plan_tiles`). A larger image runs
+        on overlapping tiles aligned to the backbone's stride, with margins of half its
+        receptive field, and the map is stitched from the tiles' interiors: it equals the
+        untiled map up to float rounding (``benchmarks/tiling.py``). Default
+        :data:`~binmap_tf.tiling.DEFAULT_MAX_TILE_PIXELS` (1 MP: about 1.3 GiB peak for
+        ``vgg16-hed`` with edges); None runs every image whole. Where no tile alignment
+        exists for ``scale``, a larger image is downscaled to the budget with a warning.
     **backbone_options
         Passed to the backbone builder (e.g. ``edges=True``, ``features=...``, ``weights=...``).
     """
 
     def __init__(self, backbone: str = DEFAULT_BACKBONE, bits: int | None = DEFAULT_BITS,
                  hashing: str | os.PathLike | ITQParams | None = None, scale: float | None = None,
-                 precision: str = "fp32", execution: str = "graph", **backbone_options) -> None:
+                 precision: str = "fp32", execution: str = "graph",
+                 max_tile_pixels: int | None = DEFAULT_MAX_TILE_PIXELS, **backbone_options) -> None:
         _check_choice("execution", execution, EXECUTIONS)
+        if max_tile_pixels is not None and max_tile_pixels < 1:
+            raise ValueError(f"max_tile_pixels must be a positive number of pixels or None, got {max_tile_pixels}")
+        self.max_tile_pixels = max_tile_pixels
         self.backbone = build_backbone_at(backbone, precision, scale=scale, **backbone_options)
         self.precision = precision
         self.execution = execution
@@ -204,28 +230,88 @@ class BinaryMapper:
         return self.map_batch([image])[0]
 
     def map_batch(self, images: list[np.ndarray]) -> list[BinaryMap]:
-        """Binary maps of several images; equal-sized images share one forward pass."""
+        """Binary maps of several images; equal-sized images share one forward pass, images over
+        ``max_tile_pixels`` run alone on tiles (see :meth:`tile_plan`)."""
         prepared = [self.prepare(image) for image in images]
-        results: list[BinaryMap | None] = [None] * len(prepared)
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for index, image in enumerate(prepared):
-            by_shape.setdefault(image.shape, []).append(index)
-        for shape, indices in by_shape.items():
-            outputs = self.forward(np.stack([prepared[i] for i in indices]))
-            for row, index in enumerate(indices):
-                results[index] = self._binary_map(outputs, row, shape[:2])
-        return results  # type: ignore[return-value]
+        large = [self._too_large(image.shape[:2]) for image in prepared]
+        batched = iter(map_in_shape_batches([image for image, tiled in zip(prepared, large) if not tiled],
+                                            self._batch_maps))
+        return [self._map_large(image) if tiled else next(batched) for image, tiled in zip(prepared, large)]
+
+    def _batch_maps(self, batch: np.ndarray) -> list[BinaryMap]:
+        """Binary maps of a stack of equal-shaped prepared images, one forward pass."""
+        outputs = self.forward(batch)
+        return [self._binary_map(outputs, row, batch.shape[1:3]) for row in range(len(batch))]
+
+    def _too_large(self, shape: tuple[int, int]) -> bool:
+        """Whether one forward pass over an image of ``shape`` would exceed ``max_tile_pixels``."""
+        if self.max_tile_pixels is None:
+            return False
+        return scaled_size(shape[0], self.scale) * scaled_size(shape[1], self.scale) > self.max_tile_pixels
+
+    def tile_plan(self, shape: tuple[int, int], max_tile_pixels: int | None = None) -> TilePlan | None:
+        """The tiles an image of ``shape`` runs on (one tile when it fits the budget); None when the
+        backbone's ``scale`` allows no aligned tiles. ``max_tile_pixels`` overrides the mapper's."""
+        budget = self.max_tile_pixels if max_tile_pixels is None else max_tile_pixels
+        if budget is None:
+            raise ValueError("this mapper runs images whole (max_tile_pixels=None); pass a budget")
+        return plan_tiles(shape, budget, self.backbone.tiling_geometry, self.scale)
+
+    def _map_large(self, image: np.ndarray) -> BinaryMap:
+        """Map of an image over the tile budget: tiled, or downscaled with a warning without an alignment."""
+        plan = self.tile_plan(image.shape[:2])
+        if plan is not None:
+            return self.map_tiled(image, plan)
+        budget = int(self.max_tile_pixels / self.scale ** 2)
+        small, factor = downscale_to_limit(image, budget)
+        warnings.warn(f"{self.backbone.name} at scale {self.scale} cannot be tiled exactly; the "
+                      f"{image.shape[1]}x{image.shape[0]} image is downscaled by {factor:.3f} for the CNN "
+                      f"(max_tile_pixels={self.max_tile_pixels})", stacklevel=3)
+        outputs = self.forward(small[None])
+        # The cells keep their place in the original image: the effective input scale is the product.
+        effective = self.scale * small.shape[0] / image.shape[0]
+        return self._binary_map(outputs, 0, image.shape[:2], scale=effective)
+
+    def map_tiled(self, image: np.ndarray, plan: TilePlan) -> BinaryMap:
+        """Binary map of ``image`` stitched from the forward passes over the tiles of ``plan``.
+
+        Each grid cell comes from the tile whose core holds the cell's centre, each edge pixel
+        from the tile whose core holds the pixel; the cores partition the image.
+        """
+        image = self.prepare(image)
+        geometry, scale = self.backbone.geometry, self.scale
+        bits_rows, logits_rows = [], []
+        edges = None
+        for row in plan.rows:
+            bits_blocks, logits_blocks = [], []
+            for col in plan.cols:
+                tile = self.forward(image[None, row.start:row.stop, col.start:col.stop])
+                cells = (row.cells(tile["bits"].shape[1], geometry, scale),
+                         col.cells(tile["bits"].shape[2], geometry, scale))
+                bits_blocks.append(tile["bits"][0][cells])
+                logits_blocks.append(tile["logits"][0][cells])
+                if "edges" in tile:
+                    if edges is None:
+                        edges = np.zeros(image.shape[:2], np.float32)
+                    tile_edges = _resize_to(tile["edges"][0, ..., 0], (row.stop - row.start, col.stop - col.start))
+                    (rows_at, rows_in), (cols_at, cols_in) = row.pixels(), col.pixels()
+                    edges[rows_at, cols_at] = tile_edges[rows_in, cols_in]
+            bits_rows.append(np.concatenate(bits_blocks, axis=1))
+            logits_rows.append(np.concatenate(logits_blocks, axis=1))
+        return BinaryMap(bits=np.concatenate(bits_rows), logits=np.concatenate(logits_rows),
+                         geometry=geometry, scale=scale, image_shape=tuple(image.shape[:2]), edges=edges)
 
     def forward(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Model outputs (``bits``, ``codes``, ``logits`` [, ``edges``]) of a uint8 RGB batch (b, H, W, 3)."""
         return {name: np.asarray(value) for name, value in self._forward(images).items()}
 
-    def _binary_map(self, outputs: dict[str, np.ndarray], row: int, image_shape: tuple[int, int]) -> BinaryMap:
+    def _binary_map(self, outputs: dict[str, np.ndarray], row: int, image_shape: tuple[int, int],
+                    scale: float | None = None) -> BinaryMap:
         edges = outputs.get("edges")
         if edges is not None:
             edges = _resize_to(edges[row, ..., 0], image_shape)
         return BinaryMap(bits=outputs["bits"][row], logits=outputs["logits"][row],
-                         geometry=self.backbone.geometry, scale=self.scale,
+                         geometry=self.backbone.geometry, scale=self.scale if scale is None else scale,
                          image_shape=tuple(image_shape), edges=edges)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from binmap_tf.files import write_json, write_npy, write_png
 from binmap_tf.images import as_rgb_uint8
+from binmap_tf.tiling import row_bands
 
 # The suffixes of the files write_segmentation writes for one image stem.
 OUTPUT_SUFFIXES = ("_labels.npy", "_labels.png", "_overlay.png", "_binary_map.png", ".json")
@@ -22,7 +23,16 @@ def boundary_overlay(image: np.ndarray, labels: np.ndarray, color: tuple[float, 
     """Segment boundaries drawn on ``image`` in ``color`` (RGB in [0, 1]), as uint8 RGB."""
     from skimage.segmentation import mark_boundaries
 
-    return as_rgb_uint8(mark_boundaries(as_rgb_uint8(image), labels, color=color))
+    rgb = as_rgb_uint8(image)
+    overlay = np.empty_like(rgb)
+    halo = 2  # mark_boundaries looks one pixel around each pixel; two rows of context are enough
+    height = rgb.shape[0]
+    # mark_boundaries works in float64 (24 bytes a pixel): draw it in row bands with context rows.
+    for start, stop in row_bands(*rgb.shape[:2]):
+        low, high = max(0, start - halo), min(height, stop + halo)
+        band = mark_boundaries(rgb[low:high], labels[low:high], color=color)
+        overlay[start:stop] = as_rgb_uint8(band[start - low:stop - low])
+    return overlay
 
 
 def label_image_uint16(labels: np.ndarray) -> np.ndarray:

@@ -10,11 +10,14 @@ images, uint8 or floats in [0, 1], all work; grey images stay single-channel.
 from __future__ import annotations
 
 import inspect
+import math
+import warnings
 from typing import Any
 
 import numpy as np
 
 from binmap_tf.images import as_rgb_uint8
+from binmap_tf.labels import sequential_labels
 
 # The paper runs EGS with "the default parameters (sigma = 1.0, k = 100)".
 EGS_SCALE = 100.0
@@ -32,6 +35,10 @@ SLIC_COMPACTNESS = 10.0
 # higher upper bound than EGS k=100 with half the superpixels
 # (benchmarks/results/first_level_bsds500_val.json).
 WATERSHED_H = 0.05
+# Larger images are segmented at this many pixels and the labels upsampled (with a warning):
+# scikit-image's felzenszwalb needs about 330 bytes a pixel (float64 image, four edge costs
+# and their argsort, int64 edge lists), so 3.1 MP costs ~1 GiB and 50 MP would need 16 GiB.
+SUPERPIXEL_MAX_PIXELS = 2048 * 1536
 
 
 def _as_input(image: np.ndarray) -> tuple[np.ndarray, int | None]:
@@ -42,14 +49,6 @@ def _as_input(image: np.ndarray) -> tuple[np.ndarray, int | None]:
         array = array[..., 0]
     rgb = as_rgb_uint8(array)
     return (rgb[..., 0], None) if grey else (rgb, -1)
-
-
-def _sequential(labels: np.ndarray) -> np.ndarray:
-    """``labels`` as int32 ``0 .. n-1``, renumbering only when some label in that range is unused."""
-    labels = np.asarray(labels)
-    if labels.min() != 0 or not np.bincount(labels.ravel()).all():
-        labels = np.unique(labels, return_inverse=True)[1].reshape(labels.shape)
-    return labels.astype(np.int32, copy=False)
 
 
 def egs(image: np.ndarray, scale: float = EGS_SCALE, sigma: float = EGS_SIGMA,
@@ -96,11 +95,9 @@ def egs(image: np.ndarray, scale: float = EGS_SCALE, sigma: float = EGS_SIGMA,
     from skimage.segmentation import felzenszwalb
 
     array, channel_axis = _as_input(image)
-    if scale <= 0 or sigma < 0 or min_size < 0:
-        raise ValueError(f"egs needs scale > 0, sigma >= 0 and min_size >= 0; got scale={scale}, "
-                         f"sigma={sigma}, min_size={min_size}")
-    return _sequential(felzenszwalb(array, scale=scale, sigma=sigma, min_size=int(min_size),
-                                    channel_axis=channel_axis))
+    _check_values("egs", {"scale": scale, "sigma": sigma, "min_size": min_size})
+    return sequential_labels(felzenszwalb(array, scale=scale, sigma=sigma, min_size=int(min_size),
+                                    channel_axis=channel_axis))[0]
 
 
 def slic(image: np.ndarray, n_segments: int = SLIC_N_SEGMENTS, compactness: float = SLIC_COMPACTNESS,
@@ -143,12 +140,10 @@ def slic(image: np.ndarray, n_segments: int = SLIC_N_SEGMENTS, compactness: floa
     from skimage.segmentation import slic as skimage_slic
 
     array, channel_axis = _as_input(image)
-    if n_segments < 1 or compactness <= 0 or sigma < 0:
-        raise ValueError(f"slic needs n_segments >= 1, compactness > 0 and sigma >= 0; got "
-                         f"n_segments={n_segments}, compactness={compactness}, sigma={sigma}")
+    _check_values("slic", {"n_segments": n_segments, "compactness": compactness, "sigma": sigma})
     labels = skimage_slic(array, n_segments=int(n_segments), compactness=compactness, sigma=sigma,
                           start_label=0, channel_axis=channel_axis)
-    return _sequential(labels) + np.int32(start_label)
+    return sequential_labels(labels)[0] + np.int32(start_label)
 
 
 def watershed(image: np.ndarray, edges: np.ndarray | None = None, h: float = WATERSHED_H) -> np.ndarray:
@@ -182,12 +177,30 @@ def watershed(image: np.ndarray, edges: np.ndarray | None = None, h: float = WAT
     if h <= 0:
         raise ValueError(f"watershed needs h > 0, got {h}")
     markers, _ = ndimage.label(h_minima(surface, h))
-    return _sequential(skimage_watershed(surface, markers))
+    return sequential_labels(skimage_watershed(surface, markers))[0]
 
 
 _METHODS = {"egs": egs, "slic": slic, "watershed": watershed}
 # Methods that read the binary map's edge map (passed as ``edges``) rather than only the image.
 EDGE_METHODS = ("watershed",)
+
+# Valid range of every superpixel parameter: (description, test).
+_RANGES = {
+    "scale": ("> 0", lambda value: value > 0),
+    "sigma": (">= 0", lambda value: value >= 0),
+    "min_size": (">= 0", lambda value: value >= 0),
+    "n_segments": (">= 1", lambda value: value >= 1),
+    "compactness": ("> 0", lambda value: value > 0),
+    "h": ("> 0", lambda value: value > 0),
+}
+
+
+def _check_values(method: str, params: dict[str, Any]) -> None:
+    """``ValueError`` naming every parameter of ``method`` outside its valid range."""
+    bad = [f"{name} {_RANGES[name][0]} (got {value!r})" for name, value in params.items()
+           if name in _RANGES and not _RANGES[name][1](value)]
+    if bad:
+        raise ValueError(f"{method} superpixels need {', '.join(bad)}")
 SUPERPIXEL_METHODS = tuple(_METHODS)
 
 
@@ -211,16 +224,39 @@ def superpixel_params(method: str, **params: Any) -> dict[str, Any]:
     unknown = sorted(set(params) - set(defaults))
     if unknown:
         raise ValueError(f"{method} superpixels take {sorted(defaults)}, not {unknown}")
+    _check_values(method, params)
     return {**defaults, **params}
 
 
-def compute_superpixels(image: np.ndarray, method: str = "egs", edges: np.ndarray | None = None,
-                        **params: Any) -> np.ndarray:
+def working_shape(shape: tuple[int, int], max_pixels: int | None = SUPERPIXEL_MAX_PIXELS) -> tuple[int, int]:
+    """(height, width) superpixels of an image of ``shape`` are computed at: the image's own, or
+    downscaled (aspect kept) to at most ``max_pixels``; None: always the image's own."""
+    height, width = shape
+    if max_pixels is None or height * width <= max_pixels:
+        return height, width
+    factor = math.sqrt(max_pixels / (height * width))
+    return max(1, int(height * factor)), max(1, int(width * factor))
+
+
+def upsample_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour upsampling of a label image to ``shape`` (every label keeps its pixels,
+    and connected regions stay connected)."""
+    rows = (2 * np.arange(shape[0]) + 1) * labels.shape[0] // (2 * shape[0])
+    cols = (2 * np.arange(shape[1]) + 1) * labels.shape[1] // (2 * shape[1])
+    return labels[rows[:, None], cols[None, :]]
+
+
+def compute_superpixels(image: np.ndarray, method: str = "egs", max_pixels: int | None = SUPERPIXEL_MAX_PIXELS,
+                        edges: np.ndarray | None = None, **params: Any) -> np.ndarray:
     """Superpixels of ``image`` by ``method`` (``"egs"``, ``"slic"`` or ``"watershed"``), labels ``0 .. n-1``.
 
     ``params`` go to :func:`egs` (``scale``, ``sigma``, ``min_size``), :func:`slic`
     (``n_segments``, ``compactness``, ``sigma``) or :func:`watershed` (``h``; it also needs
-    ``edges``, the binary map's edge map); see :func:`superpixel_params` for the checks.
+    ``edges``, the binary map's edge map, and runs at the image's size); see
+    :func:`superpixel_params` for the checks.
+    An image over ``max_pixels`` (default :data:`SUPERPIXEL_MAX_PIXELS`) is segmented at
+    :func:`working_shape` (area-averaged) and the labels upsampled, with a warning: the
+    parameters then apply at that resolution (``min_size`` counts its pixels).
 
     Examples
     --------
@@ -230,7 +266,16 @@ def compute_superpixels(image: np.ndarray, method: str = "egs", edges: np.ndarra
     (512, 512)
     """
     params = superpixel_params(method, **params)
-    if method in EDGE_METHODS:
+    if method in EDGE_METHODS:  # the edge map is at the image's size; the watershed is cheap at any size
         return _METHODS[method](image, edges, **params)
-    return _METHODS[method](image, **params)
+    shape = np.shape(image)[:2]
+    small = working_shape(shape, max_pixels)
+    if small == shape:
+        return _METHODS[method](image, **params)
+    from PIL import Image
 
+    array, _ = _as_input(image)
+    warnings.warn(f"superpixels of the {shape[1]}x{shape[0]} image are computed at {small[1]}x{small[0]} "
+                  f"(over {max_pixels} pixels) and upsampled", stacklevel=2)
+    shrunk = np.asarray(Image.fromarray(array).resize(small[::-1], Image.Resampling.BOX))
+    return upsample_labels(_METHODS[method](shrunk, **params), shape)

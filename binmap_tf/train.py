@@ -46,6 +46,7 @@ from binmap_tf.hashing import ITQHashing, ITQParams
 from binmap_tf.losses import LOSS_NAMES, make_loss
 from binmap_tf.methods import DEFAULT_VALUES, parse_method, run_method
 from binmap_tf.metrics import DatasetScores, region_scores, summarize
+from binmap_tf.segment import StageCache
 
 # The pipeline scored on the validation images: EGS at the paper's k, merged by the binary map.
 VALIDATION_METHOD = parse_method("binmap-egs")
@@ -61,14 +62,12 @@ def cell_labels(ground_truth: np.ndarray, geometry: GridGeometry, scale: float,
                 grid_shape: tuple[int, int]) -> np.ndarray:
     """Ground-truth label of every grid cell: the majority over the pixels that map to it.
 
-    A pixel maps to its nearest cell (:meth:`GridGeometry.pixel_to_cell`), exactly as
-    :meth:`BinaryMap.cell_index` ties the binary map to pixels. Returns ``(h, w)`` int32; a cell
+    A pixel maps to its nearest cell through :meth:`GridGeometry.cell_index`, the function that ties
+    the binary map to pixels (:meth:`BinaryMap.cell_index`). Returns ``(h, w)`` int32; a cell
     no pixel maps to, or whose pixels are mostly label 0 (void), gets 0 and is ignored.
     """
-    height, width = ground_truth.shape
     grid_h, grid_w = grid_shape
-    cells = (geometry.pixel_to_cell(height, grid_h, scale)[:, None] * grid_w
-             + geometry.pixel_to_cell(width, grid_w, scale)[None, :]).ravel()
+    cells = geometry.cell_index(ground_truth.shape, grid_shape, scale).ravel()
     labels = ground_truth.ravel().astype(np.int64)
     n_labels = int(labels.max()) + 1
     counts = np.bincount(cells * n_labels + labels, minlength=grid_h * grid_w * n_labels)
@@ -180,12 +179,12 @@ def export_hashing(model: keras.Model, info: dict | None = None) -> ITQParams:
 
 @dataclass
 class ValidationImage:
-    """A validation image with what scoring needs; ``superpixels`` caches its EGS labels."""
+    """A validation image with what scoring needs; ``stages`` keeps its EGS labels across epochs."""
 
     features: np.ndarray
     image: np.ndarray
     ground_truths: list[np.ndarray]
-    superpixels: dict = field(default_factory=dict)
+    stages: StageCache = field(default_factory=StageCache)
 
 
 class PipelineValidation(keras.callbacks.Callback):
@@ -219,7 +218,7 @@ class PipelineValidation(keras.callbacks.Callback):
             binary_map = BinaryMap(bits=np.rint(output[..., :k]).astype(np.uint8), logits=output[..., k:],
                                    geometry=self.geometry, scale=self.scale, image_shape=item.image.shape[:2])
             labels = run_method(VALIDATION_METHOD, DEFAULT_VALUES["egs"], item.image, binary_map,
-                                item.superpixels).labels
+                                item.stages).labels
             scores.append(region_scores(labels, item.ground_truths))
         self.seconds += time.perf_counter() - clock
         return summarize(scores)

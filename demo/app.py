@@ -26,7 +26,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from binmap_tf.images import ImageError
+from binmap_tf.images import ImageError, read_image
 from binmap_tf.superpixels import EGS_SCALE, SLIC_N_SEGMENTS
 from demo.pipeline import (
     DEMO_MAX_PIXELS,
@@ -86,10 +86,16 @@ def upload_image(**kwargs: Any) -> gr.Image:
 
     def preprocess(payload: Any) -> np.ndarray | None:
         if payload is not None and payload.path is not None:
+            # The package's own decoder, as the command line reads files: Gradio's would read a
+            # 16-bit PNG as all white and a GIF as its palette indices.
             try:
                 check_upload(payload.path)
+                pixels, notices = read_image(payload.path)
             except ImageError as error:
                 raise _error(str(error)) from None
+            for notice in notices:
+                gr.Warning(notice)
+            return pixels
         try:
             return decode(payload)
         except (OSError, ValueError, SyntaxError) as error:  # e.g. a truncated file

@@ -21,7 +21,7 @@ from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from binmap_tf.binary_map import BinaryMap
-from binmap_tf.images import ImageError, as_rgb_uint8, check_size
+from binmap_tf.images import ImageError, as_rgb_uint8, check_size, map_in_shape_batches
 from serving.protocol import (
     BIT_ORDER,
     DEFAULT_MODEL_NAME,
@@ -37,16 +37,38 @@ from serving.protocol import (
 if TYPE_CHECKING:
     from binmap_tf.segment import SegmentationResult
 
+# Seconds a request may take by default. Measured (benchmarks/results/serving_loopback_cpu.json):
+# 8 concurrent clients sending 321x481 images to the CPU loopback server, whose queue makes them
+# take turns, waited p50 13.1 s, p99 21.3 s, at most 23.8 s, on 2 cores shared with other jobs
+# (load average 11); one pass there takes ~0.44 s unloaded, so 8 clients need ~4 s. The old 10 s
+# would have failed most of those requests; 30 s covers the worst measured one, matches the
+# server's queue bound (64 images, ~28 s of unloaded work), and still reports a hung server
+# within half a minute. An unreachable server fails at once (UNAVAILABLE), not after the deadline.
+DEFAULT_TIMEOUT = 30.0
+
 START_HINT = ("start TF Serving with `docker compose -f serving/docker-compose.yml up -d` on a GPU host, or "
               "the local test server with `python -m serving.server --model-dir serving/models/binmap --port {port}`")
 
 
 class ServingError(RuntimeError):
-    """A request to the model server failed; the message says why and what to do."""
+    """A request to the model server failed; the message says why and what to do.
+
+    ``retryable`` says whether sending the same request again later may succeed.
+    """
+
+    retryable: bool = False
 
 
 class ServerUnavailableError(ServingError):
-    """Nothing answers at the target (server down, wrong host or port)."""
+    """Nothing answers at the target (server down, wrong host or port), or it refused the call for now."""
+
+    retryable = True
+
+
+class ServerBusyError(ServingError):
+    """The server's request queue is full (RESOURCE_EXHAUSTED); retry after a short wait."""
+
+    retryable = True
 
 
 class DeadlineExceededError(ServingError, TimeoutError):
@@ -75,10 +97,15 @@ def _prepare(image: np.ndarray) -> np.ndarray:
     """``image`` as uint8 RGB (H, W, 3), or :class:`InvalidInputError` naming the problem."""
     try:
         rgb = as_rgb_uint8(image)
-        check_size(rgb)
+        check_size(rgb, max_pixels=SERVED_MAX_PIXELS)
     except ImageError as error:
         raise InvalidInputError(str(error)) from error
     return rgb
+
+
+# A served model runs each image in one pass (no tiles), so the client keeps the limit under
+# which one pass fits in memory.
+SERVED_MAX_PIXELS = 4096 * 4096
 
 
 class BinmapClient:
@@ -93,13 +120,14 @@ class BinmapClient:
     version : int or None
         Pin a model version; None asks for the latest the server has.
     timeout : float
-        Seconds a request may take before :class:`DeadlineExceededError`.
+        Seconds a request may take before :class:`DeadlineExceededError` (default
+        :data:`DEFAULT_TIMEOUT`, which covers queueing behind 8 concurrent clients).
 
     The client is thread-safe; a call may be used as ``mapper`` of :func:`binmap_tf.segment.segment`.
     """
 
     def __init__(self, target: str = "localhost:8500", model: str = DEFAULT_MODEL_NAME,
-                 version: int | None = None, timeout: float = 10.0) -> None:
+                 version: int | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
         self.target = target
@@ -119,16 +147,12 @@ class BinmapClient:
 
     def binary_maps(self, images: Sequence[np.ndarray]) -> list[BinaryMap]:
         """Binary maps of several images; equal-sized images share one request (one batch)."""
-        prepared = [_prepare(image) for image in images]
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for index, image in enumerate(prepared):
-            by_shape.setdefault(image.shape, []).append(index)
-        maps: list[BinaryMap | None] = [None] * len(prepared)
-        for shape, indices in by_shape.items():
-            outputs = self.predict(np.stack([prepared[i] for i in indices]))
-            for row, index in enumerate(indices):
-                maps[index] = self._binary_map(outputs, row, shape[:2])
-        return maps  # type: ignore[return-value]
+        return map_in_shape_batches([_prepare(image) for image in images], self._batch_maps)
+
+    def _batch_maps(self, batch: np.ndarray) -> list[BinaryMap]:
+        """Binary maps of a stack of equal-shaped images, one request."""
+        outputs = self.predict(batch)
+        return [self._binary_map(outputs, row, batch.shape[1:3]) for row in range(len(batch))]
 
     def segment(self, image: np.ndarray, *, superpixels: str = "egs", hamming: int = 0, merge: str = "adjacent",
                 **superpixel_params: Any) -> "SegmentationResult":
@@ -196,6 +220,8 @@ class BinmapClient:
             return ServerUnavailableError(f"the model server at {self.target} is unavailable ({details}); "
                                           "if it is overloaded retry later, if nothing runs there "
                                           + START_HINT.format(port=port))
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return ServerBusyError(f"{self.target} is busy ({details}); retry after a short wait")
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return DeadlineExceededError(f"{self.target} did not answer within timeout={self.timeout:g} s; "
                                          "raise the timeout, send fewer or smaller images, or check the server load")

@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 
 from binmap_tf.backbones import build_backbone, get_backbone
-from binmap_tf.backbones.alexnet import (
+from binmap_tf.backbones.alexnet import build_alexnet
+from binmap_tf.backbones.alexnet.network import (
     LocalResponseNorm,
-    build_alexnet,
     grid_length,
     grid_shape,
     min_input_side,

@@ -16,7 +16,7 @@ from benchmarks.flops import count_flops
 from benchmarks.matched_counts import main as matched_counts
 from benchmarks.run import main as run_benchmarks
 from binmap_tf.backbones import ImagePreprocessing, build_backbone
-from binmap_tf.backbones.alexnet import grid_shape
+from binmap_tf.backbones.alexnet.network import grid_shape
 from binmap_tf.images import load_image
 from binmap_tf.model import BinaryMapper, build_binmap_model
 

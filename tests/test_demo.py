@@ -193,7 +193,7 @@ def test_bad_upload_files_give_messages(tmp_path, bsds_image_path):
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(bsds_image_path.read_bytes()[:3000])
     component = upload_image(render=False)
-    for path, message in ((text, "notes.png is not an image"), (truncated, "could not be decoded")):
+    for path, message in ((text, "notes.png is not an image"), (truncated, "cannot read")):
         with pytest.raises(gr.Error, match=message):
             component.preprocess(ImageData(path=str(path), orig_name=path.name))
     image = component.preprocess(ImageData(path=str(bsds_image_path), orig_name=bsds_image_path.name))
@@ -299,3 +299,31 @@ def test_browser_upload_segments_like_the_library(tmp_path, bsds_image_path):
     assert "reused" in global_summary
     assert int(SEGMENTS_PATTERN.search(global_summary).group(1)) == expected_global.n_segments
     assert int(SEGMENTS_PATTERN.search(hierarchy_summary).group(1)) == Settings().segments
+
+
+@pytest.mark.slow
+def test_demo_and_cli_decode_and_segment_odd_files_alike(tmp_path, bsds_image_path):
+    """16-bit PNG, GIF (palette), RGBA and grey files: the page's upload handler and the command line
+    read them with the same decoder, so they segment them into the same labels."""
+    from binmap_tf.segment.__main__ import main as segment_main
+
+    crop = load_image(bsds_image_path)[:160, :240]
+    files = {
+        "deep.png": Image.fromarray(crop[..., 0].astype(np.uint16) * 257),
+        "palette.gif": Image.fromarray(crop).quantize(64),
+        "rgba.png": Image.fromarray(np.dstack([crop, np.full(crop.shape[:2], 128, np.uint8)])),
+        "grey.png": Image.fromarray(crop[..., 1]),
+    }
+    for name, pil in files.items():
+        pil.save(tmp_path / name)
+    assert segment_main([str(tmp_path / name) for name in files] + ["--out", str(tmp_path / "cli")]) == 0
+    component, source = upload_image(render=False), LocalMappers()
+    for name in files:
+        path = tmp_path / name
+        upload = component.preprocess(ImageData(path=str(path), orig_name=name))
+        np.testing.assert_array_equal(upload, load_image(path))
+        labels = segment_upload(upload, Settings(), source).result.labels
+        np.testing.assert_array_equal(labels, np.load(tmp_path / "cli" / f"{path.stem}_labels.npy"), err_msg=name)
+    grey = component.preprocess(ImageData(path=str(tmp_path / "deep.png"), orig_name="deep.png"))
+    assert grey.max() > 200  # a 16-bit file is not read as all white (or all black)
+    assert len(np.unique(grey)) > 50

@@ -62,7 +62,7 @@ def test_sweep_writes_csv_and_figure(tmp_path):
     assert (out / "sweep.png").stat().st_size > 10_000
 
 
-def test_ft_methods_use_the_shipped_layer_or_the_given_file(tmp_path):
+def test_ft_methods_use_the_shipped_layer_or_the_given_file(tmp_path, capsys):
     base = ["--limit", "1", "--workers", "1", "--methods", "binmap-egs", "binmap-egs-ft",
             "--cache", str(tmp_path / "cache")]
     assert main(base + ["--out", str(tmp_path / "shipped")]) == 0
@@ -70,5 +70,6 @@ def test_ft_methods_use_the_shipped_layer_or_the_given_file(tmp_path):
     by_method = {row["method"]: row for row in rows}
     assert by_method["binmap-egs"]["n_segments"] != by_method["binmap-egs-ft"]["n_segments"]
     assert len({path.parent.parent for path in (tmp_path / "cache").rglob("*.npz")}) == 2  # two map caches
-    with pytest.raises(SystemExit, match="missing.npz"):
+    with pytest.raises(SystemExit) as exit_info:  # a usage error, found before any model is built
         main(base + ["--out", str(tmp_path / "missing"), "--ft-hashing", str(tmp_path / "missing.npz")])
+    assert exit_info.value.code == 2 and "missing.npz" in capsys.readouterr().err

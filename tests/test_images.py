@@ -7,7 +7,15 @@ import pytest
 from PIL import Image
 
 from binmap_tf.files import atomic_path, write_png
-from binmap_tf.images import ImageError, as_rgb_uint8, check_size, downscale_to_limit, find_images, load_image
+from binmap_tf.images import (
+    ImageError,
+    as_rgb_uint8,
+    check_size,
+    downscale_to_limit,
+    find_images,
+    load_image,
+    map_in_shape_batches,
+)
 
 
 def test_grey_rgba_float_and_uint16_become_rgb_uint8():
@@ -57,3 +65,80 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
     write_png(target, np.zeros((4, 4), np.uint16))
     assert np.asarray(Image.open(target)).dtype.itemsize == 2
+
+
+def test_oversized_files_are_refused_from_the_header_before_decoding(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    path = tmp_path / "big.png"
+    Image.fromarray(np.zeros((60, 80, 3), np.uint8)).save(path)
+    decoded = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self) or None)
+    with pytest.raises(ImageError, match=r"60x80 = 4800 pixels, more than the limit of 4799"):
+        load_image(path, max_pixels=4799)
+    assert decoded == []  # refused from the header alone
+
+
+def test_pil_decompression_bomb_error_becomes_a_clear_image_error(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.png"
+    Image.fromarray(np.zeros((60, 80, 3), np.uint8)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4800 > 2 x 1000: PIL raises on open
+    with pytest.raises(ImageError, match="too large to decode"):
+        load_image(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 4000)  # between 1x and 2x: PIL only warns, we load
+    assert load_image(path).shape == (60, 80, 3)
+
+
+def test_unsigned_integers_scale_by_dtype_whatever_their_values():
+    dark16 = np.array([[0, 200, 257, 65535]], np.uint16)  # a dark 16-bit image is still 16-bit
+    np.testing.assert_array_equal(as_rgb_uint8(dark16)[..., 0], [[0, 1, 1, 255]])
+    np.testing.assert_array_equal(as_rgb_uint8(np.array([[0, 2**32 - 1]], np.uint32))[..., 0], [[0, 255]])
+    np.testing.assert_array_equal(as_rgb_uint8(np.array([[0, 128, 255]]))[..., 0], [[0, 128, 255]])  # int64
+    with pytest.raises(ImageError, match="uint16 for 16-bit"):
+        as_rgb_uint8(np.array([[0, 300]]))
+
+
+def test_decoder_reads_16_bit_palette_animated_and_rotated_files(tmp_path):
+    import warnings
+
+    from binmap_tf.images import ImageNotice, read_image
+
+    ramp = (np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")  # 16-bit grey PNG
+    np.testing.assert_array_equal(load_image(tmp_path / "deep.png")[..., 0], (ramp.astype(np.uint32) + 128) // 257)
+
+    colours = np.array([[255, 0, 0], [0, 0, 255]], np.uint8)
+    index = np.array([[0, 1], [1, 0]], np.uint8)
+    palette = Image.fromarray(index, mode="P")
+    palette.putpalette(colours.ravel().tolist())
+    palette.save(tmp_path / "palette.gif")
+    np.testing.assert_array_equal(load_image(tmp_path / "palette.gif"), colours[index])
+
+    frames = [Image.fromarray(np.full((4, 4, 3), value, np.uint8)) for value in (10, 200)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    pixels, notices = read_image(tmp_path / "anim.gif")
+    assert notices and "first frame" in notices[0] and pixels.shape == (4, 4, 3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_image(tmp_path / "anim.gif")
+    assert [w.category for w in caught] == [ImageNotice]
+
+    upright = np.zeros((2, 3, 3), np.uint8)
+    upright[0, 0] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(upright).save(tmp_path / "phone.png", exif=exif)
+    shown = load_image(tmp_path / "phone.png")
+    assert shown.shape == (3, 2, 3) and shown[0, -1, 0] == 255
+
+
+def test_shape_batches_never_stack_different_shapes_and_keep_the_input_order():
+    images = [np.full((4, 6, 3), 0), np.full((6, 4, 3), 1), np.full((4, 6, 3), 2), np.full((4, 6), 3)]
+    batches = []
+
+    def run(batch):
+        batches.append(batch.shape)
+        return [int(row.flat[0]) for row in batch]
+
+    assert map_in_shape_batches(images, run) == [0, 1, 2, 3]
+    assert batches == [(2, 4, 6, 3), (1, 6, 4, 3), (1, 4, 6)]

@@ -1,5 +1,6 @@
 """Serving: the exported SavedModel, version folders, the gRPC client against the loopback
-server (equality with the local model, typed errors, concurrency) and host-side merging."""
+server (equality with the local model, typed errors, pixel limit, batching and load with default
+settings) and host-side merging."""
 
 from __future__ import annotations
 
@@ -23,15 +24,19 @@ from binmap_tf.files import write_png
 from binmap_tf.segment.__main__ import main as segment_main
 from binmap_tf.segment import segment
 from serving import export
+from serving.batching import BatchingOptions, BatchScheduler, QueueFullError
 from serving.client import (
+    DEFAULT_TIMEOUT,
     BinmapClient,
     DeadlineExceededError,
     InvalidInputError,
     ModelNotFoundError,
+    ServerBusyError,
     ServerUnavailableError,
 )
 from serving.protocol import INFO_FILE, WARMUP_FILE, ModelInfo
-from serving.server import LoopbackServer
+from serving.server import DEFAULT_MAX_PIXELS, LoopbackServer
+from serving.server import main as server_main
 
 from conftest import random_itq
 
@@ -247,8 +252,11 @@ def test_server_rejects_bad_inputs(client, server):
         client.predict(np.zeros((1, 64, 96, 3), np.float32))
     with pytest.raises(InvalidInputError, match="at least 16 pixels"):
         client.binary_map(np.zeros((8, 96, 3), np.uint8))
-    with pytest.raises(InvalidInputError, match="Unknown image file format"):
+    with pytest.raises(InvalidInputError, match=r"image_bytes\[0\] is not a JPEG, PNG"):
         client.predict_encoded([b"not an image"])
+    with pytest.raises(InvalidInputError, match="same height and width"):
+        client.predict_encoded([tf.io.encode_png(np.zeros((64, 96, 3), np.uint8)).numpy(),
+                                tf.io.encode_png(np.zeros((64, 80, 3), np.uint8)).numpy()])
     request = predict_pb2.PredictRequest()  # what a client without our checks could send
     request.model_spec.name = "binmap"
     request.inputs["images"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 64, 96, 3), np.float32)))
@@ -263,22 +271,156 @@ def test_server_rejects_bad_inputs(client, server):
         assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
-def test_concurrent_requests_all_answered_correctly(client, mapper):
-    images = [synthetic_image(seed=seed) for seed in range(4)]
-    expected = [mapper(picture).bits for picture in images]
-    answered = []
-    lock = threading.Lock()
+def raw_predict(target: str, tensor) -> grpc.RpcError:
+    """The error of a ``Predict`` call with ``tensor`` as ``images``, sent without the client's checks."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "binmap"
+    request.inputs["images"].CopyFrom(tensor)
+    with grpc.insecure_channel(target) as channel:
+        with pytest.raises(grpc.RpcError) as raised:
+            prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+    return raised.value
 
-    def worker(thread: int) -> None:
-        for request in range(20):
-            index = (thread + request) % len(images)
-            bits = client.binary_map(images[index]).bits
-            with lock:
-                answered.append(bool(np.array_equal(bits, expected[index])))
+
+def test_oversized_request_is_refused_and_the_server_keeps_serving(client, server, mapper, image):
+    photo = np.zeros((3000, 4000, 3), np.uint8)  # 12 MP: within the client's MAX_PIXELS, not the server's limit
+    limit = rf"more than this server's limit of {DEFAULT_MAX_PIXELS} pixels per request \(--max-pixels\); downscale"
+    with pytest.raises(InvalidInputError, match=rf"3000x4000.*{limit}"):
+        client.binary_map(photo)
+    with pytest.raises(InvalidInputError, match=limit):  # read from the file's header, not decoded
+        client.predict_encoded([tf.io.encode_png(photo).numpy()])
+    with pytest.raises(InvalidInputError, match=r"28 image\(s\) of 321x481"):  # the limit counts the whole batch
+        client.predict(np.zeros((28, 321, 481, 3), np.uint8))
+    declared = tf.make_tensor_proto(np.zeros((1, 1, 1, 3), np.uint8))  # a huge shape with no pixel data
+    declared.tensor_shape.dim[1].size, declared.tensor_shape.dim[2].size = 100_000, 100_000
+    declared.tensor_content = b""
+    error = raw_predict(server.target, declared)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "10000000000 pixels" in error.details()
+    wrong_rank = tf.make_tensor_proto(np.zeros((64, 96, 3), np.uint8))
+    error = raw_predict(server.target, wrong_rank)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "must have shape" in error.details()
+    assert_same_map(client.binary_map(image), mapper(image))  # still serving
+
+
+def test_eight_clients_with_default_settings_all_answered_correctly(server, mapper):
+    images = [synthetic_image(seed=seed) for seed in range(4)]  # 64x96: equal sizes, so requests batch
+    expected = [mapper(picture).bits for picture in images]
+
+    def one_client(number: int) -> list[bool]:
+        with BinmapClient(server.target) as own:  # default timeout, its own channel
+            assert own.timeout == DEFAULT_TIMEOUT
+            return [bool(np.array_equal(own.binary_map(images[(number + request) % 4]).bits,
+                                        expected[(number + request) % 4])) for request in range(20)]
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(worker, range(8)))  # re-raises any worker's error
-    assert len(answered) == 8 * 20 and all(answered)
+        answers = [answer for answered in pool.map(one_client, range(8)) for answer in answered]  # re-raises
+    assert len(answers) == 8 * 20 and all(answers)
+
+
+def test_full_queue_answers_resource_exhausted(server, image):
+    scheduler = server.scheduler
+    original_run, original_options = scheduler.run, scheduler.options
+    computing, release = threading.Event(), threading.Event()
+
+    def held(signature, inputs):
+        computing.set()
+        release.wait(60)
+        return original_run(signature, inputs)
+
+    scheduler.run, scheduler.options = held, BatchingOptions(max_batch_size=1, max_enqueued_batches=1)
+    try:
+        with BinmapClient(server.target) as busy, ThreadPoolExecutor(max_workers=2) as pool:
+            first = pool.submit(busy.binary_map, image)
+            assert computing.wait(60)
+            second = pool.submit(busy.binary_map, image)
+            deadline = time.monotonic() + 60
+            while scheduler.queued_images < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            with pytest.raises(ServerBusyError, match="queue is full.*--max-enqueued-batches") as raised:
+                busy.binary_map(image)
+            assert raised.value.retryable
+            release.set()
+            np.testing.assert_array_equal(first.result().bits, second.result().bits)
+    finally:
+        release.set()
+        scheduler.run, scheduler.options = original_run, original_options
+
+
+def doubling_scheduler(gate: threading.Event, batches: list, max_pixels: int = 10**6, **options) -> BatchScheduler:
+    """A scheduler whose ``run`` waits for ``gate``, records each batch's key and size and doubles ``x``."""
+
+    def run(signature: str, inputs: dict) -> dict:
+        gate.wait(30)
+        if (inputs["x"] < 0).any():
+            raise ValueError("negative input")
+        batches.append((signature, inputs["x"].shape[1:], len(inputs["x"])))
+        return {"y": inputs["x"] * 2}
+
+    return BatchScheduler(run, BatchingOptions(batch_timeout_micros=0, **options), max_pixels)
+
+
+@pytest.mark.parametrize("options", [dict(max_batch_size=3), dict(max_batch_size=8, max_pixels=3 * 100)])
+def test_scheduler_merges_equal_sized_requests_up_to_the_limits(options):
+    gate, batches = threading.Event(), []
+    scheduler = doubling_scheduler(gate, batches, **options)
+    scheduler.start()
+    try:
+        def submit(value: int, shape=(10, 10)):
+            return scheduler.submit("s", shape, {"x": np.full((1, *shape), value)}, size=1, pixels=100)
+
+        futures = [submit(0)]
+        while scheduler.queued_images:  # the first request is taken alone, before the others arrive
+            time.sleep(0.001)
+        futures += [submit(1), submit(2), submit(3, shape=(5, 20)), submit(4), submit(5)]
+        gate.set()
+        results = [future.result(timeout=30)["y"] for future in futures]
+    finally:
+        gate.set()
+        scheduler.stop()
+    assert [(shape, size) for _, shape, size in batches] == [((10, 10), 1), ((10, 10), 3), ((5, 20), 1),
+                                                             ((10, 10), 1)]
+    for value, result in enumerate(results):
+        assert result.shape[0] == 1 and (result == 2 * value).all()
+
+
+def test_scheduler_isolates_failures_drops_gone_clients_and_bounds_its_queue():
+    gate, batches = threading.Event(), []
+    scheduler = doubling_scheduler(gate, batches, max_batch_size=4, max_enqueued_batches=1)
+    scheduler.start()
+    try:
+        first = scheduler.submit("s", (1, 1), {"x": np.ones((1, 1, 1))}, size=1, pixels=1)
+        while scheduler.queued_images:
+            time.sleep(0.001)
+        good = scheduler.submit("s", (1, 1), {"x": np.ones((1, 1, 1))}, size=1, pixels=1)
+        bad = scheduler.submit("s", (1, 1), {"x": -np.ones((1, 1, 1))}, size=1, pixels=1)
+        gone = scheduler.submit("s", (1, 1), {"x": np.ones((1, 1, 1))}, size=1, pixels=1, is_active=lambda: False)
+        with pytest.raises(QueueFullError, match="queue is full"):
+            scheduler.submit("s", (1, 1), {"x": np.ones((2, 1, 1))}, size=2, pixels=2)
+        gate.set()
+        assert first.result(timeout=30)["y"].tolist() == [[[2.0]]]
+        assert good.result(timeout=30)["y"].tolist() == [[[2.0]]]  # its batch failed because of `bad`
+        with pytest.raises(ValueError, match="negative input"):
+            bad.result(timeout=30)
+        assert gone.cancelled()
+    finally:
+        gate.set()
+        scheduler.stop()
+
+
+@pytest.mark.parametrize("option, message", [(["--max-pixels", "0"], "max_pixels must be positive"),
+                                             (["--max-batch-size", "0"], "max_batch_size must be at least 1")])
+def test_server_command_line_rejects_bad_limits(version_dir, option, message):
+    with pytest.raises(SystemExit, match=message):
+        server_main(["--model-dir", str(version_dir.parent), "--port", "0", *option])
+
+
+def test_default_timeout_is_the_documented_one():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for doc in ("README.md", "serving/README.md"):
+        text = (root / doc).read_text()
+        assert f"timeout={DEFAULT_TIMEOUT:g}" in text.replace(" ", ""), doc
 
 
 @pytest.mark.parametrize("options", [dict(superpixels="egs", hamming=0, merge="adjacent"),

@@ -23,8 +23,10 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from binmap_tf.backbones.alexnet import assign_weights, build_alexnet, build_alexnet_classifier
-from binmap_tf.weights import detect_format, main, read_weights, weights_path
+from binmap_tf.backbones.alexnet import build_alexnet
+from binmap_tf.backbones.alexnet.network import assign_weights, build_alexnet_classifier
+from binmap_tf.backbones.alexnet.weights import detect_format, read_weights, weights_path
+from binmap_tf.weights import main
 
 CAFFE_MEAN_BGR = np.array([104.0, 117.0, 123.0])
 TORCH_MEAN = np.array([0.485, 0.456, 0.406])
@@ -136,49 +138,72 @@ def write_npz(path: Path, release) -> None:
                       for kind, array in (("weight", w), ("bias", b))})
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
+# The messages of Caffe's src/caffe/proto/caffe.proto (BVLC) that a .caffemodel holds, with
+# that file's own field numbers, built as a protobuf descriptor: the test files are then
+# serialised by the protobuf library itself, independently of the hand-written decoder
+# (binmap_tf.backbones.alexnet.weights), so a misreading of caffe.proto cannot pass on both sides.
+CAFFE_MESSAGES = {
+    "BlobShape": [("dim", 1, "int64", "repeated", None)],
+    "BlobProto": [("shape", 7, "message", "optional", "BlobShape"), ("data", 5, "float", "repeated", None),
+                  ("num", 1, "int32", "optional", None), ("channels", 2, "int32", "optional", None),
+                  ("height", 3, "int32", "optional", None), ("width", 4, "int32", "optional", None)],
+    "LayerParameter": [("name", 1, "string", "optional", None), ("type", 2, "string", "optional", None),
+                       ("bottom", 3, "string", "repeated", None), ("top", 4, "string", "repeated", None),
+                       ("blobs", 7, "message", "repeated", "BlobProto")],
+    "V1LayerParameter": [("bottom", 2, "string", "repeated", None), ("top", 3, "string", "repeated", None),
+                         ("name", 4, "string", "optional", None), ("type", 5, "int32", "optional", None),
+                         ("blobs", 6, "message", "repeated", "BlobProto")],
+    "NetParameter": [("name", 1, "string", "optional", None),
+                     ("layers", 2, "message", "repeated", "V1LayerParameter"),
+                     ("layer", 100, "message", "repeated", "LayerParameter")],
+}
+V1_CONVOLUTION = 4  # V1LayerParameter.LayerType.CONVOLUTION
 
 
-def _message(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+def caffe_message_classes() -> dict:
+    """Python message classes for :data:`CAFFE_MESSAGES` (package ``caffe``, proto2, packed repeats)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-
-def _number(number: int, value: int) -> bytes:
-    return _varint(number << 3) + _varint(value)
-
-
-def _blob(array: np.ndarray, legacy: bool) -> bytes:
-    """BlobProto: shape (BlobShape, packed int64) or legacy num/channels/height/width; packed floats."""
-    data = _message(5, array.astype("<f4").tobytes())
-    if legacy:
-        dims = (1,) * (4 - array.ndim) + array.shape
-        return b"".join(_number(field, dim) for field, dim in zip((1, 2, 3, 4), dims)) + data
-    return _message(7, _message(1, b"".join(_varint(dim) for dim in array.shape))) + data
+    field = descriptor_pb2.FieldDescriptorProto
+    types = {"int64": field.TYPE_INT64, "int32": field.TYPE_INT32, "float": field.TYPE_FLOAT,
+             "string": field.TYPE_STRING, "message": field.TYPE_MESSAGE}
+    proto = descriptor_pb2.FileDescriptorProto(name="binmap_test_caffe.proto", package="caffe", syntax="proto2")
+    for message_name, fields in CAFFE_MESSAGES.items():
+        message = proto.message_type.add(name=message_name)
+        for name, number, kind, label, type_name in fields:
+            entry = message.field.add(name=name, number=number, type=types[kind],
+                                      label=field.LABEL_REPEATED if label == "repeated" else field.LABEL_OPTIONAL)
+            if type_name:
+                entry.type_name = f".caffe.{type_name}"
+            if label == "repeated" and kind in ("int64", "float"):
+                entry.options.packed = True  # [packed = true] in caffe.proto
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"caffe.{name}"))
+            for name in CAFFE_MESSAGES}
 
 
 def write_caffemodel(path: Path, release, legacy: bool) -> None:
-    """NetParameter with ``layer`` (LayerParameter: name 1, type 2, bottom 3, top 4, blobs 7) or
-    legacy ``layers`` (V1LayerParameter: bottom 2, top 3, name 4, type enum 5, blobs 6)."""
+    """A NetParameter with new-style ``layer`` entries, or legacy V1 ``layers`` whose blobs carry
+    num/channels/height/width instead of a BlobShape, serialised by protobuf."""
+    classes = caffe_message_classes()
     weighted = dict(zip(CAFFE_NAMES, release))
     names = ["data", "conv1", "relu1", "norm1", "pool1", "conv2", "relu2", "norm2", "pool2", "conv3", "relu3",
              "conv4", "relu4", "conv5", "relu5", "pool5", "fc6", "relu6", "drop6", "fc7", "relu7", "drop7",
              "fc8", "prob"]
-    parts = [_message(1, b"AlexNet")]
+    net = classes["NetParameter"](name="AlexNet")
     for name in names:
-        blobs = [_blob(array, legacy) for array in weighted.get(name, ())]
         if legacy:
-            layer = _message(2, b"data") + _message(3, name.encode()) + _message(4, name.encode()) + _number(5, 4)
-            parts.append(_message(2, layer + b"".join(_message(6, blob) for blob in blobs)))
+            layer = net.layers.add(name=name, type=V1_CONVOLUTION, bottom=["data"], top=[name])
         else:
-            layer = _message(1, name.encode()) + _message(2, b"Convolution") + _message(4, name.encode())
-            parts.append(_message(100, layer + b"".join(_message(7, blob) for blob in blobs)))
-    path.write_bytes(b"".join(parts))
+            layer = net.layer.add(name=name, type="Convolution", top=[name])
+        for array in weighted.get(name, ()):
+            blob = layer.blobs.add(data=array.astype(np.float32).ravel().tolist())
+            if legacy:
+                blob.num, blob.channels, blob.height, blob.width = (1,) * (4 - array.ndim) + array.shape
+            else:
+                blob.shape.dim.extend(array.shape)
+    path.write_bytes(net.SerializeToString())
 
 
 class _TorchGlobal:

@@ -71,6 +71,9 @@ class Backbone:
     ``(batch, h, w, feature_dim)``; ``geometry`` is in pixels of the resized input, and the
     image is resized by ``scale`` inside the model. ``min_side`` is the smallest side of the
     resized image that yields one grid cell. ``options`` rebuilds the same backbone.
+    ``context`` is the geometry of the deepest layer any output depends on (its stride aligns
+    tiles, its receptive field sets their overlap; see :meth:`BinaryMapper.map_batch`); None
+    when it is ``geometry`` itself.
     """
 
     name: str
@@ -80,6 +83,12 @@ class Backbone:
     min_side: int
     scale: float
     options: dict
+    context: GridGeometry | None = None
+
+    @property
+    def tiling_geometry(self) -> GridGeometry:
+        """Geometry that bounds every output: the largest stride and receptive field of the model."""
+        return self.geometry if self.context is None else self.context
 
     def min_image_side(self) -> int:
         """Smallest side of the *original* image that yields one grid cell."""
@@ -100,29 +109,6 @@ _REGISTRY: dict[str, BackboneSpec] = {}
 
 
 def register_backbone(spec: BackboneSpec) -> BackboneSpec:
-    """Make ``spec`` available by name to :func:`get_backbone` and every CLI."""
+    """Make ``spec`` available by name to :func:`binmap_tf.backbones.get_backbone` and every CLI."""
     _REGISTRY[spec.name] = spec
     return spec
-
-
-def get_backbone(name: str) -> BackboneSpec:
-    """Return the registered backbone ``name`` (e.g. ``"vgg16-hed"``, ``"alexnet"``)."""
-    from binmap_tf import backbones  # noqa: F401  (registers the built-in backbones)
-
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(_REGISTRY)}") from None
-
-
-def build_backbone(name: str, scale: float | None = None, **options) -> Backbone:
-    """Build backbone ``name`` at input ``scale`` (its default when None) with its ``options``."""
-    spec = get_backbone(name)
-    return spec.build(scale=spec.default_scale if scale is None else float(scale), **options)
-
-
-def backbone_names() -> list[str]:
-    """Names of all registered backbones."""
-    from binmap_tf import backbones  # noqa: F401
-
-    return sorted(_REGISTRY)

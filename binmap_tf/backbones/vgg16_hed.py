@@ -112,7 +112,8 @@ def build_vgg16_hed(
             if name in {layer.name for layer in model.layers}:
                 model.get_layer(name).set_weights(values)
     return Backbone(name="vgg16-hed", model=model, geometry=geometry, feature_dim=dim, min_side=16,
-                    scale=scale, options={"features": features, "edges": edges})
+                    scale=scale, options={"features": features, "edges": edges},
+                    context=_block_geometry(5))  # conv5_3 (and HED's dsn5) bound every output
 
 
 def _hed_edges(x_shape_source, block_outputs):

@@ -70,18 +70,23 @@ class BinaryMap:
         """Packed integer code per grid cell (h, w)."""
         return pack_bits(self.bits)
 
-    def cell_index(self) -> np.ndarray:
-        """Flat index (row * w + col) of the nearest grid cell for every image pixel, (H, W)."""
+    def _cell_rows_cols(self) -> tuple[np.ndarray, np.ndarray]:
+        """Grid row of every image row and grid column of every image column."""
         height, width = self.image_shape
         grid_h, grid_w = self.grid_shape
-        rows = self.geometry.pixel_to_cell(height, grid_h, self.scale)
-        cols = self.geometry.pixel_to_cell(width, grid_w, self.scale)
-        return rows[:, None] * grid_w + cols[None, :]
+        return (self.geometry.pixel_to_cell(height, grid_h, self.scale),
+                self.geometry.pixel_to_cell(width, grid_w, self.scale))
+
+    def cell_index(self) -> np.ndarray:
+        """Flat index (row * w + col) of the nearest grid cell for every image pixel, (H, W)."""
+        return self.geometry.cell_index(self.image_shape, self.grid_shape, self.scale)
 
     def pixel_bits(self) -> np.ndarray:
         """Bits of each image pixel's nearest grid cell (H, W, k) uint8."""
-        return self.bits.reshape(-1, self.n_bits)[self.cell_index()]
+        rows, cols = self._cell_rows_cols()
+        return self.bits[rows[:, None], cols[None, :]]
 
     def to_image(self) -> np.ndarray:
         """The map upsampled to the image, as grey (<= 8 bits) or RGB (more bits) uint8."""
-        return codes_to_image(self.codes.reshape(-1)[self.cell_index()], self.n_bits)
+        rows, cols = self._cell_rows_cols()  # colour the grid, then upsample: no per-pixel codes
+        return codes_to_image(self.codes, self.n_bits)[rows[:, None], cols[None, :]]

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("images", nargs="+", help="image files or folders of images")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     cli.add_model_arguments(parser)
-    args = parser.parse_args(argv)
+    args = cli.parse(parser, argv)
     mapper = cli.mapper_from_args(args)
 
     def process(path: Path) -> None:
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         write_png(args.out / f"{path.stem}_binary_map.png", binary_map.to_image())
         write_npy(args.out / f"{path.stem}_binary_map.npy", binary_map.bits)
 
-    return cli.run_batch(cli.collect_images(args.images), process, desc="binary maps")
+    return cli.run_batch(cli.collect_images(args.images), process, desc="binary maps", debug=args.debug)
 
 
 if __name__ == "__main__":

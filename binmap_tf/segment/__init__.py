@@ -9,9 +9,11 @@ codes, the network's edge map and colour) and cuts it at a ``threshold`` or a nu
 
 :func:`segment` runs all four; :func:`segment_with_map` runs (b)-(d) on the host from a
 binary map computed elsewhere (a cache, a TF Serving client, a batch through
-:meth:`~binmap_tf.model.BinaryMapper.map_batch`).
+:meth:`~binmap_tf.model.BinaryMapper.map_batch`). It is the one segmentation pipeline: the
+command line, ``evaluate`` (whose methods are settings of it), the demo, the serving client
+and the batch pipeline all call it.
 
-Command line::
+Command line (:mod:`binmap_tf.segment.__main__`)::
 
     python -m binmap_tf.segment IMAGE_OR_FOLDER... --out DIR [--superpixels egs|slic]
         [--hamming N] [--merge adjacent|global|hierarchy [--threshold T | --segments K]]
@@ -43,19 +45,10 @@ from binmap_tf.hierarchy import (
     build_hierarchy,
     check_segment_count,
 )
+from binmap_tf.images import check_shape
 from binmap_tf.merge import MERGE_MODES, check_merge_options, group_superpixels, superpixel_codes
 from binmap_tf.merge_scorer import MergeScorer, resolve_scorer
-from binmap_tf.superpixels import (
-    EDGE_METHODS,
-    EGS_MIN_SIZE,
-    EGS_SCALE,
-    EGS_SIGMA,
-    SLIC_COMPACTNESS,
-    SLIC_N_SEGMENTS,
-    SUPERPIXEL_METHODS,
-    compute_superpixels,
-    superpixel_params,
-)
+from binmap_tf.superpixels import EDGE_METHODS, compute_superpixels, superpixel_params, working_shape
 
 # Step (d): none (the superpixels are the segments), the flat merges of binmap_tf.merge, or a
 # merge hierarchy cut at one level.
@@ -91,7 +84,9 @@ class SegmentationResult:
     options : dict
         The settings used: ``superpixels``, ``superpixel_params`` (defaults filled in),
         ``hamming``, ``merge`` and, for ``merge="hierarchy"``, ``cut`` (``{"threshold": t}`` or
-        ``{"segments": K}``) and the cues' ``weights``.
+        ``{"segments": K}``) and the cues' ``weights``; ``superpixel_working_shape`` when the
+        image was over :data:`~binmap_tf.superpixels.SUPERPIXEL_MAX_PIXELS` and its superpixels
+        were computed downscaled to that (height, width).
     hierarchy : MergeTree or None
         The merge tree of ``merge="hierarchy"`` (None otherwise): cut it again at any level with
         :meth:`MergeTree.cut` without recomputing anything.
@@ -236,6 +231,9 @@ def segment_with_map(image: np.ndarray, binary_map: BinaryMap | None, superpixel
     superpixels, superpixel_params = first_level(superpixels, superpixel_params, scorer)
     options = resolve_options(superpixels, hamming, merge, superpixel_params, segments, threshold, weights, scorer)
     image_shape = tuple(np.shape(image)[:2])
+    check_shape(image_shape)
+    if working_shape(image_shape) != image_shape:  # recorded with the result, as the warning says
+        options["superpixel_working_shape"] = list(working_shape(image_shape))
     if binary_map is None and merge != "none":
         raise ValueError(f"merge={merge!r} needs the image's binary map; pass one or use merge='none'")
     if binary_map is not None and image_shape != tuple(binary_map.image_shape):
@@ -370,6 +368,7 @@ def segment(image: np.ndarray, mapper: Callable[[np.ndarray], BinaryMap] | None 
     scorer = None if scorer is None else resolve_scorer(scorer)
     level, level_params = first_level(superpixels, superpixel_params, scorer)
     resolve_options(level, hamming, merge, level_params, segments, threshold, weights, scorer)
+    check_shape(np.shape(image)[:2])  # the hard pixel limit, before any stage runs
     timings: dict[str, float] = {}
     needs_edges = merge == "hierarchy" or level in EDGE_METHODS
     if binary_map is None and (merge != "none" or mapper is not None or needs_edges):

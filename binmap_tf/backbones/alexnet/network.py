@@ -5,7 +5,7 @@ conv1 ... conv5 and pool5 as in the classifier, then fc6 as a 6x6x256 -> 4096 va
 vector per 227x227 window (stride 32). ``classifier=True`` adds fc8 as a 1x1 conv
 (``conv8``) and a softmax over the 1000 ImageNet classes as a second output, for checks.
 
-Two layouts, matching the public releases (see :mod:`binmap_tf.weights` to import them):
+Two layouts, matching the public releases (see :mod:`binmap_tf.backbones.alexnet.weights` to import them):
 
 * ``caffe`` (BVLC AlexNet, ``bvlc_alexnet.npy`` / ``.caffemodel``): 96/256/384/384/256
   channels, conv2/4/5 with group=2, LRN after conv1 and conv2 (before the pools), BGR input
@@ -26,7 +26,6 @@ the same weights, a stride-16 grid whose even cells equal the stride-32 grid; us
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -35,11 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from binmap_tf.backbones.base import (
-    Backbone,
-    BackboneSpec,
-    GridGeometry,
     ImagePreprocessing,
-    register_backbone,
     scaled_size,
 )
 
@@ -183,7 +178,7 @@ def build_alexnet_classifier(layout: str = "caffe", scale: float = 1.0, dilated:
     With ``random_weights`` kernels are seeded Glorot-uniform (one seed per layer), so builds
     are reproducible; without, they start at zero, to be overwritten (drawing 61M random numbers
     costs seconds). This two-output model is the one whose ``.weights.h5``
-    :mod:`binmap_tf.weights` writes and reads; the dilated net has the same layers and loads
+    :mod:`binmap_tf.backbones.alexnet.weights` writes and reads; the dilated net has the same layers and loads
     the same file.
     """
     spec = get_layout(layout)
@@ -231,46 +226,3 @@ def assign_weights(model: keras.Model, weights: Mapping[str, Sequence[np.ndarray
             raise ValueError(f"{name}: weights of shapes {given} do not fit the {model.name} layer {expected}")
     for name in names:
         model.get_layer(name).set_weights([np.asarray(array, np.float32) for array in weights[name]])
-
-
-def build_alexnet(
-    scale: float = 3.4,
-    layout: str = "caffe",
-    weights: str | os.PathLike | None = "imported",
-    dilated: bool = False,
-    classifier: bool = False,
-) -> Backbone:
-    """Build the FCN AlexNet: uint8 RGB images -> conv7 features (4096-d, stride 32 or 16).
-
-    ``weights="imported"`` loads ``alexnet_<layout>.weights.h5`` from the cache (written once by
-    ``python -m binmap_tf.weights import FILE``), a path loads any file that command reads,
-    ``None`` keeps seeded random weights (tests, timing). ``classifier=True`` makes the model
-    output ``[conv7, softmax(conv8)]``.
-    """
-    # Imported here, not at the top: binmap_tf.weights itself builds this module's models.
-    from binmap_tf.weights import load_weights_into, resolve_weights
-
-    spec = get_layout(layout)
-    path = None if weights is None else resolve_weights(weights, spec.name)  # fail before building
-    full = build_alexnet_classifier(spec.name, scale=scale, dilated=dilated, random_weights=path is None)
-    if path is not None:
-        load_weights_into(full, path, spec.name)
-    model = full if classifier else keras.Model(full.input, full.outputs[0], name=full.name)
-    return Backbone(
-        name="alexnet",
-        model=model,
-        geometry=GridGeometry.from_layers(spatial_layers(layout, dilated)),
-        feature_dim=FEATURE_DIM,
-        min_side=min_input_side(layout, dilated),
-        scale=scale,
-        options={"layout": layout, "dilated": dilated, "classifier": classifier,
-                 "weights": None if weights is None else str(weights)},
-    )
-
-
-register_backbone(BackboneSpec(
-    name="alexnet",
-    default_scale=3.4,
-    build=build_alexnet,
-    description="the paper's FCN AlexNet, conv7 (4096-d, stride 32); needs imported ImageNet weights",
-))

@@ -1,0 +1,45 @@
+"""One segmentation pipeline: every method of ``evaluate`` is a setting of ``segment``, so the
+two entry points give identical labels (evaluate shares superpixels and trees between methods
+through a StageCache; segment computes each one afresh)."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from binmap_tf.datasets import load_dataset
+from binmap_tf.evaluate import build_mappers, main
+from binmap_tf.map_cache import BinaryMapCache
+from binmap_tf.methods import COUNT_SUFFIX, DEFAULT_VALUES, HIERARCHY_METHODS, parse_method
+from binmap_tf.segment import segment
+
+FLAT_METHODS = ["egs", "slic", "binmap-egs", "binmap-slic", "binmap-egs-ft", "binmap-slic-ft"]
+EVERY_METHOD = FLAT_METHODS + list(HIERARCHY_METHODS) + [name + COUNT_SUFFIX for name in HIERARCHY_METHODS]
+
+
+@pytest.mark.slow
+def test_every_evaluate_method_gives_the_labels_of_segment(tmp_path):
+    out, cache = tmp_path / "eval", tmp_path / "cache"
+    assert main(["--dataset", "bsds500", "--split", "val", "--limit", "3", "--workers", "1", "--save-labels",
+                 "--methods", *EVERY_METHOD, "--out", str(out), "--cache", str(cache)]) == 0
+    methods = [parse_method(name) for name in EVERY_METHOD]
+    args = argparse.Namespace(backbone="vgg16-hed", bits=8, hashing=None, ft_hashing="fine-tuned", scale=None,
+                              precision="fp32", execution="graph", features=None,
+                              verbose=False)
+    maps = {variant: BinaryMapCache(mapper, "bsds500-val", root=cache)
+            for variant, mapper in build_mappers(args, methods).items()}
+    compared = 0
+    for sample in load_dataset("bsds500", "val", limit=3):
+        image = sample.load_image()
+        for method in methods:
+            binary_map = maps[method.map_variant].get(sample.id, image)[0] if method.map_variant else None
+            options = method.segment_options(DEFAULT_VALUES[method.parameter_key])
+            labels = segment(image, binary_map=binary_map, **options).labels
+            saved = np.asarray(Image.open(out / "labels" / method.name / f"{sample.id}.png"))
+            np.testing.assert_array_equal(saved, labels, err_msg=f"{method.name} on {sample.id}")
+            compared += 1
+    assert compared == 3 * len(EVERY_METHOD)
+    assert len(list(cache.rglob("*.npz"))) == 3 * 3  # the maps came from evaluate's cache: no recomputation
