@@ -4,20 +4,19 @@ through a StageCache; segment computes each one afresh)."""
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from binmap_tf.datasets import load_dataset
-from binmap_tf.evaluate import build_mappers, main
+from binmap_tf.evaluate import build_mappers, main, parse_args
 from binmap_tf.map_cache import BinaryMapCache
-from binmap_tf.methods import COUNT_SUFFIX, DEFAULT_VALUES, HIERARCHY_METHODS, parse_method
+from binmap_tf.methods import COUNT_SUFFIX, DEFAULT_VALUES, HIERARCHY_METHODS, LEARNED_METHODS, parse_method
 from binmap_tf.segment import segment
 
 FLAT_METHODS = ["egs", "slic", "binmap-egs", "binmap-slic", "binmap-egs-ft", "binmap-slic-ft"]
-EVERY_METHOD = FLAT_METHODS + list(HIERARCHY_METHODS) + [name + COUNT_SUFFIX for name in HIERARCHY_METHODS]
+EVERY_METHOD = (FLAT_METHODS + list(HIERARCHY_METHODS) + [name + COUNT_SUFFIX for name in HIERARCHY_METHODS]
+                + list(LEARNED_METHODS))
 
 
 @pytest.mark.slow
@@ -26,9 +25,7 @@ def test_every_evaluate_method_gives_the_labels_of_segment(tmp_path):
     assert main(["--dataset", "bsds500", "--split", "val", "--limit", "3", "--workers", "1", "--save-labels",
                  "--methods", *EVERY_METHOD, "--out", str(out), "--cache", str(cache)]) == 0
     methods = [parse_method(name) for name in EVERY_METHOD]
-    args = argparse.Namespace(backbone="vgg16-hed", bits=8, hashing=None, ft_hashing="fine-tuned", scale=None,
-                              precision="fp32", execution="graph", features=None,
-                              verbose=False)
+    args = parse_args(["--out", str(out), "--cache", str(cache)])  # the same model options as the run above
     maps = {variant: BinaryMapCache(mapper, "bsds500-val", root=cache)
             for variant, mapper in build_mappers(args, methods).items()}
     compared = 0
