@@ -110,3 +110,11 @@ def test_shipped_itq_gives_real_binary_map(bsds_image_path):
     # a fitted ITQ spreads the codes: several distinct codes, each bit used somewhere
     assert len(np.unique(binary_map.codes)) >= 4
     assert np.all(binary_map.bits.reshape(-1, 8).max(axis=0) == 1)
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch):
+    import binmap_tf.model as model
+
+    monkeypatch.setattr(model, "has_fast_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="without bfloat16 instructions"):
+        model.build_backbone_at("vgg16-hed", precision="bf16", weights=None)
