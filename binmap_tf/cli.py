@@ -171,22 +171,24 @@ def feature_options(args: argparse.Namespace) -> dict:
     return {"features": args.features} if args.features else {}
 
 
-def mapper_options(args: argparse.Namespace, **backbone_options) -> dict[str, Any]:
+def mapper_options(args: argparse.Namespace, **overrides) -> dict[str, Any]:
     """Keyword arguments of :class:`~binmap_tf.model.BinaryMapper` the model arguments give (plain
-    values, so a worker process can build the same mapper)."""
+    values, so a worker process can build the same mapper); ``overrides`` replace or add some
+    (e.g. ``edges=True``, or another ``hashing``)."""
     return {"backbone": args.backbone, "bits": args.bits, "hashing": args.hashing, "scale": args.scale,
             "precision": args.precision, "execution": args.execution,
             "max_tile_pixels": getattr(args, "max_tile_pixels", DEFAULT_MAX_TILE_PIXELS),
-            **feature_options(args), **backbone_options}
+            **feature_options(args), **overrides}
 
 
-def mapper_from_args(args: argparse.Namespace, **backbone_options):
-    """Build the :class:`~binmap_tf.model.BinaryMapper` the arguments describe; exit with a message on error."""
+def mapper_from_args(args: argparse.Namespace, **overrides):
+    """Build the :class:`~binmap_tf.model.BinaryMapper` the arguments describe (with ``overrides``, as
+    :func:`mapper_options`); exit with a message on error."""
     start_tensorflow(verbose=getattr(args, "verbose", False))
     from binmap_tf.model import BinaryMapper
 
     try:
-        return BinaryMapper(**mapper_options(args, **backbone_options))
+        return BinaryMapper(**mapper_options(args, **overrides))
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
 

@@ -128,21 +128,12 @@ def settings_for(methods: list[Method], sweep: bool, values: dict[str, float]) -
 def build_mappers(args: argparse.Namespace, methods: list[Method]) -> dict:
     """The binary mappers the methods need: ``itq`` (``--hashing``), ``ft`` (``--ft-hashing``) and
     ``edges`` (the default hashing plus HED's edge map, for the hierarchical methods)."""
-    from binmap_tf.cli import feature_options, start_tensorflow
-
-    start_tensorflow(verbose=args.verbose)
-    from binmap_tf.model import BinaryMapper
+    from binmap_tf.cli import mapper_from_args
 
     variants = {method.map_variant for method in methods if method.map_variant}
     hashings = {"itq": args.hashing, "ft": args.ft_hashing, "edges": args.hashing}
-    try:
-        return {variant: BinaryMapper(backbone=args.backbone, bits=args.bits, hashing=hashings[variant],
-                                      scale=args.scale, precision=args.precision, execution=args.execution,
-                                      max_tile_pixels=args.max_tile_pixels, **feature_options(args),
-                                      **({"edges": True} if variant == "edges" else {}))
-                for variant in sorted(variants)}
-    except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from None
+    return {variant: mapper_from_args(args, hashing=hashings[variant], **({"edges": True} if variant == "edges" else {}))
+            for variant in sorted(variants)}
 
 
 def run(args: argparse.Namespace) -> list[ImageResult]:
