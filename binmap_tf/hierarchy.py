@@ -53,9 +53,10 @@ import heapq
 from dataclasses import dataclass
 
 import numpy as np
+
 from binmap_tf.binary_map import BinaryMap
 from binmap_tf.images import as_rgb_uint8
-from binmap_tf.labels import check_labels, connected_groups, sequential_labels
+from binmap_tf.labels import channel_sums, check_labels, connected_groups, sequential_labels
 from binmap_tf.merge import bit_votes, boundary_pixel_pairs, label_pair_keys
 from binmap_tf.merge_features import (
     COLOUR_SCALE,
@@ -273,7 +274,7 @@ def _region_sums(image: np.ndarray | None, superpixels: np.ndarray, binary_map: 
             for start, stop in row_bands(*superpixels.shape):
                 lab = rgb2lab(rgb[start:stop]).reshape(-1, 3)
                 band = superpixels[start:stop].ravel()
-                colour[:n] += np.stack([np.bincount(band, lab[:, c], minlength=n) for c in range(3)], axis=1)
+                colour[:n] += channel_sums(band, lab, n)
     return _Regions(area, votes, colour, histogram)
 
 
@@ -393,7 +394,8 @@ def _live_borders(borders: list[dict[int, _Border] | None]) -> list[tuple[int, i
             for b, border in neighbours.items() if a < b]
 
 
-def _agglomerate(regions: _Regions, pairs: np.ndarray, border_sums: np.ndarray, criterion, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _agglomerate(regions: _Regions, pairs: np.ndarray, border_sums: np.ndarray, criterion, n: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Greedy merging over the adjacency graph: children, heights and the height of every pair.
 
     ``criterion(regions, first, second, border_sums, n_regions)`` scores pairs (the hand-set

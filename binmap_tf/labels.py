@@ -1,5 +1,6 @@
-"""Label-image helpers shared by the superpixels, the merges, the hierarchy and the metrics:
-checking a label image, numbering its labels ``0 .. n-1``, and grouping nodes of a graph."""
+"""Label-image helpers shared by the superpixels, the merges, the hierarchy, the metrics and the
+demo: checking a label image, numbering its labels ``0 .. n-1``, per-region sums, and grouping
+nodes of a graph."""
 
 from __future__ import annotations
 
@@ -48,3 +49,8 @@ def connected_groups(n_nodes: int, edges: np.ndarray) -> np.ndarray:
     graph = sparse.coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])),
                               shape=(n_nodes, n_nodes))
     return connected_components(graph, directed=False)[1].astype(np.int32)
+
+
+def channel_sums(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Per-region sums ``(n, c)`` of per-pixel ``values`` ``(P, c)`` over flat ``labels`` ``(P,)`` in ``0 .. n-1``."""
+    return np.stack([np.bincount(labels, values[:, c], minlength=n) for c in range(values.shape[1])], axis=1)

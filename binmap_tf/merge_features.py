@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from binmap_tf.images import as_rgb_uint8
+from binmap_tf.labels import channel_sums
 
 COLOUR_BINS = 10  # per CIELAB channel
 # Channel ranges of the colour histogram; values outside are clipped into the end bins.
@@ -54,7 +55,7 @@ def region_histograms(image: np.ndarray, labels: np.ndarray, n: int) -> tuple[np
     codes) of every region of ``labels`` (``0 .. n-1``)."""
     lab, colour_bins, texture = pixel_histograms(image)
     flat = labels.ravel().astype(np.int64)
-    lab_sum = np.stack([np.bincount(flat, lab[:, c], minlength=n) for c in range(3)], axis=1)
+    lab_sum = channel_sums(flat, lab, n)
     bins = np.column_stack([colour_bins, texture + 3 * COLOUR_BINS])
     histogram = np.bincount((flat[:, None] * HISTOGRAM_WIDTH + bins).ravel(), minlength=n * HISTOGRAM_WIDTH)
     return lab_sum, histogram.reshape(n, HISTOGRAM_WIDTH).astype(np.float64)

@@ -18,8 +18,9 @@ import numpy as np
 from binmap_tf.binary_map import BinaryMap
 from binmap_tf.files import write_png
 from binmap_tf.images import ImageError, as_rgb_uint8, downscale_to_limit
-from binmap_tf.paths import data_root
+from binmap_tf.labels import channel_sums
 from binmap_tf.outputs import boundary_overlay, label_image_uint16
+from binmap_tf.paths import data_root
 from binmap_tf.segment import SegmentationResult, resolve_options, segment_with_map
 from binmap_tf.superpixels import EGS_SCALE, SLIC_N_SEGMENTS
 
@@ -253,8 +254,7 @@ def average_colours(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
     flat_labels = labels.ravel()
     counts = np.bincount(flat_labels)
     pixels = image.reshape(-1, image.shape[-1]).astype(np.float64)
-    sums = np.stack([np.bincount(flat_labels, weights=pixels[:, channel], minlength=len(counts))
-                     for channel in range(pixels.shape[1])], axis=1)
+    sums = channel_sums(flat_labels, pixels, len(counts))
     means = np.round(sums / np.maximum(counts, 1)[:, None]).astype(np.uint8)
     return means[labels]
 

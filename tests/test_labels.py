@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from binmap_tf.labels import check_labels, connected_groups, sequential_labels
+from binmap_tf.labels import channel_sums, check_labels, connected_groups, sequential_labels
 
 
 def test_sequential_labels_renumber_by_value_and_keep_sequential_ones():
@@ -29,3 +29,8 @@ def test_check_labels_names_the_problem():
         check_labels(np.array([[0, -1]]), "superpixels")
     with pytest.raises(ValueError, match="2-D integer"):
         check_labels(np.zeros((2, 2), np.float32))
+
+
+def test_channel_sums_add_each_channel_per_region():
+    values = np.array([[1.0, 10.0], [2.0, 20.0], [4.0, 40.0]])
+    np.testing.assert_array_equal(channel_sums(np.array([1, 0, 1]), values, 3), [[2, 20], [5, 50], [0, 0]])
