@@ -39,11 +39,13 @@ from tqdm import tqdm
 from binmap_tf.binary_map import BinaryMap
 from binmap_tf.datasets import load_dataset
 from binmap_tf.files import write_json, write_png, write_text
+from binmap_tf.merge_scorer import resolve_scorer
 from binmap_tf.methods import (
     DEFAULT_VALUES,
     HIERARCHY_METHODS,
     LEARNED_METHODS,
     PARAMETER_NAMES,
+    SCORER_METHOD,
     SWEEP_VALUES,
     Method,
     parse_method,
@@ -79,11 +81,13 @@ class ImageResult:
 
 @dataclass(frozen=True)
 class HostOptions:
-    """What the host-side stage needs besides the image: merge options and where to save labels."""
+    """What the host-side stage needs besides the image: merge options, where to save labels, and
+    the scorer file of ``binmap-learned`` (None: the shipped one)."""
 
     hamming: int
     merge: str
     labels_dir: str | None
+    scorer: str | None = None
 
 
 def evaluate_image(sample, maps: dict[str, BinaryMap], cnn_seconds: dict[str, float],
@@ -97,7 +101,7 @@ def evaluate_image(sample, maps: dict[str, BinaryMap], cnn_seconds: dict[str, fl
     # between them, say): each distinct segmentation is scored once.
     scored: dict[bytes, RegionScores] = {}
     for setting in settings:
-        method = parse_method(setting.method)
+        method = parse_method(setting.method, options.scorer)
         binary_map = maps.get(method.map_variant) if method.map_variant else None
         output = run_method(method, setting.value, image, binary_map, stages,
                             hamming=options.hamming, merge=options.merge)
@@ -140,7 +144,7 @@ def run(args: argparse.Namespace) -> list[ImageResult]:
     """Compute maps (cached) in this process and score images in ``args.workers`` processes."""
     from binmap_tf.map_cache import BinaryMapCache, UncachedMaps
 
-    methods = [parse_method(name) for name in args.methods]
+    methods = [parse_method(name, args.scorer) for name in args.methods]
     dataset = load_dataset(args.dataset, split=args.split, root=args.data, limit=args.limit)
     args.split = dataset.split
     settings = settings_for(methods, args.sweep, main_values(args))
@@ -155,7 +159,8 @@ def run(args: argparse.Namespace) -> list[ImageResult]:
         mappers = build_mappers(args, methods) if any(m.map_variant for m in methods) else {}
         caches = {variant: BinaryMapCache(mapper, f"{args.dataset}-{args.split}", root=args.cache)
                   for variant, mapper in mappers.items()}
-    options = HostOptions(args.hamming, args.merge, str(args.out / "labels") if args.save_labels else None)
+    options = HostOptions(args.hamming, args.merge, str(args.out / "labels") if args.save_labels else None,
+                          args.scorer)
     results: list[ImageResult] = []
     pool = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) if args.workers > 1 else None
     futures: list[Future] = []
@@ -238,6 +243,8 @@ def main_settings(summary: dict[Setting, dict], values: dict[str, float]) -> dic
 def main_values(args: argparse.Namespace) -> dict[str, float]:
     """Each parameter's main value (the one without ``--sweep``), keyed like ``SWEEP_VALUES``."""
     values = {**DEFAULT_VALUES, "egs": args.egs_scale, "slic": float(args.slic_segments)}
+    if args.scorer is not None:
+        values[SCORER_METHOD] = resolve_scorer(args.scorer).threshold
     if args.threshold is not None:
         values.update({name: args.threshold for name in (*HIERARCHY_METHODS, *LEARNED_METHODS)})
     return values
@@ -298,6 +305,18 @@ def hierarchy_markdown(figures: dict[str, dict], dataset: str, split: str) -> st
     return "\n".join(lines) + "\n"
 
 
+def check_scorer(path: str, methods: list[str], bits: int) -> None:
+    """Raise ``ValueError`` unless the scorer at ``path`` is used (by :data:`SCORER_METHOD`) and reads
+    ``bits``-bit codes (or none)."""
+    if SCORER_METHOD not in methods:
+        raise ValueError(f"--scorer is the scorer of {SCORER_METHOD}, which --methods does not name")
+    scorer = resolve_scorer(path)
+    if scorer.codes and scorer.n_bits != bits:
+        hashing = scorer.info.get("hashing", "ITQ")
+        raise ValueError(f"the scorer {path} reads {scorer.n_bits}-bit codes of {hashing}; pass --bits "
+                         f"{scorer.n_bits} (and --hashing for a layer other than the fitted ITQ), not --bits {bits}")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse and check the command line: every mistake is a usage error before any model is built."""
     from binmap_tf import cli
@@ -325,13 +344,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ft-hashing", type=cli.hashing_source, default=FINE_TUNED,
                         help="fine-tuned hashing of the -ft methods: an .npz written by python -m binmap_tf.train "
                              "(default: %(default)s, the shipped layer)")
+    parser.add_argument("--scorer", default=None,
+                        help=f"{SCORER_METHOD} with this scorer (.npz written by python -m binmap_tf.train_merge) "
+                             "instead of the shipped one, at its recorded threshold; give the hashing layer it was "
+                             "trained with by --bits / --hashing (default: the shipped scorer)")
     parser.add_argument("--cache", type=Path, default=None, help="binary-map cache (default: $BINMAP_TF_HOME/binary_maps)")
     cli.add_model_arguments(parser)
     parser.add_argument("--serving", metavar="HOST:PORT", default=None,
                         help="get binary maps from a model server (not cached) instead of the local model")
     args = cli.parse(parser, argv, outputs=("out", "cache"))
     try:
-        methods = [parse_method(name) for name in args.methods]
+        methods = [parse_method(name, args.scorer) for name in args.methods]
+        if args.scorer is not None:
+            check_scorer(args.scorer, args.methods, args.bits)
         superpixel_params("egs", scale=args.egs_scale)
         if args.threshold is not None and not 0 <= args.threshold <= 1:
             raise ValueError(f"--threshold is a merge height in [0, 1], got {args.threshold}")

@@ -2,10 +2,13 @@
 
 With the backbone frozen, hconv8 only ever sees the backbone's features; caching them turns an
 epoch over BSDS500 train into seconds of CPU. Each image is one ``.npz`` holding ``features``
-``(h, w, d)`` as float16 (half the disk and memory; conv5_3 activations stay far below
-float16's 65504 limit) under ``cache_home()/features/<feature key>/<namespace>/<image id>.npz``,
-written atomically. The feature key names the backbone's features and input scale (not a
-custom weights file: use another ``root`` for those).
+``(h, w, d)`` as float16 by default (half the disk and memory; conv5_3 activations stay far
+below float16's 65504 limit) or float32 (``dtype="float32"``: exact, so hashing layers applied
+to them give the binary mapper's bits, see :mod:`binmap_tf.feature_maps`) under
+``cache_home()/features/<feature key>[-float32]/<namespace>/<image id>.npz``, written
+atomically. The feature key names the backbone's features and input scale (not a custom
+weights file: use another ``root`` for those). The backbone runs as one traced graph, as
+:class:`~binmap_tf.model.BinaryMapper` runs it.
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ from typing import Protocol
 
 import numpy as np
 
+import tensorflow as tf
+
 from binmap_tf.backbones import Backbone
 from binmap_tf.files import write_npz
+from binmap_tf.images import as_rgb_uint8
 from binmap_tf.model import hashing_key
 from binmap_tf.paths import cache_home
 
@@ -35,30 +41,40 @@ def feature_key(backbone: Backbone) -> str:
     return f"{hashing_key(backbone)}-scale{backbone.scale:g}"
 
 
+FEATURE_DTYPES = ("float16", "float32")
+
+
 class FeatureCache:
-    """Feature grids of named images under ``root/<feature key>/<namespace>/<image id>.npz``.
+    """Feature grids of named images under ``root/<feature key>[-float32]/<namespace>/<image id>.npz``.
 
     ``namespace`` separates image sets whose ids could clash, e.g. ``"bsds500-train"``;
-    ``root`` defaults to ``cache_home()/features``.
+    ``root`` defaults to ``cache_home()/features``; ``dtype`` is ``"float16"`` or ``"float32"``.
     """
 
-    def __init__(self, backbone: Backbone, namespace: str, root: str | os.PathLike | None = None) -> None:
+    def __init__(self, backbone: Backbone, namespace: str, root: str | os.PathLike | None = None,
+                 dtype: str = "float16") -> None:
+        if dtype not in FEATURE_DTYPES:
+            raise ValueError(f"dtype must be one of {FEATURE_DTYPES}, got {dtype!r}")
         self.backbone = backbone
-        self.folder = Path(root or cache_home() / "features") / feature_key(backbone) / namespace
+        self.dtype = dtype
+        key = feature_key(backbone) + ("" if dtype == "float16" else f"-{dtype}")
+        self.folder = Path(root or cache_home() / "features") / key / namespace
+        self._forward = tf.function(lambda images: backbone.model(images, training=False),
+                                    input_signature=[tf.TensorSpec((None, None, None, 3), tf.uint8)])
 
     def path(self, image_id: str) -> Path:
         return self.folder / f"{image_id}.npz"
 
     def get(self, source: ImageSource) -> np.ndarray:
-        """Features ``(h, w, d)`` float16 of ``source``'s image: read from disk, or computed and stored."""
+        """Features ``(h, w, d)`` (:attr:`dtype`) of ``source``'s image: read from disk, or computed and stored."""
         path = self.path(source.id)
         if path.exists():
             with np.load(path) as data:
                 return data["features"]
-        outputs = self.backbone.model(source.load_image()[None], training=False)
+        outputs = self._forward(as_rgb_uint8(source.load_image())[None])
         features = np.asarray(outputs[0] if isinstance(outputs, (list, tuple)) else outputs)[0]
-        features = features.astype(np.float16)
+        features = features.astype(self.dtype)
         if not np.all(np.isfinite(features)):
-            raise ValueError(f"features of {source.id} overflow float16; cache them at another scale")
+            raise ValueError(f"features of {source.id} overflow {self.dtype}; cache them at another scale")
         write_npz(path, features=features)
         return features

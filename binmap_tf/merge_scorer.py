@@ -120,4 +120,11 @@ def resolve_scorer(scorer: MergeScorer | str | os.PathLike) -> MergeScorer:
     if not path.exists():
         raise ValueError(f"merge scorer {scorer!r} is neither a shipped name ({', '.join(SHIPPED_SCORERS)}) "
                          "nor an existing .npz")
+    return _loaded_scorer(str(path.resolve()), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _loaded_scorer(path: str, modified: int) -> MergeScorer:
+    """:func:`load_scorer` once per file version: merge trees are cached per scorer object, so every
+    threshold of a sweep must get the same one."""
     return load_scorer(path)

@@ -17,7 +17,9 @@ every image at the same number of segments instead (parameter ``n_segments``).
 Learned hierarchies (``binmap-learned``, and ``learned-no-codes`` whose scorer never saw the
 codes; :mod:`binmap_tf.merge_scorer`) merge the same superpixels in the order of a scorer
 trained on BSDS500 train; their parameter is also a threshold, by default the one the scorer's
-training chose on BSDS500 val (recorded with the shipped scorer).
+training chose on BSDS500 val (recorded with the shipped scorer). ``binmap-learned`` can take
+another scorer file (``parse_method(name, scorer=path)``, ``evaluate --scorer``), e.g. one
+trained on other codes by ``python -m binmap_tf.train_merge``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 
 from binmap_tf.binary_map import BinaryMap
 from binmap_tf.hierarchy import DEFAULT_THRESHOLD, DEFAULT_WEIGHTS, MergeWeights
-from binmap_tf.merge_scorer import shipped_scorer
+from binmap_tf.merge_scorer import resolve_scorer, shipped_scorer
 from binmap_tf.segment import StageCache, segment_with_map
 from binmap_tf.superpixels import EGS_SCALE, SLIC_N_SEGMENTS
 
@@ -57,6 +59,7 @@ DEFAULT_VALUES.update({name: threshold for name, (_, threshold, _) in HIERARCHY_
 PARAMETER_NAMES.update({name: "threshold" for name in HIERARCHY_METHODS})
 # Learned hierarchies: method name -> shipped scorer; threshold from the scorer's val record.
 LEARNED_METHODS = {"binmap-learned": "learned", "learned-no-codes": "learned-no-codes"}
+SCORER_METHOD = "binmap-learned"  # the learned method that takes another scorer file
 SWEEP_VALUES.update({name: HIERARCHY_THRESHOLDS for name in LEARNED_METHODS})
 DEFAULT_VALUES.update({name: shipped_scorer(scorer).threshold for name, scorer in LEARNED_METHODS.items()})
 PARAMETER_NAMES.update({name: "threshold" for name in LEARNED_METHODS})
@@ -76,7 +79,7 @@ class Method:
     map_variant: str | None  # None: superpixels alone; "itq" or "ft": merge with that map; "edges": ITQ + HED edges
     weights: MergeWeights | None = None  # hierarchical merging with these cues
     by_count: bool = False  # cut the hierarchy at n_segments rather than at a threshold
-    scorer: str | None = None  # hierarchical merging ordered by this shipped learned scorer
+    scorer: str | None = None  # hierarchical merging ordered by this learned scorer (shipped name or .npz)
 
     @property
     def hierarchical(self) -> bool:
@@ -109,12 +112,15 @@ class Method:
         return {"superpixels": self.superpixels, **flat, **self.superpixel_params(value)}
 
 
-def parse_method(name: str) -> Method:
+def parse_method(name: str, scorer: str | None = None) -> Method:
     """``egs``, ``slic``, ``binmap-egs``, ``binmap-slic``, ``binmap-egs-ft``, ``binmap-slic-ft``,
-    or a hierarchical method of ``HIERARCHY_METHODS``, optionally with ``COUNT_SUFFIX``."""
+    a hierarchical method of ``HIERARCHY_METHODS``, optionally with ``COUNT_SUFFIX``, or a learned
+    one of ``LEARNED_METHODS``; ``scorer`` (an ``.npz``) replaces the shipped scorer of
+    :data:`SCORER_METHOD`."""
     if name in LEARNED_METHODS:  # starts from the superpixels its scorer was trained on
-        level = shipped_scorer(LEARNED_METHODS[name]).info["first_level"]["superpixels"]
-        return Method(name, level, "edges", scorer=LEARNED_METHODS[name])
+        source = scorer if scorer is not None and name == SCORER_METHOD else LEARNED_METHODS[name]
+        level = resolve_scorer(source).info["first_level"]["superpixels"]
+        return Method(name, level, "edges", scorer=source)
     base = name.removesuffix(COUNT_SUFFIX)
     if base in HIERARCHY_METHODS:
         return Method(name, "egs", "edges", HIERARCHY_METHODS[base][0], by_count=base != name)

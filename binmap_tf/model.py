@@ -233,7 +233,7 @@ class BinaryMapper:
         """Binary maps of several images; equal-sized images share one forward pass, images over
         ``max_tile_pixels`` run alone on tiles (see :meth:`tile_plan`)."""
         prepared = [self.prepare(image) for image in images]
-        large = [self._too_large(image.shape[:2]) for image in prepared]
+        large = [self.needs_tiles(image.shape[:2]) for image in prepared]
         batched = iter(map_in_shape_batches([image for image, tiled in zip(prepared, large) if not tiled],
                                             self._batch_maps))
         return [self._map_large(image) if tiled else next(batched) for image, tiled in zip(prepared, large)]
@@ -243,8 +243,8 @@ class BinaryMapper:
         outputs = self.forward(batch)
         return [self._binary_map(outputs, row, batch.shape[1:3]) for row in range(len(batch))]
 
-    def _too_large(self, shape: tuple[int, int]) -> bool:
-        """Whether one forward pass over an image of ``shape`` would exceed ``max_tile_pixels``."""
+    def needs_tiles(self, shape: tuple[int, int]) -> bool:
+        """Whether one forward pass over an image of ``shape`` would exceed ``max_tile_pixels`` (it runs on tiles)."""
         if self.max_tile_pixels is None:
             return False
         return scaled_size(shape[0], self.scale) * scaled_size(shape[1], self.scale) > self.max_tile_pixels

@@ -4,7 +4,8 @@
 --loss segment --out DIR`` keeps the backbone frozen and trains only hconv8, starting from ITQ:
 
 1. the backbone's features of every train and validation image are computed once and cached
-   on disk as float16 (:mod:`binmap_tf.feature_cache`), so an epoch takes seconds on a CPU;
+   on disk as float16 (or float32, ``--feature-dtype``; :mod:`binmap_tf.feature_cache`), so an
+   epoch takes seconds on a CPU;
 2. every human annotation is brought onto the feature grid: each cell gets the majority label
    of the pixels it codes for, i.e. the pixels :meth:`GridGeometry.pixel_to_cell` assigns to
    it, the same pixels whose superpixel votes it joins in segmentation; each epoch draws one
@@ -40,7 +41,7 @@ from tqdm import tqdm
 from binmap_tf.backbones import Backbone, GridGeometry
 from binmap_tf.binary_map import BinaryMap
 from binmap_tf.datasets import Dataset
-from binmap_tf.feature_cache import FeatureCache
+from binmap_tf.feature_cache import FEATURE_DTYPES, FeatureCache
 from binmap_tf.files import atomic_path, write_json
 from binmap_tf.hashing import ITQHashing, ITQParams
 from binmap_tf.losses import LOSS_NAMES, make_loss
@@ -76,7 +77,7 @@ def cell_labels(ground_truth: np.ndarray, geometry: GridGeometry, scale: float,
 
 @dataclass(frozen=True)
 class GridExample:
-    """One training image on the feature grid: features ``(h, w, d)`` float16 and the cell
+    """One training image on the feature grid: features ``(h, w, d)`` (float16 or float32) and the cell
     labels of each of its annotations ``(annotations, h, w)`` int32."""
 
     image_id: str
@@ -102,7 +103,8 @@ def make_dataset(examples: list[GridExample], batch_size: int, seed: int, shuffl
     epoch (reproducibly from ``seed``); without, every pass yields the same batches.
     """
     dim = examples[0].features.shape[-1]
-    signature = (tf.TensorSpec((None, None, dim), tf.float16), tf.TensorSpec((None, None, None), tf.int32))
+    signature = (tf.TensorSpec((None, None, dim), tf.as_dtype(examples[0].features.dtype)),
+                 tf.TensorSpec((None, None, None), tf.int32))
     data = tf.data.Dataset.from_generator(lambda: ((e.features, e.labels) for e in examples),
                                           output_signature=signature)
     data = data.apply(tf.data.experimental.assert_cardinality(len(examples))).cache()
@@ -339,6 +341,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--decorrelation-weight", type=float, default=0.1, help="unsupervised: decorrelation weight")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=None, help="feature cache (default: $BINMAP_TF_HOME/features)")
+    parser.add_argument("--feature-dtype", choices=FEATURE_DTYPES, default="float16",
+                        help="features cached as float16 (half the memory) or float32 (the cache "
+                             "binmap_tf.feature_maps fills; default: %(default)s)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     add_model_arguments(parser, runtime=False)
     args = parser.parse_args(argv)
@@ -388,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
 
     clock = time.perf_counter()
     train_examples, val_examples = (
-        grid_examples(dataset, backbone, FeatureCache(backbone, f"{args.dataset}-{dataset.split}", args.cache))
+        grid_examples(dataset, backbone, FeatureCache(backbone, f"{args.dataset}-{dataset.split}", args.cache,
+                                                  args.feature_dtype))
         for dataset in (train_set, val_set))
     validation = PipelineValidation(validation_images(val_set, val_examples), backbone.geometry, backbone.scale,
                                     every=args.eval_every)

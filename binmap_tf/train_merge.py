@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = {key: value for key, value in vars(args).items() if not isinstance(value, Path)}
     info = {
         "name": args.name, "codes": codes, "bits": mapper.bits, "backbone": mapper.backbone.name,
+        # The layer the codes come from: a file name (pass it as --hashing), or the fitted ITQ of --bits.
+        "hashing": Path(args.hashing).name if args.hashing else "ITQ",
         "features": feature_names(mapper.bits, codes), "first_level": {"superpixels": args.first_level, **params},
         "data": {"dataset": args.dataset, "train_split": train_set.split, "train_images": len(train_set),
                  "val_split": val_set.split, "val_images": len(val_set)},

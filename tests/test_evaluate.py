@@ -73,3 +73,25 @@ def test_ft_methods_use_the_shipped_layer_or_the_given_file(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:  # a usage error, found before any model is built
         main(base + ["--out", str(tmp_path / "missing"), "--ft-hashing", str(tmp_path / "missing.npz")])
     assert exit_info.value.code == 2 and "missing.npz" in capsys.readouterr().err
+
+
+def test_binmap_learned_runs_with_a_scorer_file_at_its_threshold(tmp_path, capsys):
+    from binmap_tf.merge_features import feature_names
+    from binmap_tf.merge_scorer import MergeScorer
+    from tests.test_learned_merge import random_scorer
+
+    scorer = random_scorer(len(feature_names(8)))
+    path = tmp_path / "scorer.npz"
+    MergeScorer(scorer.mean, scorer.std, scorer.kernels, scorer.biases,
+                info={"name": "random", "threshold": 0.3, "hashing": "ITQ",
+                      "first_level": {"superpixels": "watershed", "h": 0.05}}).save(path)
+    base = ["--limit", "1", "--workers", "1", "--methods", "binmap-learned", "--scorer", str(path),
+            "--cache", str(tmp_path / "cache")]
+    assert main(base + ["--out", str(tmp_path / "run")]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["binmap-learned"]["value"] == 0.3
+    for extra, message in ((["--bits", "16"], "reads 8-bit codes of ITQ; pass --bits 8"),
+                           (["--methods", "learned-no-codes"], "does not name")):
+        with pytest.raises(SystemExit) as exit_info:  # usage errors, before any model is built
+            main(base + extra + ["--out", str(tmp_path / "bad")])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err

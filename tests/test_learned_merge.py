@@ -10,7 +10,7 @@ from skimage import data
 
 from binmap_tf.hierarchy import MergeTree, MergeWeights, build_hierarchy
 from binmap_tf.merge_features import BORDER_WIDTH, EDGE_BINS, feature_names, histogram_quantiles, pair_features
-from binmap_tf.merge_scorer import MergeScorer, load_scorer, shipped_scorer
+from binmap_tf.merge_scorer import MergeScorer, load_scorer, resolve_scorer, shipped_scorer
 from binmap_tf.merge_training import TrainingImage, collect_pairs, node_segment_counts, pair_labels
 from binmap_tf.methods import DEFAULT_VALUES, parse_method
 from binmap_tf.segment import segment_with_map
@@ -165,3 +165,22 @@ def test_train_merge_runs_end_to_end(tmp_path):
     assert record["data"]["train_images"] == 3 and len(record["rounds"]) == 2
     scorer = load_scorer(out)
     assert scorer.threshold == record["threshold"] and len(scorer.kernels) == 2
+
+
+def test_a_scorer_refuses_maps_of_another_code_length(scene):
+    image, _, binary_map = scene
+    scorer = random_scorer(len(feature_names(24)))
+    scorer = MergeScorer(scorer.mean, scorer.std, scorer.kernels, scorer.biases, n_bits=24, info=scorer.info)
+    with pytest.raises(ValueError, match="trained on 24-bit codes, the map has 8"):
+        segment_with_map(image, binary_map, merge="hierarchy", scorer=scorer, scale=50)
+
+
+def test_binmap_learned_takes_a_scorer_file(tmp_path):
+    scorer = random_scorer(len(feature_names(8)))
+    path = tmp_path / "scorer.npz"
+    MergeScorer(scorer.mean, scorer.std, scorer.kernels, scorer.biases,
+                info={**scorer.info, "first_level": {"superpixels": "egs", "scale": 100.0}}).save(path)
+    method = parse_method("binmap-learned", scorer=str(path))
+    assert method.scorer == str(path) and method.superpixels == "egs"
+    assert resolve_scorer(str(path)) is resolve_scorer(str(path))  # one object: merge trees are cached by it
+    assert parse_method("learned-no-codes", scorer=str(path)).scorer == "learned-no-codes"
