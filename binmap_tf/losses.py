@@ -1,6 +1,6 @@
 """Losses for fine-tuning the ``hconv8`` hashing layer with ``model.fit``.
 
-Both losses read the training model's output ``(b, h, w, 2k)``: the straight-through bits of
+Every loss reads the training model's output ``(b, h, w, 2k)``: the straight-through bits of
 hconv8 (``[..., :k]``, hard {0, 1} forward, hard-tanh surrogate backward) followed by its
 pre-sign activations (``[..., k:]``), and ``y_true`` the ground-truth segment label of every
 grid cell, ``(b, h, w)``, with 0 marking padding (labels start at 1). Every term averages over
@@ -9,6 +9,8 @@ the valid (non-padding) cells of the whole batch, so each loss is one scalar per
 * :class:`SegmentLoss` (supervised): neighbouring cells in the same segment should share a
   code, neighbours in different segments should not, which is exactly what the merge step
   needs (adjacent superpixels with equal codes merge).
+* :class:`RegionLoss` (supervised): what the learned merge reads (regions' mean bits): the
+  mean codes of adjacent segments should differ, cells should keep their segment's code.
 * :class:`UnsupervisedLoss`: ITQ's quantization loss plus bit balance and decorrelation; at the
   layer's initial scale (see :mod:`binmap_tf.train`) ITQ's rotation is its starting optimum.
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-LOSS_NAMES = ("segment", "unsupervised")
+LOSS_NAMES = ("segment", "regions", "unsupervised")
 # Offsets (dy, dx) that visit every unordered pair of 4- or 8-neighbours once.
 NEIGHBOUR_OFFSETS = {4: ((0, 1), (1, 0)), 8: ((0, 1), (1, 0), (1, 1), (1, -1))}
 
@@ -141,6 +143,65 @@ class SegmentLoss(HashingLoss):
 
 
 @keras.saving.register_keras_serializable(package="binmap_tf")
+class RegionLoss(HashingLoss):
+    """Adjacent ground-truth segments with different mean codes, each cell near its segment's mean.
+
+    The learned merge scorer compares two regions by their pixels' mean bits
+    (:mod:`binmap_tf.merge_features`), not cell by cell: a segment's code may vary at its border,
+    as long as the means of two adjacent segments differ. With ``c = tanh(logits / temperature)``
+    and ``m_s`` the mean ``c`` of segment ``s``'s cells (per image),
+
+    ``loss = mean_cells(|c - m_label|^2 / 4) + push_weight * mean_adjacent(max(0, margin - |m_s - m_t|^2 / 4))
+    + balance_weight * balance``
+
+    over the pairs of segments that touch on the grid (8-neighbours). For saturated codes
+    ``|m_s - m_t|^2 / 4`` is the summed squared difference of the two segments' bit fractions, so
+    ``margin`` counts fully flipped bits. Segment labels must be below ``max_segments``.
+    """
+
+    def __init__(self, margin: float = 2.0, push_weight: float = 1.0, temperature: float = 0.2,
+                 balance_weight: float = 0.1, max_segments: int = 512, name: str = "region_loss", **kwargs) -> None:
+        super().__init__(balance_weight=balance_weight, name=name, **kwargs)
+        if margin <= 0 or temperature <= 0:
+            raise ValueError(f"margin and temperature must be > 0, got {margin} and {temperature}")
+        self.margin = float(margin)
+        self.push_weight = float(push_weight)
+        self.temperature = float(temperature)
+        self.max_segments = int(max_segments)
+
+    def terms(self, bits, logits, labels, valid) -> dict:
+        codes = ops.tanh(logits / self.temperature)
+        k = codes.shape[-1]
+        members = ops.one_hot(ops.cast(labels, "int32"), self.max_segments) * valid[..., None]  # (b, h, w, S); void and padding: none
+        flat_members = ops.reshape(members, (ops.shape(members)[0], -1, self.max_segments))
+        flat_codes = ops.reshape(codes, (ops.shape(codes)[0], -1, k))
+        counts = ops.sum(flat_members, axis=1)  # (b, S)
+        means = ops.einsum("bps,bpk->bsk", flat_members, flat_codes) / ops.maximum(counts, 1.0)[..., None]
+        own_mean = ops.einsum("bps,bsk->bpk", flat_members, means)
+        pull = _masked_mean(ops.sum(ops.square(flat_codes - own_mean), axis=-1) / 4.0, ops.sum(flat_members, -1))
+        touching = 0.0
+        for dy, dx in NEIGHBOUR_OFFSETS[8]:
+            first, second = _shifted_pair(members, dy, dx)
+            first = ops.reshape(first, (ops.shape(first)[0], -1, self.max_segments))
+            second = ops.reshape(second, (ops.shape(second)[0], -1, self.max_segments))
+            touching = touching + ops.einsum("bps,bpt->bst", first, second)
+        touching = touching + ops.transpose(touching, (0, 2, 1))
+        adjacent = ops.cast(ops.greater(touching, 0.0), codes.dtype) * (1.0 - ops.eye(self.max_segments))
+        squared = ops.sum(ops.square(means), axis=-1)
+        distance = (squared[:, :, None] + squared[:, None, :] - 2.0 * ops.einsum("bsk,btk->bst", means, means)) / 4.0
+        push = ops.sum(adjacent * ops.relu(self.margin - distance)) / ops.maximum(ops.sum(adjacent), 1.0)
+        return {
+            "pull": (1.0, pull),
+            "push": (self.push_weight, push),
+            "balance": (self.balance_weight, bit_balance(bits, valid)),
+        }
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "margin": self.margin, "push_weight": self.push_weight,
+                "temperature": self.temperature, "max_segments": self.max_segments}
+
+
+@keras.saving.register_keras_serializable(package="binmap_tf")
 class UnsupervisedLoss(HashingLoss):
     """ITQ's objective without labels: quantization + bit balance + bit decorrelation.
 
@@ -174,9 +235,11 @@ class UnsupervisedLoss(HashingLoss):
 
 
 def make_loss(name: str, **options) -> HashingLoss:
-    """The loss ``name`` (``"segment"`` or ``"unsupervised"``) with its keyword ``options``."""
+    """The loss ``name`` (one of :data:`LOSS_NAMES`) with its keyword ``options``."""
     if name == "segment":
         return SegmentLoss(**options)
+    if name == "regions":
+        return RegionLoss(**options)
     if name == "unsupervised":
         return UnsupervisedLoss(**options)
     raise ValueError(f"unknown loss {name!r}; choose one of {LOSS_NAMES}")

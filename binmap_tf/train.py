@@ -14,7 +14,8 @@
 4. the training model is ``features / s -> hconv8``, with ``s`` fixed (see
    :func:`feature_scale`) and only hconv8's kernel and bias trainable; :mod:`binmap_tf.losses`
    gives its loss (``segment``: same code inside a segment, different codes across its
-   boundary; ``unsupervised``: ITQ quantization + bit balance + decorrelation);
+   boundary; ``regions``: adjacent segments with different mean codes, as the learned merge
+   compares regions; ``unsupervised``: ITQ quantization + bit balance + decorrelation);
 5. ``model.fit`` runs with callbacks that score the *whole* pipeline (EGS superpixels merged by
    the current layer's bits) on the validation images, keep the best layer by validation
    covering (ITQ itself, "epoch 0", is the first candidate), stop early and log the history.
@@ -333,9 +334,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--patience", type=int, default=5, help="validation runs without improvement before stopping")
     parser.add_argument("--monitor", choices=MONITORS, default="covering",
                         help="validation figure that picks the epoch (default: %(default)s)")
-    parser.add_argument("--margin", type=float, default=1.0, help="segment: bits kept apart across boundaries")
-    parser.add_argument("--push-weight", type=float, default=1.0, help="segment: weight of the boundary hinge")
-    parser.add_argument("--temperature", type=float, default=0.2, help="segment: codes are tanh(logits / T)")
+    parser.add_argument("--margin", type=float, default=1.0,
+                        help="segment: bits kept apart across boundaries; regions: bits between the mean codes of "
+                             "adjacent segments (default: %(default)s)")
+    parser.add_argument("--push-weight", type=float, default=1.0, help="segment, regions: weight of the hinge")
+    parser.add_argument("--temperature", type=float, default=0.2, help="segment, regions: codes are tanh(logits / T)")
     parser.add_argument("--neighbours", type=int, choices=(4, 8), default=8, help="segment: grid neighbourhood")
     parser.add_argument("--balance-weight", type=float, default=0.1, help="weight of the bit-balance term")
     parser.add_argument("--decorrelation-weight", type=float, default=0.1, help="unsupervised: decorrelation weight")
@@ -356,9 +359,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def loss_options(args: argparse.Namespace) -> dict:
     """Keyword arguments of the chosen loss."""
-    if args.loss == "segment":
-        return {"margin": args.margin, "push_weight": args.push_weight, "temperature": args.temperature,
-                "neighbours": args.neighbours, "balance_weight": args.balance_weight}
+    if args.loss in ("segment", "regions"):
+        options = {"margin": args.margin, "push_weight": args.push_weight, "temperature": args.temperature,
+                   "balance_weight": args.balance_weight}
+        return {**options, "neighbours": args.neighbours} if args.loss == "segment" else options
     return {"balance_weight": args.balance_weight, "decorrelation_weight": args.decorrelation_weight}
 
 

@@ -14,7 +14,7 @@ from binmap_tf.backbones import Backbone, GridGeometry
 from binmap_tf.backbones.base import ImagePreprocessing
 from binmap_tf.feature_cache import FeatureCache, feature_key
 from binmap_tf.hashing import ITQHashing, ITQParams, fit_itq
-from binmap_tf.losses import SegmentLoss, UnsupervisedLoss, bit_balance, make_loss
+from binmap_tf.losses import RegionLoss, SegmentLoss, UnsupervisedLoss, bit_balance, make_loss
 from binmap_tf.model import build_binmap_model
 from binmap_tf.train import (
     GridExample,
@@ -76,7 +76,7 @@ def test_gradients_reach_the_kernel_through_the_straight_through_sign():
     np.testing.assert_allclose(np.asarray(gradient), expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("loss", [SegmentLoss(), UnsupervisedLoss()])
+@pytest.mark.parametrize("loss", [SegmentLoss(), RegionLoss(), UnsupervisedLoss()])
 def test_each_loss_has_a_gradient_on_the_kernel(loss):
     examples = synthetic_examples(2)
     params = fit_itq(stacked_features(examples), bits=4, seed=0)
@@ -105,13 +105,31 @@ def test_segment_loss_is_zero_for_ideal_codes_and_counts_violations():
     assert value([[1, 1], [1, -1], [-1, 1], [-1, -1]]) == pytest.approx(1.0, abs=1e-6)
 
 
+def test_region_loss_compares_the_mean_codes_of_adjacent_segments():
+    labels = np.array([[[1, 1, 2, 2, 3]]], np.float32)  # segments 1-2 and 2-3 touch, 1 and 3 do not
+    loss = RegionLoss(margin=1.0, max_segments=4, balance_weight=0.0)
+
+    def value(signs: list[list[int]]) -> float:
+        logits = 9.0 * np.array([[signs]], np.float32)
+        return float(loss(labels, np.concatenate([(logits >= 0).astype(np.float32), logits], axis=-1)))
+
+    # Adjacent segments one bit apart, every cell at its segment's mean: nothing to fix
+    # (segments 1 and 3 share a code, but they do not touch).
+    assert value([[1, 1], [1, 1], [-1, 1], [-1, 1], [1, 1]]) == pytest.approx(0.0, abs=1e-6)
+    # Segments 1 and 2 with equal codes: one of the two adjacent pairs misses its margin of 1.
+    assert value([[1, 1], [1, 1], [1, 1], [1, 1], [-1, -1]]) == pytest.approx(0.5, abs=1e-6)
+    # A bit flips inside segment 1: its mean is (1, 0), two cells a quarter bit from it (pull 0.1
+    # over 5 cells); the means of 1 and 2 stay a bit and a quarter apart.
+    assert value([[1, 1], [1, -1], [-1, 1], [-1, 1], [1, 1]]) == pytest.approx(0.1, abs=1e-6)
+
+
 def test_bit_balance_measures_the_hard_bits():
     bits = tf.constant([[[[1.0, 1.0], [0.0, 1.0]]]])
     valid = tf.ones((1, 1, 2))
     assert float(bit_balance(bits, valid)) == pytest.approx((0.0 + 1.0) / 2)
 
 
-@pytest.mark.parametrize("name", ["segment", "unsupervised"])
+@pytest.mark.parametrize("name", ["segment", "regions", "unsupervised"])
 def test_a_few_fit_steps_lower_the_loss(name):
     keras.utils.set_random_seed(0)
     examples = synthetic_examples()
