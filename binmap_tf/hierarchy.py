@@ -51,7 +51,7 @@ Why this is written by hand rather than with higra (issue 13, item 4; measured b
   9 ms per 37-threshold sweep, but ``import higra`` (it loads matplotlib) costs 0.5-0.7 s per process;
 * the UCM: higra's saliency on the Khalimsky grid is the same map, 5x slower on BSDS500 images and
   with 5x the peak memory of the banded version below at 12 MP (an explicit pixel graph);
-* the region adjacency (:func:`_border_sums`): the same pairs and sums, 8-15x slower in higra (an
+* the region adjacency (:func:`_border_sums`): the same pairs and sums, 8-16x slower in higra (an
   explicit 8-adjacency graph) and not bounded by row bands.
 
 References
