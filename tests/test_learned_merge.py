@@ -98,7 +98,7 @@ def test_segment_with_map_takes_a_scorer(scene):
     np.testing.assert_array_equal(result.labels, result.hierarchy.cut(threshold=0.5))
     with pytest.raises(ValueError, match="not both"):
         segment_with_map(image, binary_map, merge="hierarchy", scorer=scorer, weights=MergeWeights(edges=1))
-    with pytest.raises(ValueError, match="belong to a merge hierarchy"):
+    with pytest.raises(ValueError, match="belongs to a merge hierarchy"):
         segment_with_map(image, binary_map, merge="adjacent", scorer=scorer)
 
 
