@@ -9,7 +9,14 @@ import pytest
 from skimage import data
 
 from binmap_tf.hierarchy import MergeTree, MergeWeights, build_hierarchy
-from binmap_tf.merge_features import BORDER_WIDTH, EDGE_BINS, feature_names, histogram_quantiles, pair_features
+from binmap_tf.merge_features import (
+    BORDER_WIDTH,
+    EDGE_BINS,
+    feature_names,
+    histogram_quantiles,
+    pair_features,
+    region_histograms,
+)
 from binmap_tf.merge_scorer import MergeScorer, load_scorer, shipped_scorer
 from binmap_tf.merge_training import TrainingImage, collect_pairs, node_segment_counts, pair_labels
 from binmap_tf.methods import DEFAULT_VALUES, parse_method
@@ -68,6 +75,17 @@ def test_histogram_quantiles_of_a_uniform_histogram():
 def scene():
     image = data.astronaut()[::2, ::2]
     return image, egs(image, scale=50), random_map(image)
+
+
+def test_region_histograms_in_row_bands_equal_one_pass(scene):
+    """Bands of 7 rows (each with rows of context for the texture codes) give the sums of one pass."""
+    image, superpixels, _ = scene
+    n = int(superpixels.max()) + 1
+    (lab, histogram), (lab_banded, histogram_banded) = (
+        region_histograms(image, superpixels, n, band_pixels=pixels) for pixels in (image.size, 7 * image.shape[1]))
+    np.testing.assert_array_equal(histogram_banded, histogram)
+    np.testing.assert_allclose(lab_banded, lab, rtol=1e-12)
+    assert histogram.sum() == 4 * superpixels.size  # 3 colour channels + 1 texture code per pixel
 
 
 @pytest.mark.parametrize("codes", [True, False])
