@@ -333,14 +333,15 @@ def run_batch(paths: list[Path], process: Callable[[Path], None], desc: str, deb
     return 0
 
 
-def served_mapper(target: str, verbose: bool = False) -> Callable:
-    """A connected client of the model server at ``target`` (:func:`serving.client.connect`); exit with
-    its message when the server cannot be reached. Only command lines call this: the library itself
+def served_mapper(target: str, verbose: bool = False, edges: bool = False) -> Callable:
+    """A connected client of the model server at ``target`` (:func:`serving.client.connect`), whose maps
+    carry the edge map when ``edges`` (the merge hierarchy needs it); exit with its message when the
+    server cannot be reached or serves no edge map. Only command lines call this: the library itself
     never imports ``serving``."""
     start_tensorflow(verbose)
     from serving.client import ServingError, connect
 
     try:
-        return connect(target)
+        return connect(target, edges=edges)
     except ServingError as error:
         raise SystemExit(f"error: {error}") from None

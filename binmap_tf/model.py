@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from binmap_tf.backbones import Backbone, build_backbone
-from binmap_tf.binary_map import BinaryMap
+from binmap_tf.binary_map import BinaryMap, edges_at
 from binmap_tf.hardware import has_fast_bf16
 from binmap_tf.hashing import ITQHashing, ITQParams, load_itq
 from binmap_tf.geometry import scaled_size
@@ -293,7 +293,7 @@ class BinaryMapper:
                 if "edges" in tile:
                     if edges is None:
                         edges = np.zeros(image.shape[:2], np.float32)
-                    tile_edges = _resize_to(tile["edges"][0, ..., 0], (row.stop - row.start, col.stop - col.start))
+                    tile_edges = edges_at(tile["edges"][0, ..., 0], (row.stop - row.start, col.stop - col.start))
                     (rows_at, rows_in), (cols_at, cols_in) = row.pixels(), col.pixels()
                     edges[rows_at, cols_at] = tile_edges[rows_in, cols_in]
             bits_rows.append(np.concatenate(bits_blocks, axis=1))
@@ -309,7 +309,7 @@ class BinaryMapper:
                     scale: float | None = None) -> BinaryMap:
         edges = outputs.get("edges")
         if edges is not None:
-            edges = _resize_to(edges[row, ..., 0], image_shape)
+            edges = edges_at(edges[row, ..., 0], image_shape)
         return BinaryMap(bits=outputs["bits"][row], logits=outputs["logits"][row],
                          geometry=self.backbone.geometry, scale=self.scale if scale is None else scale,
                          image_shape=tuple(image_shape), edges=edges)
@@ -323,11 +323,3 @@ def _forward_function(model: keras.Model, execution: str) -> Callable[[np.ndarra
     return tf.function(lambda images: model(images, training=False), jit_compile=execution == "xla",
                        input_signature=[tf.TensorSpec((None, None, None, 3), tf.uint8)])
 
-
-def _resize_to(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a 2-D map to ``shape`` (no-op when it already has it)."""
-    if array.shape == tuple(shape):
-        return array
-    from skimage.transform import resize
-
-    return resize(array, shape, order=1, preserve_range=True).astype(np.float32)

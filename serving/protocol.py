@@ -5,6 +5,12 @@ image, the content of ``<version>/assets.extra/binmap.json``), so a client alway
 grid geometry of the very version that computed the map, even while the server switches
 versions, and needs no second request. A separate constant-only signature would not do: TF
 Serving's server-side batching needs at least one batched input and batched outputs.
+
+The edge map (HED's boundary probability, which the merge hierarchy and its learned scorer
+read) has signatures of its own, ``with_edges`` and ``encoded_with_edges``: float32 at the
+input's resolution, it is about 20 times the bytes of the codes (617 KB against 28 KB for a
+321x481 image), so a client that merges by codes alone keeps using ``serving_default`` and
+neither receives nor computes it.
 """
 
 from __future__ import annotations
@@ -17,10 +23,16 @@ from binmap_tf.geometry import GridGeometry
 DEFAULT_MODEL_NAME = "binmap"
 IMAGES_SIGNATURE = "serving_default"  # images: uint8 [batch, height, width, 3]
 ENCODED_SIGNATURE = "encoded"  # image_bytes: string [batch] of JPEG/PNG/BMP/GIF files
+EDGES_SIGNATURE = "with_edges"  # as serving_default, plus the edge map
+ENCODED_EDGES_SIGNATURE = "encoded_with_edges"  # as encoded, plus the edge map
+# (encoded input, with edges) -> signature name.
+SIGNATURES = {(False, False): IMAGES_SIGNATURE, (True, False): ENCODED_SIGNATURE,
+              (False, True): EDGES_SIGNATURE, (True, True): ENCODED_EDGES_SIGNATURE}
 IMAGES_INPUT = "images"
 ENCODED_INPUT = "image_bytes"
 MAP_OUTPUTS = ("bits", "codes", "logits")
 GEOMETRY_OUTPUT = "geometry"
+EDGES_OUTPUT = "edges"  # float32 [batch, height, width]: the backbone's edge probability, full precision
 INFO_FILE = "binmap.json"  # in <version>/assets.extra/
 WARMUP_FILE = "tf_serving_warmup_requests"  # in <version>/assets.extra/, read by TF Serving
 BIT_ORDER = "msb-first"  # codes = sum_j bits[j] << (k - 1 - j), as binmap_tf.binary_map.pack_bits

@@ -142,9 +142,6 @@ def test_cli_help_and_bad_options(capsys):
         main(["--help"])
     assert exit_info.value.code == 0 and "--model-server" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
-        main(["--input", "x/*.jpg", "--out", "o", "--merge", "hierarchy", "--model-server", "localhost:1"])
-    assert exit_info.value.code == 2 and "no edge map" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exit_info:
         main(["--input", "x/*.jpg", "--out", "o", "--cnn-workers", "0"])
     assert exit_info.value.code == 2 and "expected an integer >= 1, got 0" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from binmap_tf import cli
+from binmap_tf.segment import needs_edges
 
 
 def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
@@ -49,9 +50,6 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, A
                              "%(default)s)")
     args = cli.parse(parser, argv)
     options = cli.segment_options(parser, args, served=bool(args.model_server))
-    if args.model_server and args.merge == "hierarchy":
-        parser.error("a served model returns no edge map, which --merge hierarchy needs; run it without "
-                     "--model-server")
     return args, options
 
 
@@ -67,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     args, options = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.model_server:
-        cli.served_mapper(args.model_server, args.verbose).close()  # fail now, with the client's message, if unreachable
+        # Fail now, with the client's message, if unreachable or without the edge map the options need.
+        cli.served_mapper(args.model_server, args.verbose, needs_edges(options["superpixels"], options["merge"])).close()
         model = ModelSpec(server=args.model_server)
     else:
         model = ModelSpec(cli.mapper_options(args))
