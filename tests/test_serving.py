@@ -200,6 +200,10 @@ def test_export_command_line(tmp_path, capsys):
     assert export.main(["--out", str(tmp_path), "--no-warmup"]) == 0  # real vgg16-hed, shipped ITQ
     assert capsys.readouterr().out.strip() == str(tmp_path / "1")
     assert ModelInfo.from_json((tmp_path / "1" / "assets.extra" / INFO_FILE).read_text()).bits == 8
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel.FromString((tmp_path / "1" / "saved_model.pb").read_bytes())
+    assert set(SIGNATURES) <= set(proto.meta_graphs[0].signature_def)  # vgg16-hed: exported with its edge map
     with pytest.raises(SystemExit, match="version 1 is taken"):
         export.main(["--out", str(tmp_path), "--version", "1"])
 

@@ -1,0 +1,92 @@
+"""The merge hierarchy on served maps, on real BSDS500 images with the real model (vgg16-hed with
+HED's weights, the shipped 8-bit ITQ, exported with its edge map): ``segment --serving``,
+``evaluate --serving`` and the demo's served source give labels identical to their local runs,
+the learned scorer (whose first level is a watershed of the edge map) and the hand-set cues alike."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from binmap_tf.datasets import load_dataset
+from binmap_tf.evaluate import main as evaluate_main
+from binmap_tf.model import BinaryMapper
+from binmap_tf.segment import segment_with_map
+from binmap_tf.segment.__main__ import main as segment_main
+from serving import export
+from serving.server import LoopbackServer
+
+pytestmark = pytest.mark.slow  # the real VGG16 on 321x481 images, served and local
+
+HIERARCHIES = (("--merge", "hierarchy", "--scorer", "learned"), ("--merge", "hierarchy"))
+
+
+@pytest.fixture(scope="module")
+def local_mapper() -> BinaryMapper:
+    """The mapper ``segment`` builds for the hierarchy: the default model with HED's edge map."""
+    return BinaryMapper(edges=True)
+
+
+@pytest.fixture(scope="module")
+def server(local_mapper, tmp_path_factory):
+    version = export.export_model(local_mapper, tmp_path_factory.mktemp("models") / "binmap", warmup=False)
+    with LoopbackServer(version.parent, warmup=False) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return load_dataset("bsds500", "test", limit=2)
+
+
+def test_segment_command_line_served_equals_local(server, samples, tmp_path):
+    paths = [str(sample.image_path) for sample in samples]
+    for number, options in enumerate(HIERARCHIES):
+        served, local = tmp_path / f"served{number}", tmp_path / f"local{number}"
+        assert segment_main([*paths, "--out", str(served), "--serving", server.target, *options]) == 0
+        assert segment_main([*paths, "--out", str(local), *options]) == 0
+        for sample in samples:
+            labels = np.load(served / f"{sample.id}_labels.npy")
+            np.testing.assert_array_equal(labels, np.load(local / f"{sample.id}_labels.npy"), err_msg=str(options))
+            served_record, local_record = (json.loads((folder / f"{sample.id}.json").read_text())
+                                           for folder in (served, local))
+            assert served_record["serving"] == server.target
+            assert {key: served_record[key] for key in ("n_segments", "n_superpixels", "superpixels", "merge")} == \
+                {key: local_record[key] for key in ("n_segments", "n_superpixels", "superpixels", "merge")}
+        assert served_record["superpixels"] == ("watershed" if "learned" in options else "egs")
+
+
+def test_evaluate_served_equals_local(server, tmp_path):
+    methods = ["binmap-learned", "binmap-hier", "binmap-egs"]  # edges and codes alone: one request per image
+    common = ["--dataset", "bsds500", "--split", "test", "--limit", "1", "--workers", "1", "--save-labels",
+              "--methods", *methods]
+    assert evaluate_main([*common, "--serving", server.target, "--out", str(tmp_path / "served")]) == 0
+    assert evaluate_main([*common, "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "local")]) == 0
+    image_id = load_dataset("bsds500", "test", limit=1)[0].id
+    for method in methods:
+        served, local = (np.asarray(Image.open(tmp_path / run / "labels" / method / f"{image_id}.png"))
+                         for run in ("served", "local"))
+        np.testing.assert_array_equal(served, local, err_msg=method)
+    served, local = (json.loads((tmp_path / run / "summary.json").read_text()) for run in ("served", "local"))
+    for method in methods:
+        for figure in ("covering", "pri", "voi", "seg_iou", "mean_segments"):
+            assert served[method][figure] == local[method][figure], (method, figure)
+
+
+def test_demo_served_source_equals_local(server, local_mapper, samples):
+    from demo.pipeline import LocalMappers, ServedMaps, Settings, segment_upload
+
+    image = samples[0].load_image()
+    served_source = ServedMaps(server.target)
+    local_source = LocalMappers(build=lambda bits: local_mapper, bits_choices=(8,))
+    served = segment_upload(image, Settings(merge="hierarchy", bits=None), served_source)
+    local = segment_upload(image, Settings(merge="hierarchy", bits=8), local_source)
+    np.testing.assert_array_equal(served.result.labels, local.result.labels)
+    served_map, local_map = served.cache.maps[None], local.cache.maps[8]
+    np.testing.assert_array_equal(served_map.edges, local_map.edges)
+    learned = [segment_with_map(image, binary_map, merge="hierarchy", scorer="learned").labels
+               for binary_map in (served_map, local_map)]  # the learned scorer on the demo's cached maps
+    np.testing.assert_array_equal(*learned)
