@@ -166,6 +166,14 @@ def add_model_arguments(parser: argparse.ArgumentParser, runtime: bool = True) -
                              "about 1.3 GB peak)")
 
 
+def add_server_argument(parser: argparse.ArgumentParser, flag: str = "--serving", instead: str = "locally") -> None:
+    """Add ``flag`` (``HOST:PORT``): binary maps from a model server instead of the model options."""
+    parser.add_argument(flag, metavar="HOST:PORT", default=None,
+                        help="compute binary maps on a model server (TF Serving or python -m serving.server) "
+                             f"instead of {instead}, with its edge map when the options need it; the served model "
+                             "then replaces the model options above")
+
+
 def feature_options(args: argparse.Namespace) -> dict:
     """Backbone keyword options given on the command line (``--features``)."""
     return {"features": args.features} if args.features else {}

@@ -31,9 +31,7 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, A
     parser.add_argument("--overwrite", action="store_true", help="segment again images whose outputs exist")
     cli.add_segment_arguments(parser)
     cli.add_model_arguments(parser)
-    parser.add_argument("--model-server", metavar="HOST:PORT", default=None,
-                        help="compute binary maps on a model server (TF Serving or python -m serving.server) "
-                             "instead of in the workers; the served model replaces the model options above")
+    cli.add_server_argument(parser, "--model-server", instead="in the workers")
     engine = parser.add_argument_group("workers (Ray)")
     cores = os.cpu_count() or 1
     engine.add_argument("--address", default=None,

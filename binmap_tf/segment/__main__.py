@@ -23,9 +23,7 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, A
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     cli.add_segment_arguments(parser)
     cli.add_model_arguments(parser)
-    parser.add_argument("--serving", metavar="HOST:PORT", default=None,
-                        help="compute binary maps on a model server (TF Serving or python -m serving.server) "
-                             "instead of locally; the served model then replaces the model options above")
+    cli.add_server_argument(parser)
     args = cli.parse(parser, argv)
     options = cli.segment_options(parser, args, served=bool(args.serving))
     return args, options
