@@ -10,7 +10,8 @@ the CNN and building the ``BinaryMap``. Latencies are measured with a long deadl
 cut off; ``over_default_timeout`` counts those that the client's default deadline would have
 failed. With ``--edges`` the clients ask for HED's edge map too (the ``with_edges`` signature,
 what the merge hierarchy needs). ``signatures`` records each signature's response size and
-median round trip, the signatures taking turns (``--signature-rounds`` requests each). Writes JSON and prints a table. Server and clients share the machine, as over loopback
+median round trip, the signatures taking turns (``--signature-rounds`` requests each). Writes
+JSON and prints a table. Server and clients share the machine, as over loopback
 they must; the 1-minute load average before each setting is recorded, as other jobs may share it.
 """
 
@@ -169,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=8, help="distinct BSDS500 test images sent (default: %(default)s)")
     parser.add_argument("--edges", action="store_true", help="clients ask for the edge map too (with_edges)")
     parser.add_argument("--signature-rounds", type=int, default=5,
-                        help="requests per signature, taking turns, for their sizes and latencies (default: %(default)s)")
+                        help="requests per signature, taking turns, for their sizes and latencies "
+                             "(default: %(default)s)")
     cli.add_model_arguments(parser)
     args = parser.parse_args(argv)
     images = bsds_images(args.images)

@@ -24,7 +24,6 @@ When the backbone has an edge map (``vgg16-hed``; the command line builds it wit
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import shutil
 import tempfile
@@ -94,7 +93,7 @@ def edge_options(backbone: str) -> dict[str, bool]:
     the command line exports it and the merge hierarchy can run on served maps; else ``{}``."""
     from binmap_tf.backbones import get_backbone
 
-    return {"edges": True} if "edges" in inspect.signature(get_backbone(backbone).build).parameters else {}
+    return {"edges": True} if get_backbone(backbone).has_edges else {}
 
 
 def has_edges(mapper: BinaryMapper) -> bool:
@@ -138,7 +137,8 @@ def build_archive(mapper: BinaryMapper) -> keras.export.ExportArchive:
 def signatures(edges: bool) -> list[tuple[str, bool, bool]]:
     """``(name, encoded input, with edges)`` of the exported signatures: all four for a model with an
     edge map (``edges``), else the two without."""
-    return [(name, encoded, with_edges) for (encoded, with_edges), name in SIGNATURES.items() if edges or not with_edges]
+    return [(name, encoded, with_edges) for (encoded, with_edges), name in SIGNATURES.items()
+            if edges or not with_edges]
 
 
 def warmup_requests(model_name: str = DEFAULT_MODEL_NAME, edges: bool = True) -> list[PredictRequest]:

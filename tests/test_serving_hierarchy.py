@@ -5,6 +5,7 @@ the learned scorer (whose first level is a watershed of the edge map) and the ha
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -14,14 +15,13 @@ from PIL import Image
 from binmap_tf.datasets import load_dataset
 from binmap_tf.evaluate import main as evaluate_main
 from binmap_tf.model import BinaryMapper
-from binmap_tf.segment import segment_with_map
 from binmap_tf.segment.__main__ import main as segment_main
 from serving import export
 from serving.server import LoopbackServer
 
 pytestmark = pytest.mark.slow  # the real VGG16 on 321x481 images, served and local
 
-HIERARCHIES = (("--merge", "hierarchy", "--scorer", "learned"), ("--merge", "hierarchy"))
+HIERARCHIES = (("--merge", "hierarchy", "--scorer", "learned"), ("--merge", "hierarchy", "--scorer", "hand-set"))
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +82,15 @@ def test_demo_served_source_equals_local(server, local_mapper, samples):
     image = samples[0].load_image()
     served_source = ServedMaps(server.target)
     local_source = LocalMappers(build=lambda bits: local_mapper, bits_choices=(8,))
-    served = segment_upload(image, Settings(merge="hierarchy", bits=None), served_source)
-    local = segment_upload(image, Settings(merge="hierarchy", bits=8), local_source)
-    np.testing.assert_array_equal(served.result.labels, local.result.labels)
-    served_map, local_map = served.cache.maps[None], local.cache.maps[8]
-    np.testing.assert_array_equal(served_map.edges, local_map.edges)
-    learned = [segment_with_map(image, binary_map, merge="hierarchy", scorer="learned").labels
-               for binary_map in (served_map, local_map)]  # the learned scorer on the demo's cached maps
-    np.testing.assert_array_equal(*learned)
+    served_cache = local_cache = None
+    # The demo's default (the learned hierarchy on the watershed), then the hand-set cues on EGS from
+    # the cached maps: the served map carries the edges, so switching does not ask the server again.
+    for settings in (Settings(), Settings(superpixels="egs", scorer="hand-set", segments=20)):
+        served = segment_upload(image, dataclasses.replace(settings, bits=None), served_source, served_cache)
+        local = segment_upload(image, settings, local_source, local_cache)
+        assert (served.result.options["merge"], served.result.options.get("scorer")) == \
+            ("hierarchy", "learned" if settings.scorer == "learned" else None)
+        np.testing.assert_array_equal(served.result.labels, local.result.labels, err_msg=settings.scorer)
+        served_cache, local_cache = served.cache, local.cache
+    assert served.cnn_seconds is None  # the second setting reused the served map
+    np.testing.assert_array_equal(served_cache.maps[None].edges, local_cache.maps[8].edges)

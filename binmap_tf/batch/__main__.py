@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.model_server:
         # Fail now, with the client's message, if unreachable or without the edge map the options need.
-        cli.served_mapper(args.model_server, args.verbose, needs_edges(options["superpixels"], options["merge"])).close()
+        edges = needs_edges(options["superpixels"], options["merge"])
+        cli.served_mapper(args.model_server, args.verbose, edges).close()
         model = ModelSpec(server=args.model_server)
     else:
         model = ModelSpec(cli.mapper_options(args))

@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import inspect
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -236,11 +235,9 @@ def first_level(superpixels: str | None, params: dict[str, Any], scorer: MergeSc
 def needs_edges(superpixels: str | None, merge: str | None) -> bool:
     """Whether segmenting with these options reads the map's edge map (a mapper with ``edges=True``,
     locally or served): the merge hierarchy's cues and the learned scorer's features do, and so does a
-    first level computed from the edges. ``merge`` None stands for :func:`segment`'s default;
+    first level computed from the edges. ``merge`` None stands for :data:`DEFAULT_MERGE`;
     ``superpixels`` None for the default first level (a scorer's comes with the hierarchy)."""
-    if merge is None:
-        merge = inspect.signature(segment).parameters["merge"].default
-    return merge == "hierarchy" or superpixels in EDGE_METHODS
+    return (DEFAULT_MERGE if merge is None else merge) == "hierarchy" or superpixels in EDGE_METHODS
 
 
 def resolve_options(superpixels: str, hamming: int, merge: str, params: dict[str, Any],
