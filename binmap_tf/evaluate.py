@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> list[ImageResult]:
         from binmap_tf.cli import served_mapper
 
         variants = {method.map_variant for method in methods if method.map_variant}
-        served = UncachedMaps(served_mapper(args.serving, args.verbose, edges="edges" in variants))
+        served = UncachedMaps(served_mapper(args.serving, args.verbose, "edges" in variants, args.max_tile_pixels))
         caches = {variant: served for variant in variants}
     else:
         mappers = build_mappers(args, methods) if any(m.map_variant for m in methods) else {}

@@ -23,7 +23,8 @@ from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from binmap_tf.binary_map import BinaryMap, edges_at
-from binmap_tf.images import ImageError, as_rgb_uint8, check_size, map_in_shape_batches
+from binmap_tf.images import MAX_PIXELS, ImageError, as_rgb_uint8, check_size, map_in_shape_batches
+from binmap_tf.tiling import DEFAULT_MAX_TILE_PIXELS, over_tile_budget, plan_tiles, stitch_tiles
 from serving.protocol import (
     BIT_ORDER,
     DEFAULT_MODEL_NAME,
@@ -101,19 +102,22 @@ def _model_info(text: bytes) -> ModelInfo:
     return info
 
 
-def _prepare(image: np.ndarray) -> np.ndarray:
+def _prepare(image: np.ndarray, max_pixels: int) -> np.ndarray:
     """``image`` as uint8 RGB (H, W, 3), or :class:`InvalidInputError` naming the problem."""
     try:
         rgb = as_rgb_uint8(image)
-        check_size(rgb, max_pixels=SERVED_MAX_PIXELS)
+        check_size(rgb, max_pixels=max_pixels)
     except ImageError as error:
         raise InvalidInputError(str(error)) from error
     return rgb
 
 
-# A served model runs each image in one pass (no tiles), so the client keeps the limit under
-# which one pass fits in memory.
+# An image sent whole (max_tile_pixels=None) is one pass on the server, so the client keeps the
+# limit under which one pass fits in memory; sent in tiles, images go up to the package's limit.
 SERVED_MAX_PIXELS = 4096 * 4096
+# Side of the blank image whose response gives a client the served model's geometry before its
+# first tiled image (every backbone takes it: alexnet at scale 3.4 needs 67 pixels).
+PROBE_SIDE = 256
 
 
 class BinmapClient:
@@ -134,19 +138,30 @@ class BinmapClient:
         Ask for HED's edge map too (the ``with_edges`` signature), as ``BinaryMapper(edges=True)``
         does locally: the merge hierarchy needs it. Off by default: it is about 20 times the bytes
         of the codes.
+    max_tile_pixels : int or None
+        An image whose resized pixels exceed this is sent in overlapping tiles, one request each,
+        and their maps are stitched as :class:`~binmap_tf.model.BinaryMapper` stitches its passes:
+        served and local maps then agree for every size, and no request exceeds the budget (the
+        server's ``--max-pixels``). Default the local one, 1 MP; None sends every image whole
+        (up to :data:`SERVED_MAX_PIXELS`), for a server with the memory for it.
 
     The client is thread-safe; a call may be used as ``mapper`` of :func:`binmap_tf.segment.segment`.
     """
 
     def __init__(self, target: str = "localhost:8500", model: str = DEFAULT_MODEL_NAME,
-                 version: int | None = None, timeout: float = DEFAULT_TIMEOUT, edges: bool = False) -> None:
+                 version: int | None = None, timeout: float = DEFAULT_TIMEOUT, edges: bool = False,
+                 max_tile_pixels: int | None = DEFAULT_MAX_TILE_PIXELS) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
+        if max_tile_pixels is not None and max_tile_pixels < 1:
+            raise ValueError(f"max_tile_pixels must be a positive number of pixels or None, got {max_tile_pixels}")
         self.target = target
         self.model = model
         self.version = version
         self.timeout = float(timeout)
         self.edges = edges
+        self.max_tile_pixels = max_tile_pixels
+        self._info: ModelInfo | None = None  # the served model's, from the latest response
         self._channel = grpc.insecure_channel(target, options=GRPC_OPTIONS)
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
 
@@ -160,10 +175,40 @@ class BinmapClient:
         return self.binary_maps([image], edges)[0]
 
     def binary_maps(self, images: Sequence[np.ndarray], edges: bool | None = None) -> list[BinaryMap]:
-        """Binary maps of several images; equal-sized images share one request (one batch)."""
+        """Binary maps of several images; equal-sized images share one request (one batch), images
+        over ``max_tile_pixels`` are sent in tiles."""
         edges = self.edges if edges is None else edges
-        return map_in_shape_batches([_prepare(image) for image in images],
-                                    functools.partial(self._batch_maps, edges=edges))
+        limit = SERVED_MAX_PIXELS if self.max_tile_pixels is None else MAX_PIXELS
+        return map_in_shape_batches([_prepare(image, limit) for image in images],
+                                    functools.partial(self._batch_maps, edges=edges), alone=self._over_budget,
+                                    run_alone=functools.partial(self._map_tiled, edges=edges))
+
+    def model_info(self) -> ModelInfo:
+        """The served model's geometry: from the latest response, or asked with a blank image."""
+        if self._info is None:
+            outputs = self.predict(np.zeros((1, PROBE_SIDE, PROBE_SIDE, 3), np.uint8))
+            self._info = _model_info(outputs[GEOMETRY_OUTPUT][0])
+        return self._info
+
+    def _over_budget(self, image: np.ndarray) -> bool:
+        """Whether ``image`` is sent in tiles (see ``max_tile_pixels``)."""
+        return self.max_tile_pixels is not None and \
+            over_tile_budget(image.shape[:2], self.model_info().scale, self.max_tile_pixels)
+
+    def _map_tiled(self, image: np.ndarray, edges: bool) -> BinaryMap:
+        """Map of an image over ``max_tile_pixels``: one request per tile of the local mapper's plan,
+        stitched alike. Sent whole when the export did not record the tiling geometry (an older
+        version) or its ``scale`` allows no aligned tiles."""
+        info = self.model_info()
+        context = info.tiling_geometry
+        plan = None if context is None else plan_tiles(image.shape[:2], self.max_tile_pixels, context, info.scale)
+        if plan is None:
+            return self._batch_maps(image[None], edges)[0]
+
+        def tile(rows: slice, cols: slice) -> dict[str, np.ndarray]:
+            return {name: value[0] for name, value in self.predict(image[None, rows, cols], edges).items()}
+
+        return stitch_tiles(image.shape[:2], plan, tile, info.geometry, info.scale)
 
     def _batch_maps(self, batch: np.ndarray, edges: bool) -> list[BinaryMap]:
         """Binary maps of a stack of equal-shaped images, one request."""
@@ -178,9 +223,8 @@ class BinmapClient:
         edges = needs_edges(options.get("superpixels"), options.get("merge"))
         return segment(image, functools.partial(self.binary_map, edges=edges), **options)
 
-    @staticmethod
-    def _binary_map(outputs: dict[str, np.ndarray], row: int, image_shape: tuple[int, int]) -> BinaryMap:
-        info = _model_info(outputs[GEOMETRY_OUTPUT][row])
+    def _binary_map(self, outputs: dict[str, np.ndarray], row: int, image_shape: tuple[int, int]) -> BinaryMap:
+        info = self._info = _model_info(outputs[GEOMETRY_OUTPUT][row])
         edges = outputs.get(EDGES_OUTPUT)
         return BinaryMap(bits=outputs["bits"][row], logits=outputs["logits"][row], geometry=info.geometry,
                          scale=info.scale, image_shape=tuple(image_shape),

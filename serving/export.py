@@ -61,10 +61,12 @@ SAME_SIZE_MESSAGE = ("all images in one request must have the same height and wi
 def model_info(mapper: BinaryMapper) -> ModelInfo:
     """The facts a client needs to place ``mapper``'s grid cells on image pixels."""
     backbone = mapper.backbone
+    context = backbone.tiling_geometry
     return ModelInfo(backbone=backbone.name, backbone_options=dict(backbone.options), bits=mapper.bits,
                      scale=mapper.scale, stride=backbone.geometry.stride, offset=backbone.geometry.offset,
                      receptive_field=backbone.geometry.receptive_field,
-                     min_image_side=backbone.min_image_side())
+                     min_image_side=backbone.min_image_side(), context_stride=context.stride,
+                     context_offset=context.offset, context_receptive_field=context.receptive_field)
 
 
 def _decode(data: tf.Tensor) -> tf.Tensor:

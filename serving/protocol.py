@@ -59,10 +59,23 @@ class ModelInfo:
     receptive_field: float
     min_image_side: int
     bit_order: str = BIT_ORDER
+    # The geometry bounding every output (Backbone.tiling_geometry), which aligns a client's tiles;
+    # None in exports that predate client-side tiling.
+    context_stride: float | None = None
+    context_offset: float | None = None
+    context_receptive_field: float | None = None
 
     @property
     def geometry(self) -> GridGeometry:
         return GridGeometry(stride=self.stride, offset=self.offset, receptive_field=self.receptive_field)
+
+    @property
+    def tiling_geometry(self) -> GridGeometry | None:
+        """What :func:`binmap_tf.tiling.plan_tiles` aligns tiles to; None when the export did not record it."""
+        if self.context_stride is None:
+            return None
+        return GridGeometry(stride=self.context_stride, offset=self.context_offset,
+                            receptive_field=self.context_receptive_field)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

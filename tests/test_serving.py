@@ -326,8 +326,9 @@ def raw_predict(target: str, tensor) -> grpc.RpcError:
 def test_oversized_request_is_refused_and_the_server_keeps_serving(client, server, mapper, image):
     photo = np.zeros((3000, 4000, 3), np.uint8)  # 12 MP: within the client's MAX_PIXELS, not the server's limit
     limit = rf"more than this server's limit of {DEFAULT_MAX_PIXELS} pixels per request \(--max-pixels\); downscale"
-    with pytest.raises(InvalidInputError, match=rf"3000x4000.*{limit}"):
-        client.binary_map(photo)
+    with BinmapClient(server.target, max_tile_pixels=None) as whole:  # sends it in one request, not in tiles
+        with pytest.raises(InvalidInputError, match=rf"3000x4000.*{limit}"):
+            whole.binary_map(photo)
     with pytest.raises(InvalidInputError, match=limit):  # read from the file's header, not decoded
         client.predict_encoded([tf.io.encode_png(photo).numpy()])
     with pytest.raises(InvalidInputError, match=limit):  # the edge map's signatures have the same limit
@@ -343,6 +344,32 @@ def test_oversized_request_is_refused_and_the_server_keeps_serving(client, serve
     error = raw_predict(server.target, wrong_rank)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "must have shape" in error.details()
     assert_same_map(client.binary_map(image), mapper(image))  # still serving
+
+
+def test_large_images_go_in_tiles_that_fit_the_server_and_stitch_to_the_local_map(version_dir, mapper):
+    picture = synthetic_image(256, 800, seed=5)  # 204800 pixels, over the small server's limit
+    budget = 256 * 528  # 3 tiles side by side, at most 256x496 pixels (cores of 272, margins of 112)
+    plan = mapper.tile_plan(picture.shape[:2], budget)
+    assert (len(plan.rows), len(plan.cols)) == (1, 3)
+    local = mapper.map_tiled(picture, plan)
+    with LoopbackServer(version_dir.parent, warmup=False, max_pixels=150_000) as small:
+        with BinmapClient(small.target, timeout=60.0, edges=True, max_tile_pixels=budget) as tiled:
+            served = tiled.binary_map(picture)
+            assert tiled.model_info().tiling_geometry == mapper.backbone.tiling_geometry
+        with BinmapClient(small.target, max_tile_pixels=None) as whole:
+            with pytest.raises(InvalidInputError, match="256x800.*more than this server's limit of 150000"):
+                whole.binary_map(picture)
+    assert small.scheduler.images_run == 1 + 3  # the probe for the geometry, then one request per tile
+    assert_same_map(served, local)
+    np.testing.assert_array_equal(served.logits, local.logits)
+    np.testing.assert_array_equal(served.edges, local.edges)
+
+
+def test_model_info_of_older_exports_has_no_tiling_geometry():
+    info = ModelInfo.from_json(json.dumps({"backbone": "vgg16-hed", "backbone_options": {}, "bits": 8, "scale": 1.0,
+                                           "stride": 16.0, "offset": 7.5, "receptive_field": 196.0,
+                                           "min_image_side": 16, "bit_order": "msb-first"}))
+    assert info.tiling_geometry is None  # the client then sends large images whole
 
 
 def test_eight_clients_with_default_settings_all_answered_correctly(server, mapper):

@@ -59,8 +59,8 @@ BLOCK_BYTES = 2**20
 class ModelSpec:
     """Where the binary maps come from: a :class:`~binmap_tf.model.BinaryMapper` built from
     ``mapper_options`` in every CNN worker, or the model server at ``server`` (``HOST:PORT``),
-    asked for the edge map when ``mapper_options`` hold ``edges=True``. Plain values, so it
-    travels to worker processes on other machines."""
+    through a client with the ``edges`` and ``max_tile_pixels`` of ``mapper_options``. Plain
+    values, so it travels to worker processes on other machines."""
 
     mapper_options: dict[str, Any] = field(default_factory=dict)
     server: str | None = None
@@ -78,7 +78,9 @@ class ModelSpec:
         if self.server:
             from serving.client import connect
 
-            return connect(self.server, edges=self.mapper_options.get("edges", False)).binary_maps
+            client_options = {name: value for name, value in self.mapper_options.items()
+                              if name in ("edges", "max_tile_pixels")}
+            return connect(self.server, **client_options).binary_maps
         from binmap_tf.model import BinaryMapper
 
         return BinaryMapper(**self.mapper_options).map_batch

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         # Fail now, with the client's message, if unreachable or without the edge map the options need.
         edges = needs_edges(options["superpixels"], options["merge"])
         cli.served_mapper(args.model_server, args.verbose, edges).close()
-        model = ModelSpec(server=args.model_server)
+        model = ModelSpec({"max_tile_pixels": args.max_tile_pixels}, server=args.model_server)
     else:
         model = ModelSpec(cli.mapper_options(args))
     workers = Workers(cnn=args.cnn_workers, host=args.host_workers, cnn_threads=args.cnn_threads,
