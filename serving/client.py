@@ -206,7 +206,12 @@ class BinmapClient:
             return self._batch_maps(image[None], edges)[0]
 
         def tile(rows: slice, cols: slice) -> dict[str, np.ndarray]:
-            return {name: value[0] for name, value in self.predict(image[None, rows, cols], edges).items()}
+            outputs = {name: value[0] for name, value in self.predict(image[None, rows, cols], edges).items()}
+            if _model_info(outputs[GEOMETRY_OUTPUT]) != info:
+                self._info = None
+                raise ServingError(f"{self.target} switched model versions while this image's tiles were sent; "
+                                   "send it again")
+            return outputs
 
         return stitch_tiles(image.shape[:2], plan, tile, info.geometry, info.scale)
 

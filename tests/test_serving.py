@@ -5,6 +5,7 @@ images with the real model: ``test_serving_hierarchy.py``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import socket
@@ -356,10 +357,14 @@ def test_large_images_go_in_tiles_that_fit_the_server_and_stitch_to_the_local_ma
         with BinmapClient(small.target, timeout=60.0, edges=True, max_tile_pixels=budget) as tiled:
             served = tiled.binary_map(picture)
             assert tiled.model_info().tiling_geometry == mapper.backbone.tiling_geometry
+            tiled._info = dataclasses.replace(tiled.model_info(), backbone_options={"as if": "another version"})
+            with pytest.raises(ServingError, match="switched model versions while this image's tiles were sent"):
+                tiled.binary_map(picture)  # a tile's geometry differs from the plan's
+            assert tiled._info is None  # asked afresh next time
         with BinmapClient(small.target, max_tile_pixels=None) as whole:
             with pytest.raises(InvalidInputError, match="256x800.*more than this server's limit of 150000"):
                 whole.binary_map(picture)
-    assert small.scheduler.images_run == 1 + 3  # the probe for the geometry, then one request per tile
+    assert small.scheduler.images_run == 1 + 3 + 1  # the probe for the geometry, a request per tile, the stale one
     assert_same_map(served, local)
     np.testing.assert_array_equal(served.logits, local.logits)
     np.testing.assert_array_equal(served.edges, local.edges)
