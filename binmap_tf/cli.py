@@ -166,6 +166,14 @@ def add_model_arguments(parser: argparse.ArgumentParser, runtime: bool = True) -
                              "about 1.3 GB peak)")
 
 
+def add_server_argument(parser: argparse.ArgumentParser, flag: str = "--serving", instead: str = "locally") -> None:
+    """Add ``flag`` (``HOST:PORT``): binary maps from a model server instead of the model options."""
+    parser.add_argument(flag, metavar="HOST:PORT", default=None,
+                        help="compute binary maps on a model server (TF Serving or python -m serving.server) "
+                             f"instead of {instead}, with its edge map when the options need it and in tiles of "
+                             "--max-tile-pixels; the served model then replaces the other model options")
+
+
 def feature_options(args: argparse.Namespace) -> dict:
     """Backbone keyword options given on the command line (``--features``)."""
     return {"features": args.features} if args.features else {}
@@ -333,14 +341,17 @@ def run_batch(paths: list[Path], process: Callable[[Path], None], desc: str, deb
     return 0
 
 
-def served_mapper(target: str, verbose: bool = False) -> Callable:
-    """A connected client of the model server at ``target`` (:func:`serving.client.connect`); exit with
-    its message when the server cannot be reached. Only command lines call this: the library itself
+def served_mapper(target: str, verbose: bool = False, edges: bool = False,
+                  max_tile_pixels: int | None = DEFAULT_MAX_TILE_PIXELS) -> Callable:
+    """A connected client of the model server at ``target`` (:func:`serving.client.connect`), whose maps
+    carry the edge map when ``edges`` (the merge hierarchy needs it) and which sends images over
+    ``max_tile_pixels`` in tiles, as the local mapper runs them; exit with its message when the
+    server cannot be reached or serves no edge map. Only command lines call this: the library itself
     never imports ``serving``."""
     start_tensorflow(verbose)
     from serving.client import ServingError, connect
 
     try:
-        return connect(target)
+        return connect(target, edges=edges, max_tile_pixels=max_tile_pixels)
     except ServingError as error:
         raise SystemExit(f"error: {error}") from None

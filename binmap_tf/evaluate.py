@@ -144,13 +144,14 @@ def run(args: argparse.Namespace) -> list[ImageResult]:
     dataset = load_dataset(args.dataset, split=args.split, root=args.data, limit=args.limit)
     args.split = dataset.split
     settings = settings_for(methods, args.sweep, main_values(args))
-    if args.serving and any(m.map_variant in ("ft", "edges") for m in methods):
-        raise SystemExit("error: --serving serves one hashing layer and no edges; evaluate -ft and "
-                         "hierarchical methods locally")
-    if args.serving:
+    if args.serving and any(m.map_variant == "ft" for m in methods):
+        raise SystemExit("error: --serving serves one hashing layer; evaluate the -ft methods locally")
+    if args.serving:  # one request per image; its map (with edges if a method needs them) serves every method
         from binmap_tf.cli import served_mapper
 
-        caches = {"itq": UncachedMaps(served_mapper(args.serving, args.verbose))}
+        variants = {method.map_variant for method in methods if method.map_variant}
+        served = UncachedMaps(served_mapper(args.serving, args.verbose, "edges" in variants, args.max_tile_pixels))
+        caches = {variant: served for variant in variants}
     else:
         mappers = build_mappers(args, methods) if any(m.map_variant for m in methods) else {}
         caches = {variant: BinaryMapCache(mapper, f"{args.dataset}-{args.split}", root=args.cache)
@@ -164,8 +165,11 @@ def run(args: argparse.Namespace) -> list[ImageResult]:
             maps, cnn_seconds = {}, {}
             if caches:
                 image = sample.load_image()
+                computed = {}  # a cache shared by several variants (served maps) is asked once
                 for variant, cache in caches.items():
-                    maps[variant], cnn_seconds[variant] = cache.get(sample.id, image)
+                    if id(cache) not in computed:
+                        computed[id(cache)] = cache.get(sample.id, image)
+                    maps[variant], cnn_seconds[variant] = computed[id(cache)]
             if pool is None:
                 results.extend(evaluate_image(sample, maps, cnn_seconds, settings, options))
             else:

@@ -27,10 +27,11 @@ from binmap_tf.segment import (
     HAND_SET,
     SegmentationResult,
     choose_scorer,
+    needs_edges,
     resolve_options,
     segment_with_map,
 )
-from binmap_tf.superpixels import EDGE_METHODS, EGS_SCALE, SLIC_N_SEGMENTS
+from binmap_tf.superpixels import EGS_SCALE, SLIC_N_SEGMENTS
 
 # VGG16 on 2 CPU cores maps a 321x481 BSDS500 image (0.15 MP) in about 2 s; time and activation
 # memory grow with the pixel count: 1 MP takes about 20 s and 1.3 GiB, so larger uploads are shrunk.
@@ -116,18 +117,19 @@ def hashing_mappers(hashing: str | os.PathLike) -> LocalMappers:
 class ServedMaps:
     """Binary maps from a model server through :class:`serving.client.BinmapClient`.
 
-    The served model fixes the code length. Every failure of the server becomes a
-    :class:`DemoError` whose message names ``target``.
+    The served model fixes the code length. Maps carry the edge map (the ``with_edges`` signature),
+    as the local mappers' do, so switching to the hierarchy does not ask the server again. Every
+    failure of the server becomes a :class:`DemoError` whose message names ``target``.
     """
 
     bits_choices: tuple[int, ...] = ()
-    has_edges = False  # the serving signatures return codes, not HED's edges
+    has_edges = True
 
     def __init__(self, target: str, timeout: float = SERVING_TIMEOUT) -> None:
         from serving.client import BinmapClient  # needs the [serving] extra, only with --serving
 
         self.target = target
-        self._client = BinmapClient(target, timeout=timeout)
+        self._client = BinmapClient(target, timeout=timeout, edges=True)
 
     def __call__(self, image: np.ndarray, bits: int | None) -> BinaryMap:
         from serving.client import ServingError
@@ -254,9 +256,9 @@ def segment_upload(upload: np.ndarray, settings: Settings, source: MapSource, ca
         cache = MapCache(digest=digest, image=image, notices=notices)
     binary_map = cache.maps.get(settings.bits)
     cnn_seconds = None
-    if (settings.merge == "hierarchy" or settings.superpixels in EDGE_METHODS) and not source.has_edges:
+    if needs_edges(settings.superpixels, settings.merge) and not source.has_edges:
         raise ValueError("the merge hierarchy and the watershed superpixels need the network's edge map, which "
-                         "this model server does not return; choose EGS or SLIC and adjacent or global merging")
+                         "this source of binary maps does not give; choose EGS or SLIC and adjacent or global merging")
     if binary_map is None:
         start = time.perf_counter()
         binary_map = source(cache.image, settings.bits)

@@ -201,7 +201,6 @@ def test_cli_writes_outputs_and_reports_bad_files(tmp_path, bsds_image_path, cap
     (["--merge", "adjacent", "--segments", "5"], "merge='hierarchy'"),
     (["--merge", "adjacent", "--scorer", "learned"], "belongs to a merge hierarchy"),
     (["--bits", "24"], "reads 8-bit codes, not --bits 24; pass --scorer hand-set"),
-    (["--merge", "hierarchy", "--serving", "localhost:8500"], "no edge map"),
 ])
 def test_cli_refuses_bad_options(tmp_path, argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -232,6 +232,14 @@ def first_level(superpixels: str | None, params: dict[str, Any], scorer: MergeSc
     return method, {**recorded, **params}
 
 
+def needs_edges(superpixels: str | None, merge: str | None) -> bool:
+    """Whether segmenting with these options reads the map's edge map (a mapper with ``edges=True``,
+    locally or served): the merge hierarchy's cues and the learned scorer's features do, and so does a
+    first level computed from the edges. ``merge`` None stands for :data:`DEFAULT_MERGE`;
+    ``superpixels`` None for the default first level (a scorer's comes with the hierarchy)."""
+    return (DEFAULT_MERGE if merge is None else merge) == "hierarchy" or superpixels in EDGE_METHODS
+
+
 def resolve_options(superpixels: str, hamming: int, merge: str, params: dict[str, Any],
                     segments: int | None = None, threshold: float | None = None,
                     weights: MergeWeights | None = None, scorer: MergeScorer | None = None) -> dict[str, Any]:
@@ -421,9 +429,9 @@ def segment(image: np.ndarray, mapper: Callable[[np.ndarray], BinaryMap] | None 
     resolve_options(level, hamming, merge, level_params, segments, threshold, weights, chosen)
     check_shape(np.shape(image)[:2])  # the hard pixel limit, before any stage runs
     timings: dict[str, float] = {}
-    needs_edges = merge == "hierarchy" or level in EDGE_METHODS
-    if binary_map is None and (merge != "none" or mapper is not None or needs_edges):
-        mapper = mapper if mapper is not None else default_mapper(edges=needs_edges)
+    edges = needs_edges(level, merge)
+    if binary_map is None and (merge != "none" or mapper is not None or edges):
+        mapper = mapper if mapper is not None else default_mapper(edges=edges)
         with _stage(timings, "cnn"):  # (a)
             binary_map = mapper(image)
     result = segment_with_map(image, binary_map, superpixels, hamming, merge, segments=segments,
