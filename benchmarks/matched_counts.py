@@ -3,8 +3,9 @@
 ``python -m benchmarks.matched_counts --dataset bsds500 --split test --out DIR`` segments every
 image of a split with EGS at a tuned scale (``--egs-scale``, default 500: the best covering on
 BSDS500 val), which gives ``n_i`` segments on image ``i``, and cuts each hierarchical method's
-merge tree (built once per image on EGS superpixels at the default scale, as ``binmap-hier``
-in :mod:`binmap_tf.evaluate`) at exactly ``n_i`` segments. Both then have the same number of
+merge tree (the hand-set ones built once per image on EGS superpixels at the default scale, as
+``binmap-hier`` in :mod:`binmap_tf.evaluate`; the learned ones, ``binmap-learned`` first, on their
+scorer's first level) at exactly ``n_i`` segments. Both then have the same number of
 segments on every image, so their covering, ABO (Seg-IoU), PRI and VoI compare the quality of
 the regions alone, not a choice of granularity.
 
@@ -27,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from binmap_tf.cli import add_dataset_arguments
-from binmap_tf.methods import COUNT_SUFFIX, DEFAULT_VALUES, HIERARCHY_METHODS, parse_method, run_method
+from binmap_tf.methods import COUNT_SUFFIX, COUNTS, DEFAULT_VALUES, parse_method, run_method
 from binmap_tf.segment import StageCache
 from binmap_tf.metrics import RegionScores, region_scores, summarize
 
@@ -89,8 +90,9 @@ def table_markdown(results: dict) -> str:
     settings = results["settings"]
     lines = [
         f"Matched segment counts on {settings['dataset']} {settings['split']} ({settings['n_images']} images): "
-        f"EGS at scale {settings['egs_scale']:g}; each hierarchy (on EGS superpixels at scale "
-        f"{settings['hierarchy_superpixel_scale']:g}) cut per image at EGS's number of segments.",
+        f"EGS at scale {settings['egs_scale']:g}; each hierarchy (hand-set: on EGS superpixels at scale "
+        f"{settings['hierarchy_superpixel_scale']:g}; learned: on its scorer's first level) cut per image at "
+        f"EGS's number of segments.",
         "",
         "| segmentation | mean segments | covering | ABO % | PRI | VoI | s/image |",
         "|---|---|---|---|---|---|---|",
@@ -107,8 +109,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_dataset_arguments(parser)
     parser.add_argument("--egs-scale", type=float, default=TUNED_EGS_SCALE,
                         help="scale of the tuned EGS that sets each image's segment count (default: %(default)g)")
-    parser.add_argument("--methods", nargs="+", choices=tuple(HIERARCHY_METHODS), default=list(HIERARCHY_METHODS),
-                        metavar="METHOD", help=f"hierarchical methods (default: all: {' '.join(HIERARCHY_METHODS)})")
+    parser.add_argument("--methods", nargs="+", choices=tuple(COUNTS), default=list(COUNTS), metavar="METHOD",
+                        help=f"hierarchical methods (default: all: {' '.join(COUNTS)})")
     parser.add_argument("--cache", type=Path, default=None, help="binary-map cache (default: $BINMAP_TF_HOME/binary_maps)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     return parser.parse_args(argv)

@@ -9,8 +9,8 @@ Measures, in one run, on BSDS500 test image 100007 (321x481) unless noted:
   and their fraction of the matmul peak; eager float32 at batch 1 is the "before";
 * ``profile`` (``--profile``): the same per counted layer, each layer run alone;
 * ``host``: superpixels (EGS, SLIC), code assignment and merging, as ``segment_with_map`` times them;
-* ``end_to_end``: :func:`binmap_tf.segment.segment` per image and the peak resident memory of
-  a fresh process that builds the model and segments the image;
+* ``end_to_end``: :func:`binmap_tf.segment.segment` (the paper's adjacent merge) per image and the
+  peak resident memory of a fresh process that builds the model and segments the image;
 * ``evaluate``: ``binmap_tf.evaluate`` images/s on 20 BSDS500 test images with a cold and a
   warm binary-map cache (temporary folders), with 1 and 2 ``--workers``, and the CPU cores used;
 * ``agreement``: fraction of binary-map bits equal to float32's for bf16 and the other execution
@@ -328,7 +328,7 @@ def host(settings: Settings, image: np.ndarray) -> dict:
     results = {}
     for method in ("egs", "slic"):
         runs: list[dict[str, float]] = []
-        timing = best_of(lambda: runs.append(segment_with_map(image, binary_map, method).timings),
+        timing = best_of(lambda: runs.append(segment_with_map(image, binary_map, method, merge="adjacent").timings),
                          max(settings.repeats, 5))
         stages = {stage: min(run[stage] for run in runs) for stage in ("superpixels", "assign", "merge", "total")}
         results[method] = {**stages, "host_seconds": stages["superpixels"] + stages["assign"] + stages["merge"],
@@ -344,7 +344,7 @@ def _segment_in_fresh_process(lever: Lever, settings: Settings) -> dict:
     image = benchmark_image(settings)
     mapper = BinaryMapper(precision=lever.precision, execution=lever.execution)
     runs: list[dict[str, float]] = []
-    best_of(lambda: runs.append(segment(image, mapper).timings), settings.repeats)
+    best_of(lambda: runs.append(segment(image, mapper, merge="adjacent").timings), settings.repeats)
     best = min(runs, key=lambda run: run["total"])
     return {**lever.fields(), "timings": best, "peak_rss_mib": _peak_rss_mib()}
 

@@ -8,7 +8,10 @@ requests of one 321x481 BSDS500 test image each, back to back, through
 :meth:`BinmapClient.binary_map`: the figures include encoding, the queue, the gRPC round trip,
 the CNN and building the ``BinaryMap``. Latencies are measured with a long deadline, so none is
 cut off; ``over_default_timeout`` counts those that the client's default deadline would have
-failed. Writes JSON and prints a table. Server and clients share the machine, as over loopback
+failed. With ``--edges`` the clients ask for HED's edge map too (the ``with_edges`` signature,
+what the merge hierarchy needs). ``signatures`` records each signature's response size and
+median round trip, the signatures taking turns (``--signature-rounds`` requests each). Writes
+JSON and prints a table. Server and clients share the machine, as over loopback
 they must; the 1-minute load average before each setting is recorded, as other jobs may share it.
 """
 
@@ -55,8 +58,44 @@ def bsds_images(count: int) -> list[np.ndarray]:
                      f"test images needed in {folder}; set BINMAP_TF_DATA to the data root")
 
 
-def time_clients(target: str, scheduler, clients: int, requests: int, images: list[np.ndarray]) -> dict:
-    """Latency percentiles and throughput of ``clients`` concurrent clients sending ``requests`` each."""
+def per_signature(target: str, image: np.ndarray, rounds: int) -> dict[str, dict[str, float]]:
+    """Response size (serialized bytes) and median round trip of each served signature for ``image``.
+
+    The signatures take turns, ``rounds`` requests each, so they share whatever load the machine
+    has: their difference is the cost of the edge map (or of decoding a PNG in the graph).
+    """
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from serving.client import BinmapClient
+    from serving.protocol import DEFAULT_MODEL_NAME, ENCODED_INPUT, IMAGES_INPUT, SIGNATURES
+
+    with BinmapClient(target) as client:
+        served = set(client.signatures())
+    requests = {}
+    for (encoded, _), signature in SIGNATURES.items():
+        if signature in served:
+            request = requests[signature] = predict_pb2.PredictRequest()
+            request.model_spec.name, request.model_spec.signature_name = DEFAULT_MODEL_NAME, signature
+            value = np.array([tf.io.encode_png(image).numpy()], dtype=object) if encoded else image[None]
+            request.inputs[ENCODED_INPUT if encoded else IMAGES_INPUT].CopyFrom(tf.make_tensor_proto(value))
+    sizes, seconds = {}, {signature: [] for signature in requests}
+    with grpc.insecure_channel(target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for _ in range(rounds):
+            for signature, request in requests.items():
+                sent = time.perf_counter()
+                sizes[signature] = stub.Predict(request, timeout=MEASURE_TIMEOUT).ByteSize()
+                seconds[signature].append(time.perf_counter() - sent)
+    return {signature: {"response_bytes": sizes[signature], "median_ms": 1000 * float(np.median(seconds[signature]))}
+            for signature in requests}
+
+
+def time_clients(target: str, scheduler, clients: int, requests: int, images: list[np.ndarray],
+                 edges: bool = False) -> dict:
+    """Latency percentiles and throughput of ``clients`` concurrent clients sending ``requests`` each
+    (asking for the edge map with ``edges``)."""
     from serving.client import DEFAULT_TIMEOUT, BinmapClient
 
     latencies: list[float] = []
@@ -65,7 +104,7 @@ def time_clients(target: str, scheduler, clients: int, requests: int, images: li
     start_together = threading.Barrier(clients)
 
     def one_client(number: int) -> None:
-        with BinmapClient(target, timeout=MEASURE_TIMEOUT) as client:
+        with BinmapClient(target, timeout=MEASURE_TIMEOUT, edges=edges) as client:
             start_together.wait()
             for request in range(requests):
                 sent = time.perf_counter()
@@ -118,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     from binmap_tf import cli
     from binmap_tf.files import write_json
     from serving.client import BinmapClient
-    from serving.export import export_model
+    from serving.export import edge_options, export_model
     from serving.server import LoopbackServer
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serving",
@@ -129,24 +168,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8],
                         help="concurrent client counts to time (default: %(default)s)")
     parser.add_argument("--images", type=int, default=8, help="distinct BSDS500 test images sent (default: %(default)s)")
+    parser.add_argument("--edges", action="store_true", help="clients ask for the edge map too (with_edges)")
+    parser.add_argument("--signature-rounds", type=int, default=5,
+                        help="requests per signature, taking turns, for their sizes and latencies "
+                             "(default: %(default)s)")
     cli.add_model_arguments(parser)
     args = parser.parse_args(argv)
     images = bsds_images(args.images)
-    mapper = cli.mapper_from_args(args)
+    mapper = cli.mapper_from_args(args, **edge_options(args.backbone))  # exported as serving.export does
     with tempfile.TemporaryDirectory() as folder:
         export_model(mapper, Path(folder) / "binmap", warmup=False)
         with LoopbackServer(Path(folder) / "binmap", warmup=False) as server:
-            with BinmapClient(server.target, timeout=MEASURE_TIMEOUT) as client:
+            with BinmapClient(server.target, timeout=MEASURE_TIMEOUT, edges=args.edges) as client:
                 for request in range(args.warmup):
                     client.binary_map(images[request % len(images)])
-            results = [time_clients(server.target, server.scheduler, clients, args.requests, images)
+            signatures = per_signature(server.target, images[0], args.signature_rounds)
+            results = [time_clients(server.target, server.scheduler, clients, args.requests, images, args.edges)
                        for clients in args.clients]
             batching = asdict(server.scheduler.options)
     record = {"device": device_name(), "server": "serving.server (loopback gRPC, default batching options)",
               "batching": batching, "backbone": args.backbone, "bits": args.bits, "image_shape": list(IMAGE_SHAPE),
-              "images": "BSDS500 test, first 321x481 ones", "results": results}
+              "images": "BSDS500 test, first 321x481 ones", "edges": args.edges, "signatures": signatures,
+              "results": results}
     write_json(args.out, record)
-    print(f"{record['device']}, {args.backbone} {args.bits} bits, {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]} images")
+    print(f"{record['device']}, {args.backbone} {args.bits} bits, {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]} images"
+          f"{', with the edge map' if args.edges else ''}")
+    for signature, row in signatures.items():
+        print(f"{signature:>20}: {row['response_bytes']:>8} bytes per response, median {row['median_ms']:.1f} ms")
     print(format_table(results))
     return 0
 

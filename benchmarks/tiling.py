@@ -55,7 +55,7 @@ def agreement(split: str, limit: int, tile_pixels: int) -> dict[str, Any]:
         start = time.perf_counter()
         tiled = mapper.map_tiled(image, plan)
         tiled_seconds = time.perf_counter() - start
-        labels = [segment_with_map(image, binary_map).labels for binary_map in (whole, tiled)]
+        labels = [segment_with_map(image, binary_map, "egs", merge="adjacent").labels for binary_map in (whole, tiled)]
         rows.append({"image": path.name, "shape": list(image.shape[:2]), "tiles": [len(plan.rows), len(plan.cols)],
                      "identical_bits": float(np.mean(whole.bits == tiled.bits)),
                      "max_logit_difference": float(np.abs(whole.logits - tiled.logits).max()),

@@ -166,6 +166,14 @@ def add_model_arguments(parser: argparse.ArgumentParser, runtime: bool = True) -
                              "about 1.3 GB peak)")
 
 
+def add_server_argument(parser: argparse.ArgumentParser, flag: str = "--serving", instead: str = "locally") -> None:
+    """Add ``flag`` (``HOST:PORT``): binary maps from a model server instead of the model options."""
+    parser.add_argument(flag, metavar="HOST:PORT", default=None,
+                        help="compute binary maps on a model server (TF Serving or python -m serving.server) "
+                             f"instead of {instead}, with its edge map when the options need it and in tiles of "
+                             "--max-tile-pixels; the served model then replaces the other model options")
+
+
 def feature_options(args: argparse.Namespace) -> dict:
     """Backbone keyword options given on the command line (``--features``)."""
     return {"features": args.features} if args.features else {}
@@ -210,26 +218,29 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of :func:`binmap_tf.segment.segment`: ``--superpixels``, ``--hamming``, ``--merge``,
     ``--threshold``, ``--segments`` and the superpixel options (``--scale-egs``, ``--n-segments``, ...)."""
     from binmap_tf.hierarchy import DEFAULT_THRESHOLD
-    from binmap_tf.segment import MERGES
+    from binmap_tf.segment import DEFAULT_MERGE, DEFAULT_SCORER, HAND_SET, MERGES
     from binmap_tf.superpixels import SUPERPIXEL_METHODS
 
     parser.add_argument("--superpixels", choices=SUPERPIXEL_METHODS, default=None,
-                        help="low-level superpixels to merge (default: egs, or with --scorer the first level the "
-                             "scorer was trained on; watershed needs the edge map, so not with --serving)")
+                        help="low-level superpixels to merge (default: with a learned scorer the first level it was "
+                             "trained on, watershed of the network's edges; else egs)")
     parser.add_argument("--hamming", type=non_negative_int, default=0,
-                        help="merge codes differing in at most this many bits (default: %(default)s, equal codes)")
-    parser.add_argument("--merge", choices=MERGES, default="adjacent",
-                        help="merge touching superpixels only, or any with close codes, or build a merge "
-                             "hierarchy (codes + the network's edges + colour) and cut it (default: %(default)s)")
+                        help="--merge adjacent|global: merge codes differing in at most this many bits (default: "
+                             "%(default)s, equal codes)")
+    parser.add_argument("--merge", choices=MERGES, default=None,
+                        help=f"build a merge hierarchy ordered by a learned scorer of codes, edges, colour and "
+                             f"texture and cut it, or merge touching superpixels with close codes (adjacent: the "
+                             f"paper's method), or any (global), or none (default: {DEFAULT_MERGE} for backbones "
+                             f"with an edge map, vgg16-hed; adjacent for the others)")
     parser.add_argument("--threshold", type=float, default=None,
-                        help=f"--merge hierarchy: cut at this merge height in [0, 1] (default: {DEFAULT_THRESHOLD}, "
-                             "the best single threshold on BSDS500 val)")
+                        help=f"--merge hierarchy: cut at this merge height in [0, 1] (default: the scorer's own, "
+                             f"chosen on BSDS500 val; {DEFAULT_THRESHOLD} for the hand-set cues)")
     parser.add_argument("--segments", type=positive_int, default=None,
                         help="--merge hierarchy: cut at this number of segments instead of a threshold")
     parser.add_argument("--scorer", default=None,
-                        help="--merge hierarchy: order the merges by a learned scorer: learned, learned-no-codes "
-                             "(shipped) or an .npz from python -m binmap_tf.train_merge (default: hand-set cues); "
-                             "its own val-chosen threshold is then the default")
+                        help=f"--merge hierarchy: what orders the merges: a learned scorer, {DEFAULT_SCORER} "
+                             f"(default) or learned-no-codes (shipped) or an .npz from python -m "
+                             f"binmap_tf.train_merge; or {HAND_SET} for the hand-set mix of codes, edges and colour")
     group = parser.add_argument_group("superpixel options")
     for flag, (method, name, kind, default) in _superpixel_flags().items():
         group.add_argument(flag, dest=f"{method}_{name}", type=kind, default=None,
@@ -240,15 +251,26 @@ def segment_options(parser: argparse.ArgumentParser, args: argparse.Namespace, s
                     ) -> dict[str, Any]:
     """The keyword options of :func:`~binmap_tf.segment.segment` that :func:`add_segment_arguments`'s
     arguments give, checked before any model is built (``parser.error`` names a wrong one). The
-    Hamming threshold is checked against ``--bits`` unless the maps are ``served`` (the server's
-    model fixes the code length)."""
-    from binmap_tf.merge_scorer import resolve_scorer
-    from binmap_tf.segment import first_level, resolve_options
+    Hamming threshold and a learned scorer's code length are checked against ``--bits`` unless the
+    maps are ``served`` (the server's model fixes the code length). Without ``--merge``, the
+    default is :data:`~binmap_tf.segment.DEFAULT_MERGE` for a backbone with an edge map (and a
+    served model) and the paper's adjacent merge for the others."""
+    from binmap_tf.segment import choose_scorer, first_level, resolve_options
 
+    if args.merge is None:
+        args.merge = default_merge(None if served else getattr(args, "backbone", None))
+        if args.merge == "hierarchy" and args.hamming:
+            parser.error("--hamming belongs to the flat merges: add --merge adjacent (the paper's) or --merge "
+                         "global; the default merge hierarchy is cut by --threshold or --segments")
     try:
-        scorer = None if args.scorer is None else resolve_scorer(args.scorer)
+        scorer = choose_scorer(args.merge, args.scorer)
     except ValueError as error:
         parser.error(str(error))
+    if scorer is not None and scorer.codes and not served and getattr(args, "hashing", None) is None \
+            and getattr(args, "bits", scorer.n_bits) != scorer.n_bits:
+        parser.error(f"the learned merge scorer {scorer.name!r} reads {scorer.n_bits}-bit codes, not --bits "
+                     f"{args.bits}; pass --scorer hand-set, a scorer trained on {args.bits}-bit codes, or "
+                     "--merge adjacent")
     args.superpixels, recorded = first_level(args.superpixels, {}, scorer)  # a scorer's own first level
     given = {flag: (method, name, getattr(args, f"{method}_{name}"))
              for flag, (method, name, _, _) in _superpixel_flags().items()
@@ -267,6 +289,16 @@ def segment_options(parser: argparse.ArgumentParser, args: argparse.Namespace, s
         check_hamming(parser, args.hamming, args.bits)
     return {"superpixels": args.superpixels, "hamming": args.hamming, "merge": args.merge,
             "segments": args.segments, "threshold": args.threshold, "scorer": args.scorer, **params}
+
+
+def default_merge(backbone: str | None) -> str:
+    """The merge a command line runs without ``--merge``: the learned hierarchy where the maps carry
+    an edge map (``backbone`` None: a served model, whose maps carry one), else the paper's adjacent
+    merge (``alexnet`` has no edge map)."""
+    from binmap_tf.backbones import get_backbone
+    from binmap_tf.segment import DEFAULT_MERGE
+
+    return DEFAULT_MERGE if backbone is None or get_backbone(backbone).has_edges else "adjacent"
 
 
 def collect_images(inputs: list[str]) -> list[Path]:
@@ -309,14 +341,17 @@ def run_batch(paths: list[Path], process: Callable[[Path], None], desc: str, deb
     return 0
 
 
-def served_mapper(target: str, verbose: bool = False) -> Callable:
-    """A connected client of the model server at ``target`` (:func:`serving.client.connect`); exit with
-    its message when the server cannot be reached. Only command lines call this: the library itself
+def served_mapper(target: str, verbose: bool = False, edges: bool = False,
+                  max_tile_pixels: int | None = DEFAULT_MAX_TILE_PIXELS) -> Callable:
+    """A connected client of the model server at ``target`` (:func:`serving.client.connect`), whose maps
+    carry the edge map when ``edges`` (the merge hierarchy needs it) and which sends images over
+    ``max_tile_pixels`` in tiles, as the local mapper runs them; exit with its message when the
+    server cannot be reached or serves no edge map. Only command lines call this: the library itself
     never imports ``serving``."""
     start_tensorflow(verbose)
     from serving.client import ServingError, connect
 
     try:
-        return connect(target)
+        return connect(target, edges=edges, max_tile_pixels=max_tile_pixels)
     except ServingError as error:
         raise SystemExit(f"error: {error}") from None

@@ -41,6 +41,7 @@ from binmap_tf.datasets import load_dataset
 from binmap_tf.files import write_json, write_png, write_text
 from binmap_tf.merge_scorer import resolve_scorer
 from binmap_tf.methods import (
+    COUNT_SUFFIX,
     DEFAULT_VALUES,
     HIERARCHY_METHODS,
     LEARNED_METHODS,
@@ -148,13 +149,14 @@ def run(args: argparse.Namespace) -> list[ImageResult]:
     dataset = load_dataset(args.dataset, split=args.split, root=args.data, limit=args.limit)
     args.split = dataset.split
     settings = settings_for(methods, args.sweep, main_values(args))
-    if args.serving and any(m.map_variant in ("ft", "edges") for m in methods):
-        raise SystemExit("error: --serving serves one hashing layer and no edges; evaluate -ft and "
-                         "hierarchical methods locally")
-    if args.serving:
+    if args.serving and any(m.map_variant == "ft" for m in methods):
+        raise SystemExit("error: --serving serves one hashing layer; evaluate the -ft methods locally")
+    if args.serving:  # one request per image; its map (with edges if a method needs them) serves every method
         from binmap_tf.cli import served_mapper
 
-        caches = {"itq": UncachedMaps(served_mapper(args.serving, args.verbose))}
+        variants = {method.map_variant for method in methods if method.map_variant}
+        served = UncachedMaps(served_mapper(args.serving, args.verbose, "edges" in variants, args.max_tile_pixels))
+        caches = {variant: served for variant in variants}
     else:
         mappers = build_mappers(args, methods) if any(m.map_variant for m in methods) else {}
         caches = {variant: BinaryMapCache(mapper, f"{args.dataset}-{args.split}", root=args.cache)
@@ -169,8 +171,11 @@ def run(args: argparse.Namespace) -> list[ImageResult]:
             maps, cnn_seconds = {}, {}
             if caches:
                 image = sample.load_image()
+                computed = {}  # a cache shared by several variants (served maps) is asked once
                 for variant, cache in caches.items():
-                    maps[variant], cnn_seconds[variant] = cache.get(sample.id, image)
+                    if id(cache) not in computed:
+                        computed[id(cache)] = cache.get(sample.id, image)
+                    maps[variant], cnn_seconds[variant] = computed[id(cache)]
             if pool is None:
                 results.extend(evaluate_image(sample, maps, cnn_seconds, settings, options))
             else:
@@ -308,7 +313,7 @@ def hierarchy_markdown(figures: dict[str, dict], dataset: str, split: str) -> st
 def check_scorer(path: str, methods: list[str], bits: int) -> None:
     """Raise ``ValueError`` unless the scorer at ``path`` is used (by :data:`SCORER_METHOD`) and reads
     ``bits``-bit codes (or none)."""
-    if SCORER_METHOD not in methods:
+    if SCORER_METHOD not in {name.removesuffix(COUNT_SUFFIX) for name in methods}:
         raise ValueError(f"--scorer is the scorer of {SCORER_METHOD}, which --methods does not name")
     scorer = resolve_scorer(path)
     if scorer.codes and scorer.n_bits != bits:

@@ -23,13 +23,14 @@ from binmap_tf.binary_map import BinaryMap
 from binmap_tf.feature_cache import FeatureCache
 from binmap_tf.files import write_json, write_npz
 from binmap_tf.map_cache import BinaryMapCache
+from binmap_tf.tiling import over_tile_budget
 
 
 def map_from_features(mapper, features: np.ndarray, edges: np.ndarray | None,
                       image_shape: tuple[int, int]) -> BinaryMap:
     """The map ``mapper`` (a :class:`~binmap_tf.model.BinaryMapper`) gives an untiled image of
     ``image_shape`` whose backbone features are ``features`` ``(h, w, d)`` and edge map ``edges``."""
-    if mapper.needs_tiles(image_shape):
+    if over_tile_budget(image_shape, mapper.scale, mapper.max_tile_pixels):
         raise ValueError(f"an image of {image_shape} runs on tiles; its features are not one grid")
     bits, logits = mapper.model.get_layer("hconv8")(features[None].astype(np.float32))
     return BinaryMap(bits=np.asarray(bits)[0].astype(np.uint8), logits=np.asarray(logits)[0],

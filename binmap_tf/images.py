@@ -194,17 +194,22 @@ def find_images(inputs: list[str | os.PathLike]) -> list[Path]:
     return paths
 
 
-def map_in_shape_batches(images: Sequence[np.ndarray],
-                         run: Callable[[np.ndarray], Sequence[Result]]) -> list[Result]:
+def map_in_shape_batches(images: Sequence[np.ndarray], run: Callable[[np.ndarray], Sequence[Result]],
+                         alone: Callable[[np.ndarray], bool] | None = None,
+                         run_alone: Callable[[np.ndarray], Result] | None = None) -> list[Result]:
     """``run`` on stacks of equal-shaped images (one batch per shape), results in input order.
 
     A network takes one shape per batch; images of different sizes must never be padded or
-    stacked together. ``run(batch)`` returns one result per row of ``batch``.
+    stacked together. ``run(batch)`` returns one result per row of ``batch``. Images for which
+    ``alone(image)`` holds (too large for one pass, say) go through ``run_alone(image)`` one by one.
     """
     by_shape: dict[tuple[int, ...], list[int]] = {}
-    for index, image in enumerate(images):
-        by_shape.setdefault(np.shape(image), []).append(index)
     results: list[Result | None] = [None] * len(images)
+    for index, image in enumerate(images):
+        if alone is not None and alone(image):
+            results[index] = run_alone(image)
+        else:
+            by_shape.setdefault(np.shape(image), []).append(index)
     for indices in by_shape.values():
         for index, result in zip(indices, run(np.stack([images[i] for i in indices]))):
             results[index] = result

@@ -21,11 +21,16 @@ import numpy as np
 
 from binmap_tf.images import as_rgb_uint8
 from binmap_tf.labels import channel_sums
+from binmap_tf.tiling import row_bands
 
 COLOUR_BINS = 10  # per CIELAB channel
 # Channel ranges of the colour histogram; values outside are clipped into the end bins.
 COLOUR_RANGES = ((0.0, 100.0), (-60.0, 60.0), (-60.0, 60.0))
 TEXTURE_BINS = 10  # uniform LBP with 8 neighbours at radius 1: codes 0..9
+# Rows of context a band needs for the texture codes of its own rows: radius 1, plus one because
+# scikit-image interpolates the neighbours at rounded float offsets whose floor/ceil can reach a
+# second row (with weight ~0; one row of context changed 2 codes in 20000).
+TEXTURE_CONTEXT = 2
 EDGE_BINS = 16  # on [0, 1]
 EDGE_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 COLOUR_SCALE = 50.0  # a CIELAB distance of 50 counts as "very different" (as in binmap_tf.hierarchy)
@@ -35,30 +40,43 @@ HISTOGRAM_WIDTH = 3 * COLOUR_BINS + TEXTURE_BINS
 BORDER_WIDTH = 2 + EDGE_BINS
 
 
-def pixel_histograms(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-pixel CIELAB ``(P, 3)``, colour-bin indices ``(P, 3)`` (offset per channel) and texture codes ``(P,)``."""
+def pixel_histograms(rgb: np.ndarray, top: int = 0, bottom: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-pixel CIELAB ``(P, 3)``, colour-bin indices ``(P, 3)`` (offset per channel) and texture codes
+    ``(P,)`` of uint8 RGB ``rgb`` without its first ``top`` and last ``bottom`` rows: those rows only
+    give the texture codes their neighbours, so the bands of an image give its codes."""
     from skimage.color import rgb2gray, rgb2lab
     from skimage.feature import local_binary_pattern
 
-    rgb = as_rgb_uint8(image)
-    lab = rgb2lab(rgb).reshape(-1, 3)
+    rows = slice(top, rgb.shape[0] - bottom)
+    lab = rgb2lab(rgb[rows]).reshape(-1, 3)
     colour_bins = np.stack([
         np.clip(((lab[:, c] - low) / (high - low) * COLOUR_BINS).astype(np.int64), 0, COLOUR_BINS - 1) + c * COLOUR_BINS
         for c, (low, high) in enumerate(COLOUR_RANGES)], axis=1)
     grey = (rgb2gray(rgb) * 255).astype(np.uint8)
-    texture = local_binary_pattern(grey, 8, 1, method="uniform").astype(np.int64).ravel()
+    texture = local_binary_pattern(grey, 8, 1, method="uniform")[rows].astype(np.int64).ravel()
     return lab, colour_bins, texture
 
 
-def region_histograms(image: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def region_histograms(image: np.ndarray, labels: np.ndarray, n: int,
+                      band_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Summed CIELAB ``(n, 3)`` and histograms ``(n, HISTOGRAM_WIDTH)`` (colour bins, then texture
-    codes) of every region of ``labels`` (``0 .. n-1``)."""
-    lab, colour_bins, texture = pixel_histograms(image)
-    flat = labels.ravel().astype(np.int64)
-    lab_sum = channel_sums(flat, lab, n)
-    bins = np.column_stack([colour_bins, texture + 3 * COLOUR_BINS])
-    histogram = np.bincount((flat[:, None] * HISTOGRAM_WIDTH + bins).ravel(), minlength=n * HISTOGRAM_WIDTH)
-    return lab_sum, histogram.reshape(n, HISTOGRAM_WIDTH).astype(np.float64)
+    codes) of every region of ``labels`` (``0 .. n-1``).
+
+    The pixels are visited in row bands of about ``band_pixels`` (:func:`binmap_tf.tiling.row_bands`),
+    each with :data:`TEXTURE_CONTEXT` rows of context above and below for the texture codes: CIELAB and its
+    temporaries cost ~100 bytes a pixel, so one pass over a 12 MP photo would need over 1 GB.
+    The sums equal one pass's."""
+    rgb = as_rgb_uint8(image)
+    height = rgb.shape[0]
+    lab_sum, histogram = np.zeros((n, 3)), np.zeros(n * HISTOGRAM_WIDTH)
+    for start, stop in row_bands(*labels.shape, band_pixels):
+        low, high = max(start - TEXTURE_CONTEXT, 0), min(stop + TEXTURE_CONTEXT, height)
+        lab, colour_bins, texture = pixel_histograms(rgb[low:high], start - low, high - stop)
+        flat = labels[start:stop].ravel().astype(np.int64)
+        lab_sum += channel_sums(flat, lab, n)
+        bins = np.column_stack([colour_bins, texture + 3 * COLOUR_BINS])
+        histogram += np.bincount((flat[:, None] * HISTOGRAM_WIDTH + bins).ravel(), minlength=n * HISTOGRAM_WIDTH)
+    return lab_sum, histogram.reshape(n, HISTOGRAM_WIDTH)
 
 
 def border_histograms(inverse: np.ndarray, strength: np.ndarray, n_borders: int) -> np.ndarray:

@@ -17,9 +17,10 @@ every image at the same number of segments instead (parameter ``n_segments``).
 Learned hierarchies (``binmap-learned``, and ``learned-no-codes`` whose scorer never saw the
 codes; :mod:`binmap_tf.merge_scorer`) merge the same superpixels in the order of a scorer
 trained on BSDS500 train; their parameter is also a threshold, by default the one the scorer's
-training chose on BSDS500 val (recorded with the shipped scorer). ``binmap-learned`` can take
-another scorer file (``parse_method(name, scorer=path)``, ``evaluate --scorer``), e.g. one
-trained on other codes by ``python -m binmap_tf.train_merge``.
+training chose on BSDS500 val (recorded with the shipped scorer); their ``-n`` variants cut at a
+number of segments too. ``binmap-learned`` (and ``binmap-learned-n``) can take another scorer file
+(``parse_method(name, scorer=path)``, ``evaluate --scorer``), e.g. one trained on other codes by
+``python -m binmap_tf.train_merge``.
 """
 
 from __future__ import annotations
@@ -65,9 +66,13 @@ DEFAULT_VALUES.update({name: shipped_scorer(scorer).threshold for name, scorer i
 PARAMETER_NAMES.update({name: "threshold" for name in LEARNED_METHODS})
 COUNT_SUFFIX = "-n"  # "<hierarchical method>-n": cut every image at n_segments instead
 HIERARCHY_COUNTS = (3.0, 5.0, 10.0, 20.0, 30.0, 50.0, 80.0, 120.0, 200.0)
-SWEEP_VALUES.update({name + COUNT_SUFFIX: HIERARCHY_COUNTS for name in HIERARCHY_METHODS})
-DEFAULT_VALUES.update({name + COUNT_SUFFIX: float(count) for name, (_, _, count) in HIERARCHY_METHODS.items()})
-PARAMETER_NAMES.update({name + COUNT_SUFFIX: "n_segments" for name in HIERARCHY_METHODS})
+# The learned hierarchies' ODS number of segments on the first 50 BSDS500 val images (README,
+# "Learned merging"), as HIERARCHY_METHODS records the hand-set ones'.
+LEARNED_COUNTS = {"binmap-learned": 10, "learned-no-codes": 10}
+COUNTS = {**LEARNED_COUNTS, **{name: count for name, (_, _, count) in HIERARCHY_METHODS.items()}}
+SWEEP_VALUES.update({name + COUNT_SUFFIX: HIERARCHY_COUNTS for name in COUNTS})
+DEFAULT_VALUES.update({name + COUNT_SUFFIX: float(count) for name, count in COUNTS.items()})
+PARAMETER_NAMES.update({name + COUNT_SUFFIX: "n_segments" for name in COUNTS})
 
 
 @dataclass(frozen=True)
@@ -115,13 +120,13 @@ class Method:
 def parse_method(name: str, scorer: str | None = None) -> Method:
     """``egs``, ``slic``, ``binmap-egs``, ``binmap-slic``, ``binmap-egs-ft``, ``binmap-slic-ft``,
     a hierarchical method of ``HIERARCHY_METHODS``, optionally with ``COUNT_SUFFIX``, or a learned
-    one of ``LEARNED_METHODS``; ``scorer`` (an ``.npz``) replaces the shipped scorer of
-    :data:`SCORER_METHOD`."""
-    if name in LEARNED_METHODS:  # starts from the superpixels its scorer was trained on
-        source = scorer if scorer is not None and name == SCORER_METHOD else LEARNED_METHODS[name]
-        level = resolve_scorer(source).info["first_level"]["superpixels"]
-        return Method(name, level, "edges", scorer=source)
+    one of ``LEARNED_METHODS`` (also with ``COUNT_SUFFIX``); ``scorer`` (an ``.npz``) replaces the
+    shipped scorer of :data:`SCORER_METHOD`."""
     base = name.removesuffix(COUNT_SUFFIX)
+    if base in LEARNED_METHODS:  # starts from the superpixels its scorer was trained on
+        source = scorer if scorer is not None and base == SCORER_METHOD else LEARNED_METHODS[base]
+        level = resolve_scorer(source).info["first_level"]["superpixels"]
+        return Method(name, level, "edges", scorer=source, by_count=base != name)
     if base in HIERARCHY_METHODS:
         return Method(name, "egs", "edges", HIERARCHY_METHODS[base][0], by_count=base != name)
     parts = name.split("-")
@@ -131,8 +136,7 @@ def parse_method(name: str, scorer: str | None = None) -> Method:
         if len(parts) == 2 or parts[2] == "ft":
             return Method(name, parts[1], "itq" if len(parts) == 2 else "ft")
     raise ValueError(f"unknown method {name!r}; use egs, slic, binmap-egs, binmap-slic, "
-                     f"binmap-egs-ft, binmap-slic-ft, {', '.join(HIERARCHY_METHODS)} (each also with "
-                     f"{COUNT_SUFFIX!r}) or {', '.join(LEARNED_METHODS)}")
+                     f"binmap-egs-ft, binmap-slic-ft, {', '.join(COUNTS)} (each also with {COUNT_SUFFIX!r})")
 
 
 @dataclass

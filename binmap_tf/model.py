@@ -31,13 +31,12 @@ import numpy as np
 import tensorflow as tf
 
 from binmap_tf.backbones import Backbone, build_backbone
-from binmap_tf.binary_map import BinaryMap
+from binmap_tf.binary_map import BinaryMap, edges_at
 from binmap_tf.hardware import has_fast_bf16
 from binmap_tf.hashing import ITQHashing, ITQParams, load_itq
-from binmap_tf.geometry import scaled_size
 from binmap_tf.images import as_rgb_uint8, check_size, downscale_to_limit, map_in_shape_batches
 from binmap_tf.paths import FINE_TUNED
-from binmap_tf.tiling import DEFAULT_MAX_TILE_PIXELS, TilePlan, plan_tiles
+from binmap_tf.tiling import DEFAULT_MAX_TILE_PIXELS, TilePlan, over_tile_budget, plan_tiles, stitch_tiles
 
 DEFAULT_BACKBONE = "vgg16-hed"
 DEFAULT_BITS = 8
@@ -232,22 +231,14 @@ class BinaryMapper:
     def map_batch(self, images: list[np.ndarray]) -> list[BinaryMap]:
         """Binary maps of several images; equal-sized images share one forward pass, images over
         ``max_tile_pixels`` run alone on tiles (see :meth:`tile_plan`)."""
-        prepared = [self.prepare(image) for image in images]
-        large = [self.needs_tiles(image.shape[:2]) for image in prepared]
-        batched = iter(map_in_shape_batches([image for image, tiled in zip(prepared, large) if not tiled],
-                                            self._batch_maps))
-        return [self._map_large(image) if tiled else next(batched) for image, tiled in zip(prepared, large)]
+        return map_in_shape_batches(
+            [self.prepare(image) for image in images], self._batch_maps, run_alone=self._map_large,
+            alone=lambda image: over_tile_budget(image.shape[:2], self.scale, self.max_tile_pixels))
 
     def _batch_maps(self, batch: np.ndarray) -> list[BinaryMap]:
         """Binary maps of a stack of equal-shaped prepared images, one forward pass."""
         outputs = self.forward(batch)
         return [self._binary_map(outputs, row, batch.shape[1:3]) for row in range(len(batch))]
-
-    def needs_tiles(self, shape: tuple[int, int]) -> bool:
-        """Whether one forward pass over an image of ``shape`` would exceed ``max_tile_pixels`` (it runs on tiles)."""
-        if self.max_tile_pixels is None:
-            return False
-        return scaled_size(shape[0], self.scale) * scaled_size(shape[1], self.scale) > self.max_tile_pixels
 
     def tile_plan(self, shape: tuple[int, int], max_tile_pixels: int | None = None) -> TilePlan | None:
         """The tiles an image of ``shape`` runs on (one tile when it fits the budget); None when the
@@ -273,33 +264,15 @@ class BinaryMapper:
         return self._binary_map(outputs, 0, image.shape[:2], scale=effective)
 
     def map_tiled(self, image: np.ndarray, plan: TilePlan) -> BinaryMap:
-        """Binary map of ``image`` stitched from the forward passes over the tiles of ``plan``.
-
-        Each grid cell comes from the tile whose core holds the cell's centre, each edge pixel
-        from the tile whose core holds the pixel; the cores partition the image.
-        """
+        """Binary map of ``image`` stitched from the forward passes over the tiles of ``plan``
+        (:func:`~binmap_tf.tiling.stitch_tiles`)."""
         image = self.prepare(image)
-        geometry, scale = self.backbone.geometry, self.scale
-        bits_rows, logits_rows = [], []
-        edges = None
-        for row in plan.rows:
-            bits_blocks, logits_blocks = [], []
-            for col in plan.cols:
-                tile = self.forward(image[None, row.start:row.stop, col.start:col.stop])
-                cells = (row.cells(tile["bits"].shape[1], geometry, scale),
-                         col.cells(tile["bits"].shape[2], geometry, scale))
-                bits_blocks.append(tile["bits"][0][cells])
-                logits_blocks.append(tile["logits"][0][cells])
-                if "edges" in tile:
-                    if edges is None:
-                        edges = np.zeros(image.shape[:2], np.float32)
-                    tile_edges = _resize_to(tile["edges"][0, ..., 0], (row.stop - row.start, col.stop - col.start))
-                    (rows_at, rows_in), (cols_at, cols_in) = row.pixels(), col.pixels()
-                    edges[rows_at, cols_at] = tile_edges[rows_in, cols_in]
-            bits_rows.append(np.concatenate(bits_blocks, axis=1))
-            logits_rows.append(np.concatenate(logits_blocks, axis=1))
-        return BinaryMap(bits=np.concatenate(bits_rows), logits=np.concatenate(logits_rows),
-                         geometry=geometry, scale=scale, image_shape=tuple(image.shape[:2]), edges=edges)
+
+        def tile(rows: slice, cols: slice) -> dict[str, np.ndarray]:
+            outputs = self.forward(image[None, rows, cols])
+            return {name: value[0, ..., 0] if name == "edges" else value[0] for name, value in outputs.items()}
+
+        return stitch_tiles(image.shape[:2], plan, tile, self.backbone.geometry, self.scale)
 
     def forward(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Model outputs (``bits``, ``codes``, ``logits`` [, ``edges``]) of a uint8 RGB batch (b, H, W, 3)."""
@@ -309,7 +282,7 @@ class BinaryMapper:
                     scale: float | None = None) -> BinaryMap:
         edges = outputs.get("edges")
         if edges is not None:
-            edges = _resize_to(edges[row, ..., 0], image_shape)
+            edges = edges_at(edges[row, ..., 0], image_shape)
         return BinaryMap(bits=outputs["bits"][row], logits=outputs["logits"][row],
                          geometry=self.backbone.geometry, scale=self.scale if scale is None else scale,
                          image_shape=tuple(image_shape), edges=edges)
@@ -323,11 +296,3 @@ def _forward_function(model: keras.Model, execution: str) -> Callable[[np.ndarra
     return tf.function(lambda images: model(images, training=False), jit_compile=execution == "xla",
                        input_signature=[tf.TensorSpec((None, None, None, 3), tf.uint8)])
 
-
-def _resize_to(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a 2-D map to ``shape`` (no-op when it already has it)."""
-    if array.shape == tuple(shape):
-        return array
-    from skimage.transform import resize
-
-    return resize(array, shape, order=1, preserve_range=True).astype(np.float32)

@@ -15,17 +15,20 @@ one tile whose core holds its centre. Tiles are aligned so that tiled and untile
 With ``scale != 1`` the tile starts are multiples of the smallest original length that the
 resize maps onto a whole number of strides; the image-wide resize ratio then differs from
 the tile's by at most half a resized pixel over the image, so agreement is close, not exact.
-Pure numpy: the planning is tested without TensorFlow.
+Pure numpy: the planning is tested without TensorFlow, and :func:`stitch_tiles` assembles the
+tiles' maps for the local mapper and the serving client alike.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-from binmap_tf.geometry import GridGeometry
+from binmap_tf.binary_map import BinaryMap, edges_at
+from binmap_tf.geometry import GridGeometry, scaled_size
 
 # Default budget of pixels the CNN sees in one forward pass: about 0.5 GiB of vgg16-hed
 # activations (with its edge map) on top of the ~0.8 GiB of a process with the model loaded.
@@ -137,6 +140,46 @@ def plan_tiles(shape: tuple[int, int], max_pixels: int, context: GridGeometry, s
     rows, cols = tile_shape(shape, budget) if shape[0] * shape[1] > budget else shape
     return TilePlan(plan_axis(shape[0], rows, align, margin), plan_axis(shape[1], cols, align, margin),
                     align, margin)
+
+
+def over_tile_budget(shape: tuple[int, int], scale: float, max_tile_pixels: int | None) -> bool:
+    """Whether one forward pass over an image of ``shape``, resized by ``scale``, would see more than
+    ``max_tile_pixels`` pixels (never, for None: images run whole)."""
+    if max_tile_pixels is None:
+        return False
+    return scaled_size(shape[0], scale) * scaled_size(shape[1], scale) > max_tile_pixels
+
+
+def stitch_tiles(image_shape: tuple[int, int], plan: TilePlan, tile: Callable[[slice, slice], dict[str, np.ndarray]],
+                 geometry: GridGeometry, scale: float) -> BinaryMap:
+    """The binary map of an image of ``image_shape`` stitched from its tiles' maps.
+
+    ``tile(rows, cols)`` gives the map of the image's pixels ``[rows, cols]``: ``bits`` and
+    ``logits`` (h, w, k) and, if the model has one, ``edges`` (H', W') at the network's
+    resolution; a local forward pass or a request to a model server. Each grid cell comes from
+    the tile whose core holds the cell's centre, each edge pixel from the tile whose core holds
+    the pixel; the cores partition the image.
+    """
+    bits_rows, logits_rows = [], []
+    edges = None
+    for row in plan.rows:
+        bits_blocks, logits_blocks = [], []
+        for col in plan.cols:
+            outputs = tile(slice(row.start, row.stop), slice(col.start, col.stop))
+            cells = (row.cells(outputs["bits"].shape[0], geometry, scale),
+                     col.cells(outputs["bits"].shape[1], geometry, scale))
+            bits_blocks.append(outputs["bits"][cells])
+            logits_blocks.append(outputs["logits"][cells])
+            if "edges" in outputs:
+                if edges is None:
+                    edges = np.zeros(image_shape, np.float32)
+                tile_edges = edges_at(outputs["edges"], (row.stop - row.start, col.stop - col.start))
+                (rows_at, rows_in), (cols_at, cols_in) = row.pixels(), col.pixels()
+                edges[rows_at, cols_at] = tile_edges[rows_in, cols_in]
+        bits_rows.append(np.concatenate(bits_blocks, axis=1))
+        logits_rows.append(np.concatenate(logits_blocks, axis=1))
+    return BinaryMap(bits=np.concatenate(bits_rows), logits=np.concatenate(logits_rows), geometry=geometry,
+                     scale=scale, image_shape=tuple(image_shape), edges=edges)
 
 
 # Pixels per band of the host stages that visit every pixel (neighbour pairs, bit votes, CIELAB

@@ -29,8 +29,8 @@ import numpy as np
 from binmap_tf.images import ImageError, read_image
 from binmap_tf.superpixels import EGS_SCALE, SLIC_N_SEGMENTS
 from demo.pipeline import (
+    AUTOMATIC_CUT,
     DEMO_MAX_PIXELS,
-    HIERARCHY_SEGMENTS,
     DemoError,
     LocalMappers,
     MapCache,
@@ -64,7 +64,9 @@ Ravanbakhsh et al., *CNN-aware binary map for general semantic segmentation*, IC
 turns the image into a grid of k-bit codes (the **binary map**), and low-level **superpixels**
 (EGS or SLIC) that get the same code are merged into **segments**. Upload a photo and press
 *Segment*; changing a superpixel or merge control re-merges without running the CNN again.
-*Hierarchy* merges by codes, the network's edges and colour, and cuts at any number of segments."""
+The default, the *hierarchy*, starts from a watershed of the network's edges and merges in the order
+of a scorer learned on BSDS500 (codes, edges, colour, texture), cut where it scored best on BSDS500
+val or at any number of segments; *adjacent* merging of EGS superpixels is the paper's method."""
 
 
 def _error(message: str) -> gr.Error:
@@ -121,12 +123,12 @@ class Segmenter:
         self.folder = Path(self._folder.name)
 
     def run(self, upload: np.ndarray | None, method: str, scale: float, n_segments: float, hamming: float,
-            merge: str, segments: float, bits: int | None, cache: MapCache | None) -> tuple:
+            merge: str, segments: float, scorer: str, bits: int | None, cache: MapCache | None) -> tuple:
         """Segment ``upload`` with the controls' settings; reuse the binary map in ``cache`` when it fits."""
         if upload is None:
             raise _error("Upload an image (or click an example) first.")
         settings = Settings(superpixels=method, scale=float(scale), n_segments=int(n_segments),
-                            hamming=int(hamming), merge=merge, segments=int(segments), bits=bits)
+                            hamming=int(hamming), merge=merge, segments=int(segments), scorer=scorer, bits=bits)
         try:
             run = segment_upload(upload, settings, self.source, cache, self.max_pixels)
             views = render(run)
@@ -150,9 +152,10 @@ def _superpixel_controls(method: str) -> tuple[dict, dict]:
     return gr.update(visible=method == "egs"), gr.update(visible=method == "slic")
 
 
-def _merge_controls(merge: str) -> tuple[dict, dict]:
-    """Show the Hamming threshold for a flat merge, the number of segments for the hierarchy."""
-    return gr.update(visible=merge != "hierarchy"), gr.update(visible=merge == "hierarchy")
+def _merge_controls(merge: str) -> tuple[dict, dict, dict]:
+    """Show the Hamming threshold for a flat merge, the number of segments and merge order for the hierarchy."""
+    hierarchy = merge == "hierarchy"
+    return gr.update(visible=not hierarchy), gr.update(visible=hierarchy), gr.update(visible=hierarchy)
 
 
 def build_app(source: MapSource, max_pixels: int = DEMO_MAX_PIXELS, examples: list[str] | None = None) -> gr.Blocks:
@@ -166,19 +169,29 @@ def build_app(source: MapSource, max_pixels: int = DEMO_MAX_PIXELS, examples: li
         with gr.Row():
             with gr.Column(scale=1):
                 image = upload_image(label="Image", sources=["upload", "webcam", "clipboard"], elem_id="input-image")
-                method = gr.Radio([("EGS (Felzenszwalb)", "egs"), ("SLIC", "slic")], value="egs",
-                                  label="Superpixels")
-                scale = gr.Slider(10, 1000, value=EGS_SCALE, step=10, label="EGS scale k (larger: bigger superpixels)")
+                # The defaults are the package's (Settings()) where the maps carry edges; a model server
+                # without them gets the paper's EGS + adjacent merge.
+                default = Settings() if source.has_edges else Settings(superpixels="egs", merge="adjacent")
+                methods = [("EGS (Felzenszwalb)", "egs"), ("SLIC", "slic")]
+                merges = [("adjacent superpixels (the paper)", "adjacent"), ("any superpixels (global)", "global")]
+                if source.has_edges:  # the watershed and the hierarchy need the network's edge map
+                    methods.insert(0, ("watershed of the network's edges", "watershed"))
+                    merges.insert(0, ("hierarchy (learned or hand-set order)", "hierarchy"))
+                method = gr.Radio(methods, value=default.superpixels, label="Superpixels")
+                hierarchy = default.merge == "hierarchy"
+                scale = gr.Slider(10, 1000, value=EGS_SCALE, step=10, visible=default.superpixels == "egs",
+                                  label="EGS scale k (larger: bigger superpixels)")
                 n_segments = gr.Slider(50, 2000, value=SLIC_N_SEGMENTS, step=50, visible=False,
                                        label="SLIC number of superpixels")
-                hamming = gr.Slider(0, 8, value=0, step=1,
+                hamming = gr.Slider(0, 8, value=0, step=1, visible=not hierarchy,
                                     label="Hamming threshold (0: merge equal codes only, as in the paper)")
-                merges = [("adjacent superpixels", "adjacent"), ("any superpixels (global)", "global")]
-                if source.has_edges:  # the hierarchy needs the edge map, which a served model does not return
-                    merges.append(("hierarchy (codes + edges + colour)", "hierarchy"))
-                merge = gr.Radio(merges, value="adjacent", label="Merge")
-                segments_count = gr.Slider(2, 200, value=HIERARCHY_SEGMENTS, step=1, visible=False,
-                                           label="Number of segments (cut of the hierarchy)", elem_id="segments-count")
+                merge = gr.Radio(merges, value=default.merge, label="Merge")
+                scorer = gr.Radio([("learned scorer (codes, edges, colour, texture)", "learned"),
+                                   ("hand-set weights (codes + edges + colour)", "hand-set")],
+                                  value=default.scorer, visible=hierarchy, label="Merge order", elem_id="scorer")
+                segments_count = gr.Slider(AUTOMATIC_CUT, 200, value=AUTOMATIC_CUT, step=1, visible=hierarchy,
+                                           label="Number of segments (0: the cut chosen on BSDS500 val)",
+                                           elem_id="segments-count")
                 if source.bits_choices:
                     bits = gr.Radio([(f"{k} bits ({'grey' if k <= 8 else 'RGB'})", k) for k in source.bits_choices],
                                     value=source.bits_choices[0], label="Binary map code length")
@@ -202,18 +215,18 @@ def build_app(source: MapSource, max_pixels: int = DEMO_MAX_PIXELS, examples: li
                     labels_file = gr.File(label="Segment labels (16-bit PNG)", interactive=False,
                                           elem_id="labels-file")
 
-        inputs = [image, method, scale, n_segments, hamming, merge, segments_count, bits, cache]
+        inputs = [image, method, scale, n_segments, hamming, merge, segments_count, scorer, bits, cache]
         outputs = [binary_map, superpixels, segments, table, labels_file, summary, cache]
         run.click(segmenter.run, inputs, outputs, api_name="segment")
         triggers = [method.change, scale.release, n_segments.release, hamming.release, merge.change,
-                    segments_count.release]
+                    segments_count.release, scorer.change]
         if isinstance(bits, gr.Radio):
             triggers.append(bits.change)
         gr.on(triggers, segmenter.rerun, inputs, outputs, api_name="resegment", trigger_mode="always_last",
               api_visibility="undocumented")  # the page's own re-merge; clients call /segment
         method.change(_superpixel_controls, method, [scale, n_segments], api_name="superpixel_controls",
                       queue=False, api_visibility="private")
-        merge.change(_merge_controls, merge, [hamming, segments_count], api_name="merge_controls",
+        merge.change(_merge_controls, merge, [hamming, segments_count, scorer], api_name="merge_controls",
                      queue=False, api_visibility="private")
     return app
 

@@ -112,17 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m demo.browser", description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="PNG file for the screenshot")
     parser.add_argument("--image", type=Path, default=None, help=f"image to upload (default: <data>/{DEFAULT_IMAGE})")
-    parser.add_argument("--hierarchy", action="store_true",
-                        help="switch to the merge hierarchy after segmenting, so the screenshot shows it")
     args = parser.parse_args(argv)
     image = args.image or data_root() / DEFAULT_IMAGE
     with serve(build_app(make_source(None))) as url, chromium_page() as page:
         run = segment_in_page(page, url, image)
-        if args.hierarchy:
-            page.get_by_label("hierarchy (codes + edges + colour)").check()
-            text = summary_after(page, "merge hierarchy")
-            run = BrowserRun(n_segments=int(SEGMENTS_PATTERN.search(text).group(1)), summary=text,
-                             seconds=run.seconds)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(args.out), full_page=True)
     print(f"{run.n_segments} segments; {run.seconds:.1f} s from upload to result; screenshot: {args.out}")

@@ -21,7 +21,16 @@ from binmap_tf.images import ImageError, as_rgb_uint8, downscale_to_limit
 from binmap_tf.labels import channel_sums
 from binmap_tf.outputs import boundary_overlay, label_image_uint16
 from binmap_tf.paths import data_root
-from binmap_tf.segment import SegmentationResult, resolve_options, segment_with_map
+from binmap_tf.segment import (
+    DEFAULT_MERGE,
+    DEFAULT_SCORER,
+    HAND_SET,
+    SegmentationResult,
+    choose_scorer,
+    needs_edges,
+    resolve_options,
+    segment_with_map,
+)
 from binmap_tf.superpixels import EGS_SCALE, SLIC_N_SEGMENTS
 
 # VGG16 on 2 CPU cores maps a 321x481 BSDS500 image (0.15 MP) in about 2 s; time and activation
@@ -34,9 +43,11 @@ MAX_UPLOAD_PIXELS = 64 * 1024 * 1024
 LOCAL_BITS = (8, 24)
 # Seconds a request to the model server may take (a CPU-only server needs ~20 s for 1 MP).
 SERVING_TIMEOUT = 60.0
-# Segments a hierarchy is cut at before the user moves its slider: BSDS500's human
-# segmentations have about 20-30 segments.
-HIERARCHY_SEGMENTS = 30
+# The hierarchy's number-of-segments slider: 0 (its start) cuts at the scorer's own height, chosen on
+# BSDS500 val; any other value cuts at that many segments.
+AUTOMATIC_CUT = 0
+# What orders the hierarchy's merges: the page's choices.
+SCORERS = (DEFAULT_SCORER, HAND_SET)
 EXAMPLE_BSDS_IDS = ("100007", "106047", "108004")
 EXAMPLE_SKIMAGE_FILES = ("astronaut.png", "coffee.png", "chelsea.png")
 
@@ -106,18 +117,19 @@ def hashing_mappers(hashing: str | os.PathLike) -> LocalMappers:
 class ServedMaps:
     """Binary maps from a model server through :class:`serving.client.BinmapClient`.
 
-    The served model fixes the code length. Every failure of the server becomes a
-    :class:`DemoError` whose message names ``target``.
+    The served model fixes the code length. Maps carry the edge map (the ``with_edges`` signature),
+    as the local mappers' do, so switching to the hierarchy does not ask the server again. Every
+    failure of the server becomes a :class:`DemoError` whose message names ``target``.
     """
 
     bits_choices: tuple[int, ...] = ()
-    has_edges = False  # the serving signatures return codes, not HED's edges
+    has_edges = True
 
     def __init__(self, target: str, timeout: float = SERVING_TIMEOUT) -> None:
         from serving.client import BinmapClient  # needs the [serving] extra, only with --serving
 
         self.target = target
-        self._client = BinmapClient(target, timeout=timeout)
+        self._client = BinmapClient(target, timeout=timeout, edges=True)
 
     def __call__(self, image: np.ndarray, bits: int | None) -> BinaryMap:
         from serving.client import ServingError
@@ -134,22 +146,31 @@ class ServedMaps:
 @dataclass(frozen=True)
 class Settings:
     """The page's controls: superpixel method and its main parameter, merging (the Hamming threshold
-    of a flat merge, or the number of segments a hierarchy is cut at) and code length."""
+    of a flat merge; or what orders a hierarchy and the number of segments it is cut at, 0 for the
+    scorer's own cut) and code length. The defaults are the package's default segmentation: the
+    learned hierarchy on the watershed of the network's edges, cut at its val-chosen height."""
 
-    superpixels: str = "egs"
+    superpixels: str = "watershed"
     scale: float = EGS_SCALE
     n_segments: int = SLIC_N_SEGMENTS
     hamming: int = 0
-    merge: str = "adjacent"
+    merge: str = DEFAULT_MERGE
     bits: int | None = 8
-    segments: int = HIERARCHY_SEGMENTS
+    segments: int = AUTOMATIC_CUT
+    scorer: str = DEFAULT_SCORER
 
     def segment_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`binmap_tf.segment.segment`, checked (``ValueError``) so that a
         bad setting fails before the CNN runs."""
-        params = {"scale": self.scale} if self.superpixels == "egs" else {"n_segments": self.n_segments}
-        merging = {"segments": self.segments} if self.merge == "hierarchy" else {"hamming": self.hamming}
-        resolve_options(self.superpixels, merging.get("hamming", 0), self.merge, params, merging.get("segments"))
+        params = {"egs": {"scale": self.scale}, "slic": {"n_segments": self.n_segments}}.get(self.superpixels, {})
+        if self.merge == "hierarchy":
+            cut = {} if self.segments == AUTOMATIC_CUT else {"segments": self.segments}
+            merging = {"scorer": self.scorer, **cut}
+        else:
+            merging = {"hamming": self.hamming}
+        scorer = choose_scorer(self.merge, merging.get("scorer"))
+        resolve_options(self.superpixels, merging.get("hamming", 0), self.merge, params, merging.get("segments"),
+                        scorer=scorer)
         return {"superpixels": self.superpixels, "merge": self.merge, **merging, **params}
 
 
@@ -235,9 +256,9 @@ def segment_upload(upload: np.ndarray, settings: Settings, source: MapSource, ca
         cache = MapCache(digest=digest, image=image, notices=notices)
     binary_map = cache.maps.get(settings.bits)
     cnn_seconds = None
-    if settings.merge == "hierarchy" and not source.has_edges:
-        raise ValueError("the merge hierarchy needs the network's edge map, which a served model does not "
-                         "return; choose adjacent or global merging, or run the demo without --serving")
+    if needs_edges(settings.superpixels, settings.merge) and not source.has_edges:
+        raise ValueError("the merge hierarchy and the watershed superpixels need the network's edge map, which "
+                         "this source of binary maps does not give; choose EGS or SLIC and adjacent or global merging")
     if binary_map is None:
         start = time.perf_counter()
         binary_map = source(cache.image, settings.bits)
@@ -293,7 +314,11 @@ def summary_text(run: DemoRun) -> str:
     """Markdown: the counts and settings in one line, then the notices."""
     result, options = run.result, run.result.options
     if options["merge"] == "hierarchy":
-        how = "merge hierarchy of codes, edges and colour, cut at the number of segments asked for"
+        order = (f"the learned scorer {options['scorer']!r}" if "scorer" in options
+                 else "hand-set weights of codes, edges and colour")
+        cut = ("at the number of segments asked for" if "segments" in options["cut"]
+               else f"at height {options['cut']['threshold']:g} (chosen on BSDS500 val)")
+        how = f"merge hierarchy ordered by {order}, cut {cut}"
     else:
         codes = "equal codes" if options["hamming"] == 0 else f"codes within Hamming distance {options['hamming']}"
         how = f"{codes}, {options['merge']} merging"

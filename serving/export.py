@@ -15,6 +15,10 @@ Signatures (check with ``saved_model_cli show --all --dir <out>/<version>``):
 both returning ``bits`` uint8 ``[batch, h, w, k]``, ``codes`` int32 ``[batch, h, w]``,
 ``logits`` float32 ``[batch, h, w, k]`` and ``geometry`` string ``[batch]`` (the
 :class:`~serving.protocol.ModelInfo` JSON). Resizing and normalisation are inside the model.
+When the backbone has an edge map (``vgg16-hed``; the command line builds it with one),
+``with_edges`` and ``encoded_with_edges`` take the same inputs and add ``edges`` float32
+``[batch, height, width]``, HED's boundary probability at the input's resolution (times
+``scale``), unrounded: the merge hierarchy's watershed and border statistics read it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import keras
 import numpy as np
@@ -33,13 +37,13 @@ import tensorflow as tf
 from binmap_tf.model import BinaryMapper
 from serving.protocol import (
     DEFAULT_MODEL_NAME,
+    EDGES_OUTPUT,
     ENCODED_INPUT,
-    ENCODED_SIGNATURE,
     GEOMETRY_OUTPUT,
     IMAGES_INPUT,
-    IMAGES_SIGNATURE,
     INFO_FILE,
     MAP_OUTPUTS,
+    SIGNATURES,
     WARMUP_FILE,
     ModelInfo,
 )
@@ -57,10 +61,12 @@ SAME_SIZE_MESSAGE = ("all images in one request must have the same height and wi
 def model_info(mapper: BinaryMapper) -> ModelInfo:
     """The facts a client needs to place ``mapper``'s grid cells on image pixels."""
     backbone = mapper.backbone
+    context = backbone.tiling_geometry
     return ModelInfo(backbone=backbone.name, backbone_options=dict(backbone.options), bits=mapper.bits,
                      scale=mapper.scale, stride=backbone.geometry.stride, offset=backbone.geometry.offset,
                      receptive_field=backbone.geometry.receptive_field,
-                     min_image_side=backbone.min_image_side())
+                     min_image_side=backbone.min_image_side(), context_stride=context.stride,
+                     context_offset=context.offset, context_receptive_field=context.receptive_field)
 
 
 def _decode(data: tf.Tensor) -> tf.Tensor:
@@ -84,13 +90,27 @@ def decode_images(image_bytes: tf.Tensor) -> tf.Tensor:
                      fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
 
 
+def edge_options(backbone: str) -> dict[str, bool]:
+    """``{"edges": True}`` when ``backbone`` can output an edge map (HED's, for ``vgg16-hed``), so that
+    the command line exports it and the merge hierarchy can run on served maps; else ``{}``."""
+    from binmap_tf.backbones import get_backbone
+
+    return {"edges": True} if get_backbone(backbone).has_edges else {}
+
+
+def has_edges(mapper: BinaryMapper) -> bool:
+    """Whether ``mapper``'s model outputs an edge map (its backbone was built with ``edges=True``)."""
+    return EDGES_OUTPUT in mapper.model.output
+
+
 def build_archive(mapper: BinaryMapper) -> keras.export.ExportArchive:
-    """The Keras export archive with the ``serving_default`` and ``encoded`` signatures."""
+    """The Keras export archive: ``serving_default`` and ``encoded``, plus ``with_edges`` and
+    ``encoded_with_edges`` when the model has an edge map."""
     model = mapper.model
     info = model_info(mapper)
     geometry = tf.constant(info.to_json())
 
-    def serve_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
+    def serve(images: tf.Tensor, edges: bool) -> dict[str, tf.Tensor]:
         big_enough = tf.debugging.assert_greater_equal(
             tf.reduce_min(tf.shape(images)[1:3]), info.min_image_side,
             message=f"images must be at least {info.min_image_side} pixels on their shorter side "
@@ -99,33 +119,44 @@ def build_archive(mapper: BinaryMapper) -> keras.export.ExportArchive:
             outputs = model(images, training=False)
         result = {name: outputs[name] for name in MAP_OUTPUTS}
         result[GEOMETRY_OUTPUT] = tf.fill(tf.shape(images)[:1], geometry)
+        if edges:  # float32 as the model gives it: rounding would move the watershed's minima
+            result[EDGES_OUTPUT] = outputs[EDGES_OUTPUT][..., 0]
         return result
 
-    def serve_encoded(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
-        return serve_images(decode_images(image_bytes))
+    def endpoint(decode: Callable[[tf.Tensor], tf.Tensor], edges: bool) -> Callable:
+        return lambda value: serve(decode(value), edges)
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(IMAGES_SIGNATURE, serve_images,
-                         input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=IMAGES_INPUT)])
-    archive.add_endpoint(ENCODED_SIGNATURE, serve_encoded,
-                         input_signature=[tf.TensorSpec([None], tf.string, name=ENCODED_INPUT)])
+    for signature, encoded, edges in signatures(has_edges(mapper)):
+        spec = tf.TensorSpec([None], tf.string, name=ENCODED_INPUT) if encoded else \
+            tf.TensorSpec([None, None, None, 3], tf.uint8, name=IMAGES_INPUT)
+        archive.add_endpoint(signature, endpoint(decode_images if encoded else tf.identity, edges),
+                             input_signature=[spec])
     return archive
 
 
-def warmup_requests(model_name: str = DEFAULT_MODEL_NAME) -> list[PredictRequest]:
-    """One ``PredictRequest`` per signature, on a blank BSDS-sized image."""
+def signatures(edges: bool) -> list[tuple[str, bool, bool]]:
+    """``(name, encoded input, with edges)`` of the exported signatures: all four for a model with an
+    edge map (``edges``), else the two without."""
+    return [(name, encoded, with_edges) for (encoded, with_edges), name in SIGNATURES.items()
+            if edges or not with_edges]
+
+
+def warmup_requests(model_name: str = DEFAULT_MODEL_NAME, edges: bool = True) -> list[PredictRequest]:
+    """One ``PredictRequest`` per exported signature (see :func:`signatures`), on a blank BSDS-sized
+    image, so every signature's graph is built (and, on a GPU, autotuned) before real requests."""
     from tensorflow_serving.apis import predict_pb2
 
     image = np.zeros((*WARMUP_SHAPE, 3), np.uint8)
-    inputs = {IMAGES_SIGNATURE: (IMAGES_INPUT, image[None]),
-              ENCODED_SIGNATURE: (ENCODED_INPUT, np.array([tf.io.encode_png(image).numpy()], dtype=object))}
+    files = np.array([tf.io.encode_png(image).numpy()], dtype=object)
     requests = []
-    for signature, (name, value) in inputs.items():
+    for signature, encoded, _ in signatures(edges):
         request = predict_pb2.PredictRequest()
         request.model_spec.name = model_name
         request.model_spec.signature_name = signature
-        request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        request.inputs[ENCODED_INPUT if encoded else IMAGES_INPUT].CopyFrom(
+            tf.make_tensor_proto(files if encoded else image[None]))
         requests.append(request)
     return requests
 
@@ -195,7 +226,7 @@ def export_model(mapper: BinaryMapper, out: str | os.PathLike, version: int | No
         extra.mkdir()
         (extra / INFO_FILE).write_text(model_info(mapper).to_json() + "\n")
         if warmup:
-            write_warmup(extra / WARMUP_FILE, warmup_requests(model_name))
+            write_warmup(extra / WARMUP_FILE, warmup_requests(model_name, has_edges(mapper)))
         return _publish(staging, base, version)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -215,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="model name written into the warm-up requests (default: %(default)s)")
     parser.add_argument("--no-warmup", dest="warmup", action="store_false", help="write no warm-up requests")
     args = parser.parse_args(argv)
-    mapper = cli.mapper_from_args(args)
+    mapper = cli.mapper_from_args(args, **edge_options(args.backbone))
     try:
         path = export_model(mapper, args.out, version=args.version, model_name=args.model_name, warmup=args.warmup)
     except FileExistsError as error:

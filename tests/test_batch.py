@@ -142,9 +142,6 @@ def test_cli_help_and_bad_options(capsys):
         main(["--help"])
     assert exit_info.value.code == 0 and "--model-server" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
-        main(["--input", "x/*.jpg", "--out", "o", "--merge", "hierarchy", "--model-server", "localhost:1"])
-    assert exit_info.value.code == 2 and "no edge map" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exit_info:
         main(["--input", "x/*.jpg", "--out", "o", "--cnn-workers", "0"])
     assert exit_info.value.code == 2 and "expected an integer >= 1, got 0" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
@@ -158,7 +155,6 @@ def test_cnn_on_a_model_server(tmp_path, local_ray, bsds_image_path):
     from PIL import Image
 
     from binmap_tf.model import BinaryMapper
-    from binmap_tf.segment import segment
     from serving import export
     from serving.client import BinmapClient
     from serving.server import LoopbackServer
@@ -170,11 +166,12 @@ def test_cnn_on_a_model_server(tmp_path, local_ray, bsds_image_path):
     crops = {"top": image[:96, :144], "bottom": image[-120:, -160:]}  # two sizes: two requests
     for stem, crop in crops.items():
         Image.fromarray(crop).save(folder / f"{stem}.png")
-    mapper = BinaryMapper("vgg16-hed", bits=8, hashing=random_itq(512, 8), weights=None)  # quick to build
+    mapper = BinaryMapper("vgg16-hed", bits=8, hashing=random_itq(512, 8), weights=None, edges=True)  # quick build
     version = export.export_model(mapper, tmp_path / "models" / "binmap", warmup=False)
     with LoopbackServer(version.parent, warmup=False) as server, BinmapClient(server.target, timeout=60) as client:
         out = tmp_path / "out"
         assert main(["--input", str(folder / "*.png"), "--out", str(out), "--model-server", server.target]) == 0
         for stem, crop in crops.items():
-            np.testing.assert_array_equal(np.load(out / f"{stem}_labels.npy"), segment(crop, client).labels)
+            # The default merge hierarchy: the batch and client.segment ask the server for the edge map.
+            np.testing.assert_array_equal(np.load(out / f"{stem}_labels.npy"), client.segment(crop).labels)
             assert json.loads((out / f"{stem}.json").read_text())["serving"] == server.target

@@ -117,15 +117,16 @@ def test_quick_benchmark_writes_every_section(tmp_path, capsys):
 
 def test_matched_counts_cut_every_hierarchy_at_the_egs_count(tmp_path, capsys):
     out = tmp_path / "out"
-    argv = ["--dataset", "bsds500", "--split", "val", "--limit", "2", "--methods", "binmap-hier",
+    argv = ["--dataset", "bsds500", "--split", "val", "--limit", "2", "--methods", "binmap-learned", "binmap-hier",
             "--cache", str(tmp_path / "maps"), "--out", str(out)]
     assert matched_counts(argv) == 0
     assert (out / "matched_counts.md").is_file()
     results = json.loads((out / "matched_counts.json").read_text())
     assert results["settings"]["n_images"] == 2 and results["settings"]["egs_scale"] == 500
     rows = results["methods"]
-    assert list(rows) == ["egs", "binmap-hier"]
+    assert list(rows) == ["egs", "binmap-learned", "binmap-hier"]
     for name, row in rows.items():
         assert row["mean_segments"] == rows["egs"]["mean_segments"], name
         assert row["matched_images"] == 2 and 0 < row["covering"] <= 1 and 0 < row["seg_iou"] <= 1
-    assert "| binmap-hier |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| binmap-hier |" in printed and "| binmap-learned |" in printed

@@ -27,9 +27,11 @@ def files(tmp_path):
 SEGMENT_MISTAKES = {
     "out is a file": (["--out", "{dir}/notes.txt"], "is a file"),
     "out under a file": (["--out", "{dir}/notes.txt/out"], "cannot be created"),
-    "negative EGS scale": (["--out", "{dir}/o", "--scale-egs", "-5"], "scale > 0"),
+    "negative EGS scale": (["--out", "{dir}/o", "--superpixels", "egs", "--scale-egs", "-5"], "scale > 0"),
     "no SLIC segments": (["--out", "{dir}/o", "--superpixels", "slic", "--n-segments", "0"], "n_segments >= 1"),
-    "hamming reaches the bits": (["--out", "{dir}/o", "--hamming", "9"], "--hamming 9 with 8-bit codes"),
+    "hamming reaches the bits": (["--out", "{dir}/o", "--merge", "adjacent", "--hamming", "9"],
+                                 "--hamming 9 with 8-bit codes"),
+    "hamming with the default hierarchy": (["--out", "{dir}/o", "--hamming", "1"], "add --merge adjacent"),
     "zero bits": (["--out", "{dir}/o", "--bits", "0"], "in 1 .. 62"),
     "hashing not an npz": (["--out", "{dir}/o", "--hashing", "{dir}/notes.npy"], "not a hashing layer"),
     "hashing missing": (["--out", "{dir}/o", "--hashing", "{dir}/gone.npz"], "hashing file not found"),

@@ -61,9 +61,10 @@ def small_image() -> np.ndarray:
 
 
 def controls(settings: Settings) -> tuple:
-    """The page's control values (method, scale, n_segments, hamming, merge, segments, bits) for ``settings``."""
+    """The page's control values (method, scale, n_segments, hamming, merge, segments, scorer, bits) for
+    ``settings``."""
     return (settings.superpixels, settings.scale, settings.n_segments, settings.hamming, settings.merge,
-            settings.segments, settings.bits)
+            settings.segments, settings.scorer, settings.bits)
 
 
 def test_demo_segmentation_equals_segment(small_image):
@@ -74,17 +75,33 @@ def test_demo_segmentation_equals_segment(small_image):
         np.testing.assert_array_equal(run.result.labels, expected.labels)
 
 
+def test_demo_default_is_the_package_default(small_image):
+    """The page starts where segment() does: the learned hierarchy on the watershed, cut at its val height."""
+    source = CountingMaps()
+    run = segment_upload(small_image, Settings(), source)
+    expected = segment(small_image, lambda image: source(image, 8))
+    np.testing.assert_array_equal(run.result.labels, expected.labels)
+    assert run.result.options == expected.options and expected.options["scorer"] == "learned"
+    summary = render(run).summary
+    assert "learned scorer 'learned'" in summary and "chosen on BSDS500 val" in summary
+    hand_set = segment_upload(small_image, Settings(scorer="hand-set", segments=9), source, run.cache)
+    assert hand_set.result.n_segments == 9 and "hand-set weights" in render(hand_set).summary
+    with pytest.raises(gr.Error, match="8-bit codes"):  # the shipped scorer reads 8-bit codes
+        Segmenter(source).run(small_image, *controls(Settings(bits=24)), None)
+
+
 def test_changing_merge_controls_reuses_the_binary_map(small_image):
     source = CountingMaps()
     segmenter = Segmenter(source)
     outputs = segmenter.run(small_image, *controls(Settings()), MapCache())
     assert source.calls == 1
-    for settings in (Settings(hamming=2), Settings(merge="global"), Settings(superpixels="slic", n_segments=50),
-                     Settings(scale=300.0), Settings(merge="hierarchy", segments=12)):
+    for settings in (Settings(merge="adjacent", hamming=2), Settings(merge="global"), Settings(scorer="hand-set"),
+                     Settings(superpixels="slic", n_segments=50), Settings(superpixels="egs", scale=300.0),
+                     Settings(merge="hierarchy", segments=12)):
         outputs = segmenter.run(small_image.copy(), *controls(settings), outputs[-1])
         assert source.calls == 1, f"the CNN ran again for {settings}"
         assert ["CNN (s)", "cached"] in outputs[3] and "reused" in outputs[5]
-    outputs = segmenter.run(small_image, *controls(Settings(bits=24)), outputs[-1])
+    outputs = segmenter.run(small_image, *controls(Settings(merge="adjacent", bits=24)), outputs[-1])
     assert source.calls == 2 and outputs[0].shape == (*small_image.shape[:2], 3)  # 24 bits show as RGB
     outputs = segmenter.run(small_image, *controls(Settings(bits=8)), outputs[-1])
     assert source.calls == 2 and outputs[0].shape == small_image.shape[:2]  # both maps kept
@@ -111,9 +128,11 @@ def test_hierarchy_needs_a_source_with_edges(small_image):
 
     with pytest.raises(gr.Error, match="edge map"):
         Segmenter(Served()).run(small_image, *controls(Settings(merge="hierarchy", bits=None)), None)
-    merges = [block for block in build_app(Served(), examples=[]).blocks.values()
-              if isinstance(block, gr.Radio) and block.label == "Merge"]
-    assert len(merges) == 1 and "hierarchy" not in [value for _, value in merges[0].choices]
+    radios = {block.label: block for block in build_app(Served(), examples=[]).blocks.values()
+              if isinstance(block, gr.Radio)}
+    assert "hierarchy" not in [value for _, value in radios["Merge"].choices] and radios["Merge"].value == "adjacent"
+    assert "watershed" not in [value for _, value in radios["Superpixels"].choices]
+    assert radios["Superpixels"].value == "egs"
 
 
 def test_fine_tuned_hashing_source(small_image):
@@ -130,7 +149,7 @@ def test_fine_tuned_hashing_source(small_image):
 
 
 def test_outputs_and_label_png(small_image):
-    settings = Settings(hamming=1)
+    settings = Settings(superpixels="egs", merge="adjacent", hamming=1)
     segmenter = Segmenter(CountingMaps())  # owns the folder of label files
     binary_map, superpixels, segments, table, label_file, summary, _ = segmenter.run(
         small_image, *controls(settings), None)
@@ -206,7 +225,7 @@ def test_server_down_message_names_the_target(small_image):
     target = f"127.0.0.1:{free_port()}"
     segmenter = Segmenter(ServedMaps(target, timeout=5.0))
     with pytest.raises(gr.Error, match=f"model server at {target}"):
-        segmenter.run(small_image, *controls(Settings(bits=None)), None)
+        segmenter.run(small_image, *controls(Settings(superpixels="egs", merge="adjacent", bits=None)), None)
 
 
 def test_example_images_exist():
@@ -230,7 +249,7 @@ def test_segment_endpoint_for_gradio_client(bsds_image_path):
     source = CountingMaps()
     with serve(build_app(source, examples=[])) as url:
         outputs = Client(url, verbose=False).predict(handle_file(str(bsds_image_path)), "slic", 100, 300, 1, "global",
-                                                     30, 24, api_name="/segment")
+                                                     30, "learned", 24, api_name="/segment")
     settings = Settings(superpixels="slic", n_segments=300, hamming=1, merge="global", bits=24)
     expected = segment_upload(load_image(bsds_image_path), settings, CountingMaps()).result
     assert f"**{expected.n_segments} segments**" in outputs[5] and "24-bit" in outputs[5]
@@ -287,9 +306,11 @@ def test_browser_upload_segments_like_the_library(tmp_path, bsds_image_path):
               f"({run.n_segments} segments); screenshot {tmp_path / 'demo.png'}")
         page.get_by_label("any superpixels (global)").check()
         global_summary = summary_after(page, "global merging")
-        page.get_by_label("hierarchy (codes + edges + colour)").check()
+        page.get_by_label("hierarchy (learned or hand-set order)").check()
         expect(page.locator("#segments-count")).to_be_visible()
-        hierarchy_summary = summary_after(page, "merge hierarchy")
+        hierarchy_summary = summary_after(page, "merge hierarchy ordered by the learned scorer")
+        page.get_by_label("hand-set weights (codes + edges + colour)").check()
+        hand_set_summary = summary_after(page, "hand-set weights")
 
     image = load_image(bsds_image_path)
     expected = segment(image, default_mapper(edges=True), **Settings().segment_options())
@@ -298,7 +319,10 @@ def test_browser_upload_segments_like_the_library(tmp_path, bsds_image_path):
     expected_global = segment(image, binary_map=expected.binary_map, **Settings(merge="global").segment_options())
     assert "reused" in global_summary
     assert int(SEGMENTS_PATTERN.search(global_summary).group(1)) == expected_global.n_segments
-    assert int(SEGMENTS_PATTERN.search(hierarchy_summary).group(1)) == Settings().segments
+    assert "learned scorer" in run.summary  # the page's default is the package's
+    assert int(SEGMENTS_PATTERN.search(hierarchy_summary).group(1)) == expected.n_segments
+    expected_hand_set = segment(image, binary_map=expected.binary_map, **Settings(scorer="hand-set").segment_options())
+    assert int(SEGMENTS_PATTERN.search(hand_set_summary).group(1)) == expected_hand_set.n_segments
 
 
 @pytest.mark.slow

@@ -11,13 +11,16 @@ from scipy import ndimage
 from skimage import data
 from skimage.measure import label as connected_labels
 
+from benchmarks.hierarchy_higra import higra_border_sums, higra_segment_of, higra_tree, higra_ucm
+from binmap_tf import tiling
 from binmap_tf.binary_map import BinaryMap
 from binmap_tf.evaluate import main as evaluate_main
 from binmap_tf.geometry import GridGeometry
-from binmap_tf.hierarchy import MergeTree, MergeWeights, build_hierarchy
+from binmap_tf.hierarchy import MergeTree, MergeWeights, _border_sums, build_hierarchy
+from binmap_tf.merge_scorer import shipped_scorer
 from binmap_tf.methods import DEFAULT_VALUES, HIERARCHY_THRESHOLDS, parse_method
 from binmap_tf.metrics import contingency, ucm_segmentation
-from binmap_tf.superpixels import egs
+from binmap_tf.superpixels import egs, watershed
 
 # Stride 4, offset 1.5: image column x falls in grid column x // 4, so a 4-pixel-wide stripe is one cell.
 STRIPE_GEOMETRY = GridGeometry(stride=4.0, offset=1.5, receptive_field=4.0)
@@ -217,3 +220,50 @@ def test_evaluate_sweeps_a_hierarchy_and_reports_ods_and_ois(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["hier-codes-edges"]["value"] == DEFAULT_VALUES["hier-codes-edges"]
     assert summary["hier-codes-edges-n"]["parameter"] == "n_segments"
+
+
+# The hand-written cuts, UCM and region adjacency against higra (issue 13, item 4; README, "Hierarchical
+# merging"): higra, an independent C++ implementation, must give the same segments at the same cut.
+
+
+@pytest.fixture(scope="module")
+def learned_tree(astronaut_tree) -> MergeTree:
+    """The learned scorer's tree on a watershed of the random edge map (heights with many ties)."""
+    image, _, binary_map, _ = astronaut_tree
+    return build_hierarchy(image, watershed(image, binary_map.edges), binary_map, scorer=shipped_scorer("learned"))
+
+
+@pytest.fixture(params=["hand-set", "learned"])
+def any_tree(request, astronaut_tree, learned_tree) -> MergeTree:
+    return astronaut_tree[3] if request.param == "hand-set" else learned_tree
+
+
+def test_cuts_are_higras_horizontal_cuts(any_tree):
+    tree = any_tree
+    converted = higra_tree(tree)
+    n = tree.n_superpixels
+    assert len(np.unique(tree.heights)) < len(tree.heights)  # tied heights: the count cut must break them
+    # at the sweep's thresholds and exactly at merge heights, where "<= threshold" decides
+    for threshold in (*HIERARCHY_THRESHOLDS, *np.quantile(tree.heights, [0, 0.3, 0.8, 0.99, 1], method="nearest")):
+        np.testing.assert_array_equal(tree.segment_of(threshold=threshold),
+                                      higra_segment_of(tree, *converted, threshold=threshold))
+    for count in (1, 2, 3, 10, n // 2, n - 1, n, n + 5):
+        np.testing.assert_array_equal(tree.segment_of(n_segments=count),
+                                      higra_segment_of(tree, *converted, n_segments=count))
+
+
+def test_ucm_is_higras_saliency_map_in_every_band_layout(any_tree, monkeypatch):
+    tree = any_tree
+    expected = higra_ucm(tree, *higra_tree(tree))
+    np.testing.assert_array_equal(tree.ucm(), expected)
+    monkeypatch.setattr(tiling, "BAND_PIXELS", 3 * tree.superpixels.shape[1] + 1)  # three rows a band
+    np.testing.assert_array_equal(tree.ucm(), expected)
+
+
+def test_region_adjacency_is_higras(any_tree, astronaut_tree):
+    edges = astronaut_tree[2].edges
+    pairs, sums = _border_sums(any_tree.superpixels, edges, 2)
+    higra_pairs, higra_sums = higra_border_sums(any_tree.superpixels, edges)
+    np.testing.assert_array_equal(pairs, higra_pairs)
+    np.testing.assert_array_equal(pairs, any_tree.pairs)
+    np.testing.assert_allclose(sums[:, :2], higra_sums, rtol=1e-12)

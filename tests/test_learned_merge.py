@@ -9,7 +9,14 @@ import pytest
 from skimage import data
 
 from binmap_tf.hierarchy import MergeTree, MergeWeights, build_hierarchy
-from binmap_tf.merge_features import BORDER_WIDTH, EDGE_BINS, feature_names, histogram_quantiles, pair_features
+from binmap_tf.merge_features import (
+    BORDER_WIDTH,
+    EDGE_BINS,
+    feature_names,
+    histogram_quantiles,
+    pair_features,
+    region_histograms,
+)
 from binmap_tf.merge_scorer import MergeScorer, load_scorer, resolve_scorer, shipped_scorer
 from binmap_tf.merge_training import TrainingImage, collect_pairs, node_segment_counts, pair_labels
 from binmap_tf.methods import DEFAULT_VALUES, parse_method
@@ -70,6 +77,17 @@ def scene():
     return image, egs(image, scale=50), random_map(image)
 
 
+def test_region_histograms_in_row_bands_equal_one_pass(scene):
+    """Bands of 7 rows (each with rows of context for the texture codes) give the sums of one pass."""
+    image, superpixels, _ = scene
+    n = int(superpixels.max()) + 1
+    (lab, histogram), (lab_banded, histogram_banded) = (
+        region_histograms(image, superpixels, n, band_pixels=pixels) for pixels in (image.size, 7 * image.shape[1]))
+    np.testing.assert_array_equal(histogram_banded, histogram)
+    np.testing.assert_allclose(lab_banded, lab, rtol=1e-12)
+    assert histogram.sum() == 4 * superpixels.size  # 3 colour channels + 1 texture code per pixel
+
+
 @pytest.mark.parametrize("codes", [True, False])
 def test_learned_hierarchy_is_an_ultrametric_with_nested_cuts(scene, codes):
     image, superpixels, binary_map = scene
@@ -98,7 +116,7 @@ def test_segment_with_map_takes_a_scorer(scene):
     np.testing.assert_array_equal(result.labels, result.hierarchy.cut(threshold=0.5))
     with pytest.raises(ValueError, match="not both"):
         segment_with_map(image, binary_map, merge="hierarchy", scorer=scorer, weights=MergeWeights(edges=1))
-    with pytest.raises(ValueError, match="belong to a merge hierarchy"):
+    with pytest.raises(ValueError, match="belongs to a merge hierarchy"):
         segment_with_map(image, binary_map, merge="adjacent", scorer=scorer)
 
 
@@ -171,7 +189,7 @@ def test_a_scorer_refuses_maps_of_another_code_length(scene):
     image, _, binary_map = scene
     scorer = random_scorer(len(feature_names(24)))
     scorer = MergeScorer(scorer.mean, scorer.std, scorer.kernels, scorer.biases, n_bits=24, info=scorer.info)
-    with pytest.raises(ValueError, match="trained on 24-bit codes, the map has 8"):
+    with pytest.raises(ValueError, match="trained on 24-bit codes and the binary map has 8"):
         segment_with_map(image, binary_map, merge="hierarchy", scorer=scorer, scale=50)
 
 

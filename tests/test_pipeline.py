@@ -11,12 +11,12 @@ from PIL import Image
 from binmap_tf.datasets import load_dataset
 from binmap_tf.evaluate import build_mappers, main, parse_args
 from binmap_tf.map_cache import BinaryMapCache
-from binmap_tf.methods import COUNT_SUFFIX, DEFAULT_VALUES, HIERARCHY_METHODS, LEARNED_METHODS, parse_method
+from binmap_tf.methods import COUNT_SUFFIX, COUNTS, DEFAULT_VALUES, HIERARCHY_METHODS, LEARNED_METHODS, parse_method
 from binmap_tf.segment import segment
 
 FLAT_METHODS = ["egs", "slic", "binmap-egs", "binmap-slic", "binmap-egs-ft", "binmap-slic-ft"]
-EVERY_METHOD = (FLAT_METHODS + list(HIERARCHY_METHODS) + [name + COUNT_SUFFIX for name in HIERARCHY_METHODS]
-                + list(LEARNED_METHODS))
+EVERY_METHOD = (FLAT_METHODS + list(HIERARCHY_METHODS) + list(LEARNED_METHODS)
+                + [name + COUNT_SUFFIX for name in COUNTS])
 
 
 @pytest.mark.slow

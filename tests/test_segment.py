@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,7 +11,9 @@ from PIL import Image
 
 from binmap_tf.backbones import GridGeometry
 from binmap_tf.binary_map import BinaryMap
+from binmap_tf.hierarchy import DEFAULT_THRESHOLD, DEFAULT_WEIGHTS
 from binmap_tf.images import load_image
+from binmap_tf.merge_scorer import shipped_scorer
 from binmap_tf.segment import default_mapper, segment, segment_labels, segment_with_map
 from binmap_tf.segment.__main__ import main
 
@@ -58,11 +61,12 @@ def test_superpixels_merge_by_code(crop, method, merge):
 def test_one_code_gives_one_segment(crop):
     binary_map = halves_map(crop)
     binary_map.bits[:] = 1
-    assert segment(crop, binary_map=binary_map).n_segments == 1
+    assert segment(crop, merge="adjacent", binary_map=binary_map).n_segments == 1
 
 
 def test_timings_options_and_summary(crop):
-    result = segment(crop, lambda image: halves_map(image), superpixels="slic", n_segments=50, hamming=1)
+    result = segment(crop, lambda image: halves_map(image), superpixels="slic", n_segments=50, hamming=1,
+                     merge="adjacent")
     assert list(result.timings) == ["cnn"] + STAGES
     assert result.timings["total"] >= sum(result.timings[s] for s in ("cnn", "superpixels", "assign", "merge"))
     assert result.options == {"superpixels": "slic", "hamming": 1, "merge": "adjacent",
@@ -70,24 +74,48 @@ def test_timings_options_and_summary(crop):
     summary = json.loads(json.dumps(result.summary()))
     assert summary["n_segments"] == result.n_segments and summary["bits"] == 8
     assert summary["grid_shape"] == [10, 15] and summary["image_shape"] == [96, 144]
-    with_map = segment_with_map(crop, halves_map(crop))
+    with_map = segment_with_map(crop, halves_map(crop), merge="adjacent")
     assert list(with_map.timings) == STAGES  # no CNN ran
-    np.testing.assert_array_equal(segment_labels(crop, binary_map=halves_map(crop)), with_map.labels)
+    np.testing.assert_array_equal(segment_labels(crop, binary_map=halves_map(crop), merge="adjacent"),
+                                  with_map.labels)
 
 
 def test_hierarchy_cuts_at_a_count_or_a_threshold(crop):
     binary_map = halves_map(crop, edges=True)
     for count in (1, 2, 7):
-        result = segment(crop, merge="hierarchy", segments=count, binary_map=binary_map)
+        result = segment(crop, merge="hierarchy", superpixels="egs", segments=count, binary_map=binary_map)
         assert result.n_segments == count and result.options["cut"] == {"segments": count}
         np.testing.assert_array_equal(result.labels, result.hierarchy.cut(n_segments=count))
-    coarse, fine = (segment(crop, merge="hierarchy", threshold=t, binary_map=binary_map) for t in (0.6, 0.2))
+    coarse, fine = (segment(crop, merge="hierarchy", superpixels="egs", threshold=t, binary_map=binary_map)
+                    for t in (0.6, 0.2))
     assert coarse.n_segments <= fine.n_segments
     # A finer cut only splits the coarser one's segments: each fine segment lies in one coarse segment.
     pairs = np.unique(np.stack([fine.labels.ravel(), coarse.labels.ravel()]), axis=1)
     assert pairs.shape[1] == fine.n_segments
-    default = segment(crop, merge="hierarchy", binary_map=binary_map)
-    assert default.options["cut"] == {"threshold": 0.475} and default.hierarchy is not None
+    hand_set = segment(crop, merge="hierarchy", scorer="hand-set", binary_map=binary_map)
+    assert hand_set.options["cut"] == {"threshold": DEFAULT_THRESHOLD} and hand_set.hierarchy is not None
+    assert hand_set.options["weights"] == dataclasses.asdict(DEFAULT_WEIGHTS) and "scorer" not in hand_set.options
+
+
+def test_default_is_the_learned_hierarchy_at_its_val_threshold(crop):
+    """No options: the shipped learned scorer on its own first level, cut at its val-chosen height."""
+    result = segment(crop, binary_map=halves_map(crop, edges=True))
+    learned = shipped_scorer("learned")
+    assert result.options["merge"] == "hierarchy" and result.options["scorer"] == "learned"
+    assert result.options["cut"] == {"threshold": learned.threshold}
+    assert result.options["superpixels"] == learned.info["first_level"]["superpixels"] == "watershed"
+    explicit = segment(crop, merge="hierarchy", scorer=learned, superpixels="watershed", threshold=learned.threshold,
+                       binary_map=halves_map(crop, edges=True))
+    np.testing.assert_array_equal(result.labels, explicit.labels)
+
+
+def test_learned_default_names_the_fix_for_a_map_it_cannot_read(crop):
+    with pytest.raises(ValueError, match="merge='adjacent'"):  # no edge map (e.g. alexnet)
+        segment(crop, superpixels="egs", binary_map=halves_map(crop))
+    with pytest.raises(ValueError, match="trained on 8-bit codes and the binary map has 24"):
+        segment(crop, binary_map=halves_map(crop, bits=24, edges=True))
+    hand_set = segment(crop, scorer="hand-set", binary_map=halves_map(crop, bits=24, edges=True))
+    assert hand_set.n_segments >= 1
 
 
 def test_hierarchy_needs_the_edge_map(crop):
@@ -97,14 +125,16 @@ def test_hierarchy_needs_the_edge_map(crop):
 
 @pytest.mark.parametrize("options, message", [
     ({"merge": "nearest"}, "merge mode"),
-    ({"hamming": -1}, "hamming"),
-    ({"segments": 5}, "merge='hierarchy'"),
+    ({"merge": "adjacent", "hamming": -1}, "hamming"),
+    ({"merge": "adjacent", "segments": 5}, "merge='hierarchy'"),
+    ({"merge": "adjacent", "scorer": "learned"}, "belongs to a merge hierarchy"),
+    ({"scorer": "no-such-scorer"}, "hand-set"),
     ({"merge": "hierarchy", "hamming": 1}, "cut by threshold or segments"),
     ({"merge": "hierarchy", "segments": 5, "threshold": 0.5}, "not both"),
     ({"merge": "hierarchy", "segments": 0}, "segments must be"),
     ({"merge": "hierarchy", "threshold": 1.5}, r"in \[0, 1\]"),
     ({"superpixels": "quickshift"}, "superpixel method"),
-    ({"n_segments": 10}, "egs superpixels take"),
+    ({"superpixels": "egs", "n_segments": 10}, "egs superpixels take"),
 ])
 def test_options_are_checked_before_the_cnn(crop, options, message):
     with pytest.raises(ValueError, match=message):
@@ -118,8 +148,8 @@ def test_map_of_another_image_is_refused(crop):
 
 @pytest.fixture(scope="module")
 def mapper():
-    """The default vgg16-hed 8-bit mapper with the fitted ITQ, built once per module."""
-    return default_mapper()
+    """The default vgg16-hed 8-bit mapper with the fitted ITQ and HED's edges, built once per module."""
+    return default_mapper(edges=True)
 
 
 def test_real_mapper_end_to_end(crop, mapper):
@@ -145,7 +175,7 @@ def test_cli_writes_outputs_and_reports_bad_files(tmp_path, bsds_image_path, cap
     Image.fromarray(image[-80:, -120:]).convert("RGBA").save(inputs / "rgba.png")
     (inputs / "broken.jpg").write_bytes(b"not an image")
     out = tmp_path / "out"
-    status = main([str(inputs), "--out", str(out), "--hamming", "1", "--min-size", "10"])
+    status = main([str(inputs), "--out", str(out), "--merge", "adjacent", "--hamming", "1", "--min-size", "10"])
     assert status == 1
     assert "broken.jpg" in capsys.readouterr().err
     for stem in ("grey", "rgba"):
@@ -168,8 +198,9 @@ def test_cli_writes_outputs_and_reports_bad_files(tmp_path, bsds_image_path, cap
     (["--n-segments", "50"], "--n-segments is an option of --superpixels slic"),
     (["--superpixels", "slic", "--scale-egs", "300"], "--scale-egs is an option of --superpixels egs"),
     (["--hamming", "-1"], "hamming"),
-    (["--segments", "5"], "merge='hierarchy'"),
-    (["--merge", "hierarchy", "--serving", "localhost:8500"], "no edge map"),
+    (["--merge", "adjacent", "--segments", "5"], "merge='hierarchy'"),
+    (["--merge", "adjacent", "--scorer", "learned"], "belongs to a merge hierarchy"),
+    (["--bits", "24"], "reads 8-bit codes, not --bits 24; pass --scorer hand-set"),
 ])
 def test_cli_refuses_bad_options(tmp_path, argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -178,12 +209,14 @@ def test_cli_refuses_bad_options(tmp_path, argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_cli_hierarchy_cuts_at_the_asked_count(tmp_path, bsds_image_path):
+def test_cli_default_is_the_learned_hierarchy(tmp_path, bsds_image_path):
+    """A user's first command gets the learned hierarchy; --segments cuts it at that count."""
     path = tmp_path / "crop.png"
     Image.fromarray(load_image(bsds_image_path)[:96, :144]).save(path)
-    assert main([str(path), "--out", str(tmp_path / "out"), "--merge", "hierarchy", "--segments", "6"]) == 0
+    assert main([str(path), "--out", str(tmp_path / "out"), "--segments", "6"]) == 0
     record = json.loads((tmp_path / "out" / "crop.json").read_text())
     assert record["n_segments"] == 6 and record["cut"] == {"segments": 6} and record["merge"] == "hierarchy"
+    assert record["scorer"] == "learned" and record["superpixels"] == "watershed"
     assert np.load(tmp_path / "out" / "crop_labels.npy").max() == 5
 
 

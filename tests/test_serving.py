@@ -1,9 +1,11 @@
 """Serving: the exported SavedModel, version folders, the gRPC client against the loopback
-server (equality with the local model, typed errors, pixel limit, batching and load with default
-settings) and host-side merging."""
+server (equality with the local model, edge map included, typed errors, pixel limit, batching and
+load with default settings) and host-side merging, the merge hierarchy included (on real BSDS500
+images with the real model: ``test_serving_hierarchy.py``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import socket
@@ -17,6 +19,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from binmap_tf.model import BinaryMapper
@@ -33,6 +36,8 @@ from serving.client import (
     ModelNotFoundError,
     ServerBusyError,
     ServerUnavailableError,
+    ServingError,
+    connect,
 )
 from serving.protocol import INFO_FILE, WARMUP_FILE, ModelInfo
 from serving.server import DEFAULT_MAX_PIXELS, LoopbackServer
@@ -54,9 +59,12 @@ def synthetic_image(height: int = 64, width: int = 96, seed: int = 0) -> np.ndar
     return np.clip(np.round(image), 0, 255).astype(np.uint8)
 
 
+SIGNATURES = ("serving_default", "encoded", "with_edges", "encoded_with_edges")
+
+
 @pytest.fixture(scope="module")
 def mapper() -> BinaryMapper:
-    return BinaryMapper("vgg16-hed", bits=BITS, hashing=random_itq(512, BITS), weights=None)
+    return BinaryMapper("vgg16-hed", bits=BITS, hashing=random_itq(512, BITS), weights=None, edges=True)
 
 
 @pytest.fixture(scope="module")
@@ -95,25 +103,37 @@ def parse_saved_model_cli(text: str) -> dict[str, dict[str, dict[str, tuple[str,
 
 
 @pytest.mark.slow
-def test_saved_model_cli_shows_both_signatures(version_dir):
+def test_saved_model_cli_shows_the_signatures(version_dir):
     shown = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show", "--all",
                             "--dir", str(version_dir)], capture_output=True, text=True, check=True).stdout
     signatures = parse_saved_model_cli(shown)
     outputs = {"bits": ("DT_UINT8", f"(-1, -1, -1, {BITS})"), "codes": ("DT_INT32", "(-1, -1, -1)"),
                "logits": ("DT_FLOAT", f"(-1, -1, -1, {BITS})"), "geometry": ("DT_STRING", "(-1)")}
+    with_edges = {**outputs, "edges": ("DT_FLOAT", "(-1, -1, -1)")}  # float32: full precision
     assert signatures["serving_default"] == {"inputs": {"images": ("DT_UINT8", "(-1, -1, -1, 3)")},
                                              "outputs": outputs}
     assert signatures["encoded"] == {"inputs": {"image_bytes": ("DT_STRING", "(-1)")}, "outputs": outputs}
+    assert signatures["with_edges"] == {"inputs": {"images": ("DT_UINT8", "(-1, -1, -1, 3)")},
+                                        "outputs": with_edges}
+    assert signatures["encoded_with_edges"] == {"inputs": {"image_bytes": ("DT_STRING", "(-1)")},
+                                                "outputs": with_edges}
     ops = re.search(r"contains the following ops: \{(.*)\}", shown).group(1)
     assert "PyFunc" not in ops and "DecodeImage" in ops  # all in-graph: TF Serving can run it
 
 
 def test_saved_model_gives_the_keras_model_outputs(version_dir, mapper, image):
     batch = np.stack([image, synthetic_image(seed=1)])
-    served = tf.saved_model.load(str(version_dir)).signatures["serving_default"](images=tf.constant(batch))
+    signatures = tf.saved_model.load(str(version_dir)).signatures
+    served = signatures["serving_default"](images=tf.constant(batch))
     local = mapper.model(batch, training=False)
     for name in ("bits", "codes", "logits"):
         np.testing.assert_array_equal(served[name].numpy(), np.asarray(local[name]), err_msg=name)
+    assert "edges" not in served
+    with_edges = signatures["with_edges"](images=tf.constant(batch))
+    for name in ("bits", "codes", "logits", "geometry"):
+        np.testing.assert_array_equal(with_edges[name].numpy(), served[name].numpy(), err_msg=name)
+    assert with_edges["edges"].dtype == tf.float32
+    np.testing.assert_array_equal(with_edges["edges"].numpy(), np.asarray(local["edges"])[..., 0])
     info = ModelInfo.from_json(served["geometry"].numpy()[1])
     assert info == ModelInfo.from_json((version_dir / "assets.extra" / INFO_FILE).read_text())
     assert (info.geometry, info.scale, info.bits, info.backbone) == (mapper.backbone.geometry, mapper.scale,
@@ -124,20 +144,26 @@ def test_encoded_signature_equals_the_uint8_signature(version_dir, image):
     signatures = tf.saved_model.load(str(version_dir)).signatures
     batch = np.stack([image, synthetic_image(seed=2)])
     files = tf.constant([tf.io.encode_png(picture).numpy() for picture in batch])
-    from_files = signatures["encoded"](image_bytes=files)
-    from_pixels = signatures["serving_default"](images=tf.constant(batch))
-    for name in ("bits", "codes", "logits", "geometry"):
-        np.testing.assert_array_equal(from_files[name].numpy(), from_pixels[name].numpy(), err_msg=name)
-    mixed = tf.constant([files[0].numpy(), tf.io.encode_png(image[:, :80]).numpy()])
-    with pytest.raises(tf.errors.InvalidArgumentError, match="must have the same height and width"):
-        signatures["encoded"](image_bytes=mixed)
+    for encoded, pixels, names in (("encoded", "serving_default", ("bits", "codes", "logits", "geometry")),
+                                   ("encoded_with_edges", "with_edges", ("bits", "logits", "edges"))):
+        from_files = signatures[encoded](image_bytes=files)
+        from_pixels = signatures[pixels](images=tf.constant(batch))
+        for name in names:
+            np.testing.assert_array_equal(from_files[name].numpy(), from_pixels[name].numpy(), err_msg=name)
+        mixed = tf.constant([files[0].numpy(), tf.io.encode_png(image[:, :80]).numpy()])
+        with pytest.raises(tf.errors.InvalidArgumentError, match="must have the same height and width"):
+            signatures[encoded](image_bytes=mixed)
 
 
-def test_warmup_requests_cover_both_signatures(version_dir, server):
+def test_warmup_requests_cover_every_signature(version_dir, server):
     requests = export.read_warmup(version_dir / "assets.extra" / WARMUP_FILE)
-    assert [request.model_spec.signature_name for request in requests] == ["serving_default", "encoded"]
+    assert sorted(request.model_spec.signature_name for request in requests) == sorted(SIGNATURES)
     for request in requests:
-        assert server.model.run(request)["bits"].shape[0] == 1
+        outputs = server.model.run(request)
+        assert outputs["bits"].shape[0] == 1
+        assert ("edges" in outputs) == ("edges" in request.model_spec.signature_name)
+        if "edges" in outputs:
+            assert outputs["edges"].shape == (1, *export.WARMUP_SHAPE)
 
 
 @pytest.mark.slow
@@ -176,6 +202,8 @@ def test_export_command_line(tmp_path, capsys):
     assert export.main(["--out", str(tmp_path), "--no-warmup"]) == 0  # real vgg16-hed, shipped ITQ
     assert capsys.readouterr().out.strip() == str(tmp_path / "1")
     assert ModelInfo.from_json((tmp_path / "1" / "assets.extra" / INFO_FILE).read_text()).bits == 8
+    proto = saved_model_pb2.SavedModel.FromString((tmp_path / "1" / "saved_model.pb").read_bytes())
+    assert set(SIGNATURES) <= set(proto.meta_graphs[0].signature_def)  # vgg16-hed: exported with its edge map
     with pytest.raises(SystemExit, match="version 1 is taken"):
         export.main(["--out", str(tmp_path), "--version", "1"])
 
@@ -194,9 +222,19 @@ def test_client_maps_equal_the_local_model(client, mapper, image):
         assert_same_map(served, local)
 
 
+def test_client_maps_with_edges_equal_the_local_model(server, mapper, image):
+    with BinmapClient(server.target, timeout=60.0, edges=True) as client:
+        images = [image, synthetic_image(80, 112, seed=3)]
+        for served, local in zip(client.binary_maps(images), mapper.map_batch(images)):
+            assert_same_map(served, local)
+            assert served.edges.dtype == np.float32
+            np.testing.assert_array_equal(served.edges, local.edges)  # to the bit: the watershed reads it
+        assert client.binary_map(image, edges=False).edges is None  # per call, the codes alone
+
+
 def test_client_reads_the_signatures(client):
     signatures = client.signatures()
-    assert set(signatures) == {"serving_default", "encoded"}
+    assert set(signatures) == set(SIGNATURES)
     assert signatures["serving_default"].inputs["images"].dtype == tf.uint8.as_datatype_enum
 
 
@@ -265,6 +303,10 @@ def test_server_rejects_bad_inputs(client, server):
         with pytest.raises(grpc.RpcError) as raised:
             stub.Predict(request, timeout=30)
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "to be uint8" in raised.value.details()
+        request.model_spec.signature_name = "with_edges"  # the same checks guard the edge map's signature
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.Predict(request, timeout=30)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "to be uint8" in raised.value.details()
         request.model_spec.signature_name = "nonexistent"
         with pytest.raises(grpc.RpcError) as raised:
             stub.Predict(request, timeout=30)
@@ -285,10 +327,13 @@ def raw_predict(target: str, tensor) -> grpc.RpcError:
 def test_oversized_request_is_refused_and_the_server_keeps_serving(client, server, mapper, image):
     photo = np.zeros((3000, 4000, 3), np.uint8)  # 12 MP: within the client's MAX_PIXELS, not the server's limit
     limit = rf"more than this server's limit of {DEFAULT_MAX_PIXELS} pixels per request \(--max-pixels\); downscale"
-    with pytest.raises(InvalidInputError, match=rf"3000x4000.*{limit}"):
-        client.binary_map(photo)
+    with BinmapClient(server.target, max_tile_pixels=None) as whole:  # sends it in one request, not in tiles
+        with pytest.raises(InvalidInputError, match=rf"3000x4000.*{limit}"):
+            whole.binary_map(photo)
     with pytest.raises(InvalidInputError, match=limit):  # read from the file's header, not decoded
         client.predict_encoded([tf.io.encode_png(photo).numpy()])
+    with pytest.raises(InvalidInputError, match=limit):  # the edge map's signatures have the same limit
+        client.predict(photo[None], edges=True)
     with pytest.raises(InvalidInputError, match=r"28 image\(s\) of 321x481"):  # the limit counts the whole batch
         client.predict(np.zeros((28, 321, 481, 3), np.uint8))
     declared = tf.make_tensor_proto(np.zeros((1, 1, 1, 3), np.uint8))  # a huge shape with no pixel data
@@ -302,15 +347,50 @@ def test_oversized_request_is_refused_and_the_server_keeps_serving(client, serve
     assert_same_map(client.binary_map(image), mapper(image))  # still serving
 
 
+def test_large_images_go_in_tiles_that_fit_the_server_and_stitch_to_the_local_map(version_dir, mapper):
+    picture = synthetic_image(256, 800, seed=5)  # 204800 pixels, over the small server's limit
+    budget = 256 * 528  # 3 tiles side by side, at most 256x496 pixels (cores of 272, margins of 112)
+    plan = mapper.tile_plan(picture.shape[:2], budget)
+    assert (len(plan.rows), len(plan.cols)) == (1, 3)
+    local = mapper.map_tiled(picture, plan)
+    with LoopbackServer(version_dir.parent, warmup=False, max_pixels=150_000) as small:
+        with BinmapClient(small.target, timeout=60.0, edges=True, max_tile_pixels=budget) as tiled:
+            served = tiled.binary_map(picture)
+            assert tiled.model_info().tiling_geometry == mapper.backbone.tiling_geometry
+            tiled._info = dataclasses.replace(tiled.model_info(), backbone_options={"as if": "another version"})
+            with pytest.raises(ServingError, match="switched model versions while this image's tiles were sent"):
+                tiled.binary_map(picture)  # a tile's geometry differs from the plan's
+            assert tiled._info is None  # asked afresh next time
+        with BinmapClient(small.target, max_tile_pixels=None) as whole:
+            with pytest.raises(InvalidInputError, match="256x800.*more than this server's limit of 150000"):
+                whole.binary_map(picture)
+    assert small.scheduler.images_run == 1 + 3 + 1  # the probe for the geometry, a request per tile, the stale one
+    assert_same_map(served, local)
+    np.testing.assert_array_equal(served.logits, local.logits)
+    np.testing.assert_array_equal(served.edges, local.edges)
+
+
+def test_model_info_of_older_exports_has_no_tiling_geometry():
+    info = ModelInfo.from_json(json.dumps({"backbone": "vgg16-hed", "backbone_options": {}, "bits": 8, "scale": 1.0,
+                                           "stride": 16.0, "offset": 7.5, "receptive_field": 196.0,
+                                           "min_image_side": 16, "bit_order": "msb-first"}))
+    assert info.tiling_geometry is None  # the client then sends large images whole
+
+
 def test_eight_clients_with_default_settings_all_answered_correctly(server, mapper):
     images = [synthetic_image(seed=seed) for seed in range(4)]  # 64x96: equal sizes, so requests batch
-    expected = [mapper(picture).bits for picture in images]
+    expected = mapper.map_batch(images)
 
     def one_client(number: int) -> list[bool]:
-        with BinmapClient(server.target) as own:  # default timeout, its own channel
+        # Odd clients ask for the edge map: their requests batch among themselves, apart from the others.
+        with BinmapClient(server.target, edges=number % 2 == 1) as own:  # default timeout, its own channel
             assert own.timeout == DEFAULT_TIMEOUT
-            return [bool(np.array_equal(own.binary_map(images[(number + request) % 4]).bits,
-                                        expected[(number + request) % 4])) for request in range(20)]
+            answers = []
+            for request in range(20):
+                served, local = own.binary_map(images[(number + request) % 4]), expected[(number + request) % 4]
+                answers.append(bool(np.array_equal(served.bits, local.bits)) and (
+                    np.array_equal(served.edges, local.edges) if own.edges else served.edges is None))
+            return answers
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         answers = [answer for answered in pool.map(one_client, range(8)) for answer in answered]  # re-raises
@@ -432,6 +512,44 @@ def test_served_map_and_host_merge_equal_local_segment(client, mapper, image, op
     assert served.n_segments == local.n_segments
 
 
+def test_model_without_edges_is_refused_clearly(tmp_path, image):
+    codes_only = BinaryMapper("vgg16-hed", bits=BITS, hashing=random_itq(512, BITS), weights=None)
+    version = export.export_model(codes_only, tmp_path / "binmap", warmup=False)
+    assert [request.model_spec.signature_name for request in export.warmup_requests(edges=False)] == \
+        ["serving_default", "encoded"]
+    with LoopbackServer(version.parent, warmup=False) as old:
+        hint = r"no edge map \(no 'with_edges' signature\).*re-export it with `python -m serving.export"
+        with pytest.raises(ServingError, match=hint):
+            connect(old.target, edges=True)
+        with connect(old.target) as client:  # codes alone: still served
+            assert set(client.signatures()) == {"serving_default", "encoded"}
+            assert client.binary_map(image).edges is None
+            with pytest.raises(ServingError, match=hint):
+                client.binary_map(image, edges=True)
+            with pytest.raises(ServingError, match=r"no edge map \(no 'with_edges'"):
+                client.segment(image, merge="hierarchy")
+        assert segment_main_error(old.target, image, tmp_path, "--merge", "hierarchy").startswith(
+            f"error: {old.target}: the served model has no edge map")
+
+
+def segment_main_error(target: str, image: np.ndarray, folder, *options: str) -> str:
+    """The message ``python -m binmap_tf.segment`` exits with for ``image`` served from ``target``."""
+    write_png(folder / "picture.png", image)
+    with pytest.raises(SystemExit) as raised:
+        segment_main([str(folder / "picture.png"), "--out", str(folder / "out"), "--serving", target, *options])
+    return str(raised.value)
+
+
+@pytest.mark.parametrize("options", [dict(merge="hierarchy", scorer="learned"),
+                                     dict(merge="hierarchy", scorer="hand-set", segments=5),
+                                     dict(superpixels="watershed", merge="adjacent")])
+def test_served_map_and_host_hierarchy_equal_local_segment(client, mapper, image, options):
+    served = client.segment(image, **options)  # the client without edges asks for them as these options need
+    local = segment(image, mapper, **options)
+    np.testing.assert_array_equal(served.labels, local.labels)
+    np.testing.assert_array_equal(served.binary_map.edges, local.binary_map.edges)
+
+
 def test_segment_command_line_with_serving(server, mapper, image, tmp_path):
     write_png(tmp_path / "picture.png", image)
     assert segment_main([str(tmp_path / "picture.png"), "--out", str(tmp_path / "out"),
@@ -443,6 +561,10 @@ def test_segment_command_line_with_serving(server, mapper, image, tmp_path):
     with pytest.raises(SystemExit, match="unavailable"):
         segment_main([str(tmp_path / "picture.png"), "--out", str(tmp_path / "out"),
                       "--serving", f"127.0.0.1:{free_port()}"])
+    assert segment_main([str(tmp_path / "picture.png"), "--out", str(tmp_path / "learned"), "--serving", server.target,
+                         "--merge", "hierarchy", "--scorer", "learned"]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "learned" / "picture_labels.npy"),
+                                  segment(image, mapper, merge="hierarchy", scorer="learned").labels)
 
 
 def test_evaluate_with_serving_uses_the_served_maps(server, mapper, tmp_path):
@@ -457,4 +579,4 @@ def test_evaluate_with_serving_uses_the_served_maps(server, mapper, tmp_path):
                           "--out", str(out)]) == 0
     sample = load_dataset("bsds500", "test", limit=1)[0]
     saved = np.asarray(Image.open(out / "labels" / "binmap-egs" / f"{sample.id}.png"))
-    np.testing.assert_array_equal(saved, segment(sample.load_image(), mapper).labels)
+    np.testing.assert_array_equal(saved, segment(sample.load_image(), mapper, merge="adjacent").labels)

@@ -84,3 +84,15 @@ def test_watershed_basins_meet_on_the_edge_ridge():
     assert_contiguous_labels(labels, (6, 11))
     assert len(np.unique(labels[:, :5])) == 1 and len(np.unique(labels[:, 6:])) == 1
     assert labels[0, 0] != labels[0, 10]
+
+
+def test_watershed_of_a_large_image_runs_on_the_shrunk_edge_map():
+    """Over the pixel budget the edge map is area-averaged with the image (the watershed needs ~120 bytes
+    a pixel); the two basins are still split on the ridge, at full size."""
+    edges = np.full((40, 60), 0.1)
+    edges[:, 28:32] = 1.0
+    with pytest.warns(UserWarning, match="computed at 30x20"):
+        labels = compute_superpixels(np.zeros((40, 60, 3), np.uint8), "watershed", max_pixels=600, edges=edges)
+    assert_contiguous_labels(labels, (40, 60))
+    assert len(np.unique(labels[:, :28])) == 1 and len(np.unique(labels[:, 32:])) == 1
+    assert labels[0, 0] != labels[0, 59]

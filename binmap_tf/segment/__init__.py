@@ -3,9 +3,10 @@
 (a) the CNN gives a k-bit binary map of the image; (b) low-level superpixels (EGS or SLIC)
 are computed on the image; (c) each superpixel takes the code of its region of the map; (d)
 superpixels with equal (or, with ``hamming > 0``, close) codes are merged into segments.
-With ``merge="hierarchy"`` step (d) instead builds a merge tree (:mod:`binmap_tf.hierarchy`:
-codes, the network's edge map and colour) and cuts it at a ``threshold`` or a number of
-``segments``.
+With ``merge="hierarchy"`` (the default) step (d) instead builds a merge tree
+(:mod:`binmap_tf.hierarchy`), ordered by a learned scorer of the regions' codes, the network's edge
+map, colour and texture (:mod:`binmap_tf.merge_scorer`; or the hand-set cue mix), and cuts it at a
+``threshold`` or a number of ``segments``. The paper's flat merge is ``merge="adjacent"``.
 
 :func:`segment` runs all four; :func:`segment_with_map` runs (b)-(d) on the host from a
 binary map computed elsewhere (a cache, a TF Serving client, a batch through
@@ -15,8 +16,9 @@ and the batch pipeline all call it.
 
 Command line (:mod:`binmap_tf.segment.__main__`)::
 
-    python -m binmap_tf.segment IMAGE_OR_FOLDER... --out DIR [--superpixels egs|slic]
-        [--hamming N] [--merge adjacent|global|hierarchy [--threshold T | --segments K]]
+    python -m binmap_tf.segment IMAGE_OR_FOLDER... --out DIR [--superpixels egs|slic|watershed]
+        [--merge hierarchy [--scorer NAME|PATH] [--threshold T | --segments K]
+         | --merge adjacent|global [--hamming N]]
         [superpixel options]
         [model options | --serving HOST:PORT]
 
@@ -53,6 +55,12 @@ from binmap_tf.superpixels import EDGE_METHODS, compute_superpixels, superpixel_
 # Step (d): none (the superpixels are the segments), the flat merges of binmap_tf.merge, or a
 # merge hierarchy cut at one level.
 MERGES = ("none", *MERGE_MODES, "hierarchy")
+# The default step (d): the hierarchy ordered by the shipped learned scorer, the best segmentation
+# on BSDS500 val (README, "Learned merging"); the paper's flat merge is merge="adjacent".
+DEFAULT_MERGE = "hierarchy"
+DEFAULT_SCORER = "learned"
+# The scorer name that asks for the hand-set cue mix (hierarchy.DEFAULT_WEIGHTS or ``weights``).
+HAND_SET = "hand-set"
 
 if TYPE_CHECKING:
     from binmap_tf.binary_map import BinaryMap
@@ -153,6 +161,36 @@ class StageCache:
         return self._entries[key]
 
 
+def choose_scorer(merge: str, scorer: MergeScorer | str | None, weights: MergeWeights | None = None
+                  ) -> MergeScorer | None:
+    """The learned scorer step (d) merges by: ``scorer`` resolved (a shipped name or an ``.npz``);
+    with neither ``scorer`` nor ``weights``, a hierarchy's default :data:`DEFAULT_SCORER`; None for
+    the hand-set cues (``scorer="hand-set"`` or ``weights``) and for the flat merges."""
+    if scorer is None:
+        return resolve_scorer(DEFAULT_SCORER) if merge == "hierarchy" and weights is None else None
+    if merge != "hierarchy":
+        raise ValueError("scorer belongs to a merge hierarchy; pass merge='hierarchy' with it")
+    if isinstance(scorer, str) and scorer == HAND_SET:
+        return None
+    try:
+        return resolve_scorer(scorer)
+    except ValueError as error:
+        raise ValueError(f"{error}; or pass '{HAND_SET}' for the hand-set cues") from None
+
+
+def check_scorer_map(scorer: MergeScorer, binary_map: BinaryMap) -> None:
+    """``ValueError`` naming the fix when ``binary_map`` lacks what the learned ``scorer`` reads: the
+    network's edge map, and codes of the length it was trained on."""
+    flat = "merge='adjacent' (the paper's flat merge)"
+    if binary_map.edges is None:
+        raise ValueError(f"the learned merge scorer {scorer.name!r} needs the network's edge map: map with a "
+                         f"backbone that has one (vgg16-hed, BinaryMapper(edges=True)), or pass {flat}")
+    if scorer.codes and binary_map.n_bits != scorer.n_bits:
+        raise ValueError(f"the learned merge scorer {scorer.name!r} was trained on {scorer.n_bits}-bit codes and "
+                         f"the binary map has {binary_map.n_bits}; map with {scorer.n_bits} bits, pass a scorer "
+                         f"trained on {binary_map.n_bits}-bit codes, scorer='{HAND_SET}' (the hand-set cues) or {flat}")
+
+
 def _hierarchy_cut(merge: str, hamming: int, segments: int | None, threshold: float | None,
                    weights: MergeWeights | None, scorer: MergeScorer | None = None) -> dict[str, Any]:
     """Check the step-(d) options; return the hierarchy's cut (``{}`` for a flat merge or none)."""
@@ -167,7 +205,8 @@ def _hierarchy_cut(merge: str, hamming: int, segments: int | None, threshold: fl
             check_merge_options(hamming, merge)
         return {}
     if hamming != 0:
-        raise ValueError("hamming applies to the flat merges; a hierarchy is cut by threshold or segments")
+        raise ValueError("hamming applies to the flat merges (merge='adjacent' or 'global'); a hierarchy is cut "
+                         "by threshold or segments")
     if weights is not None:
         if scorer is not None:
             raise ValueError("pass weights (hand-set cues) or scorer (learned), not both")
@@ -193,6 +232,14 @@ def first_level(superpixels: str | None, params: dict[str, Any], scorer: MergeSc
     return method, {**recorded, **params}
 
 
+def needs_edges(superpixels: str | None, merge: str | None) -> bool:
+    """Whether segmenting with these options reads the map's edge map (a mapper with ``edges=True``,
+    locally or served): the merge hierarchy's cues and the learned scorer's features do, and so does a
+    first level computed from the edges. ``merge`` None stands for :data:`DEFAULT_MERGE`;
+    ``superpixels`` None for the default first level (a scorer's comes with the hierarchy)."""
+    return (DEFAULT_MERGE if merge is None else merge) == "hierarchy" or superpixels in EDGE_METHODS
+
+
 def resolve_options(superpixels: str, hamming: int, merge: str, params: dict[str, Any],
                     segments: int | None = None, threshold: float | None = None,
                     weights: MergeWeights | None = None, scorer: MergeScorer | None = None) -> dict[str, Any]:
@@ -213,7 +260,7 @@ def resolve_options(superpixels: str, hamming: int, merge: str, params: dict[str
 
 
 def segment_with_map(image: np.ndarray, binary_map: BinaryMap | None, superpixels: str | None = None, hamming: int = 0,
-                     merge: str = "adjacent", *, segments: int | None = None, threshold: float | None = None,
+                     merge: str = DEFAULT_MERGE, *, segments: int | None = None, threshold: float | None = None,
                      weights: MergeWeights | None = None, scorer: MergeScorer | str | None = None,
                      stages: StageCache | None = None, **superpixel_params: Any) -> SegmentationResult:
     """Steps (b)-(d) on the host: superpixels of ``image``, codes from ``binary_map``, merging.
@@ -227,7 +274,7 @@ def segment_with_map(image: np.ndarray, binary_map: BinaryMap | None, superpixel
     the superpixels and merge trees between calls on the same image (see :class:`StageCache`).
     """
     start = time.perf_counter()
-    scorer = None if scorer is None else resolve_scorer(scorer)
+    scorer = choose_scorer(merge, scorer, weights)
     superpixels, superpixel_params = first_level(superpixels, superpixel_params, scorer)
     options = resolve_options(superpixels, hamming, merge, superpixel_params, segments, threshold, weights, scorer)
     image_shape = tuple(np.shape(image)[:2])
@@ -239,6 +286,8 @@ def segment_with_map(image: np.ndarray, binary_map: BinaryMap | None, superpixel
     if binary_map is not None and image_shape != tuple(binary_map.image_shape):
         raise ValueError(f"the binary map was computed for an image of {tuple(binary_map.image_shape)}, "
                          f"not {image_shape}; pass the map of this image")
+    if scorer is not None:
+        check_scorer_map(scorer, binary_map)
     stages = StageCache() if stages is None else stages
     timings: dict[str, float] = {}
     params = options["superpixel_params"]
@@ -294,11 +343,16 @@ def default_mapper(edges: bool = False) -> BinaryMapper:
 
 
 def segment(image: np.ndarray, mapper: Callable[[np.ndarray], BinaryMap] | None = None, *,
-            superpixels: str | None = None, hamming: int = 0, merge: str = "adjacent", segments: int | None = None,
+            superpixels: str | None = None, hamming: int = 0, merge: str = DEFAULT_MERGE, segments: int | None = None,
             threshold: float | None = None, weights: MergeWeights | None = None,
             scorer: MergeScorer | str | None = None, binary_map: BinaryMap | None = None,
             **superpixel_params: Any) -> SegmentationResult:
-    """Segment ``image`` by merging superpixels with equal codes in its CNN-aware binary map.
+    """Segment ``image`` by merging superpixels by their codes in its CNN-aware binary map.
+
+    By default the superpixels (a watershed of the network's edges) are merged greedily in the
+    order of the shipped learned scorer and the tree is cut at its BSDS500-val threshold: the
+    best segmentation of the package. ``merge="adjacent"`` is the paper's method: superpixels
+    with equal codes merged.
 
     Parameters
     ----------
@@ -309,32 +363,36 @@ def segment(image: np.ndarray, mapper: Callable[[np.ndarray], BinaryMap] | None 
         with HED's edges for ``merge="hierarchy"``). Any callable works, e.g. a client of the
         served model.
     superpixels : {"egs", "slic", "watershed"}, optional
-        Low-level superpixels to start from: default ``"egs"`` (the paper's main baseline), or
-        with a learned ``scorer`` the first level it was trained on (``"watershed"`` of the HED
-        edges for the shipped ones). ``"watershed"`` needs a map with edges.
+        Low-level superpixels to start from: with a learned scorer (the default hierarchy) the
+        first level it was trained on (``"watershed"`` of the HED edges for the shipped ones),
+        else ``"egs"`` (the paper's main baseline). ``"watershed"`` needs a map with edges.
     hamming : int
         Merge superpixels whose codes differ in at most this many bits; 0 (default) is the
         paper's "zero distance in Hamming space".
-    merge : {"adjacent", "global", "hierarchy", "none"}
-        Merge only touching superpixels (default) or any with close codes; see
-        :func:`binmap_tf.merge.merge_superpixels`. ``"hierarchy"`` merges touching regions
-        greedily by codes, the network's edges and colour (:func:`binmap_tf.hierarchy.build_hierarchy`)
-        and cuts the tree at ``threshold`` or ``segments``; the map must carry edges.
+    merge : {"hierarchy", "adjacent", "global", "none"}
+        ``"hierarchy"`` (default) merges touching regions greedily, ordered by ``scorer`` (or
+        the hand-set ``weights`` of codes, the network's edges and colour;
+        :func:`binmap_tf.hierarchy.build_hierarchy`), and cuts the tree at ``threshold`` or
+        ``segments``; the map must carry edges (vgg16-hed). ``"adjacent"`` (the paper's) merges
+        touching superpixels with close codes, ``"global"`` any superpixels with close codes;
+        see :func:`binmap_tf.merge.merge_superpixels`.
         ``"none"`` keeps the superpixels as segments (the EGS and SLIC baselines); the CNN
         does not run unless a ``mapper`` is passed.
     segments : int, optional
         With ``merge="hierarchy"``: cut the tree at this many segments.
     threshold : float, optional
-        With ``merge="hierarchy"``: keep the merges up to this height in [0, 1] (default
-        :data:`~binmap_tf.hierarchy.DEFAULT_THRESHOLD`, the best single threshold on BSDS500 val).
+        With ``merge="hierarchy"``: keep the merges up to this height in [0, 1] (default: the
+        learned scorer's own threshold, chosen on BSDS500 val; for the hand-set cues
+        :data:`~binmap_tf.hierarchy.DEFAULT_THRESHOLD`).
     weights : MergeWeights, optional
-        With ``merge="hierarchy"``: the cues' weights (default
-        :data:`~binmap_tf.hierarchy.DEFAULT_WEIGHTS`: codes, edges and colour).
+        With ``merge="hierarchy"``: merge by hand-set weights of the cues instead of a learned
+        scorer (``scorer="hand-set"`` alone uses :data:`~binmap_tf.hierarchy.DEFAULT_WEIGHTS`:
+        codes, edges and colour).
     scorer : MergeScorer or str, optional
-        With ``merge="hierarchy"``: merge in the order of a learned scorer instead of hand-set
-        weights: a :class:`~binmap_tf.merge_scorer.MergeScorer`, a shipped name (``"learned"``,
-        ``"learned-no-codes"``) or an ``.npz`` path; the default threshold is then the scorer's
-        own, chosen on BSDS500 val.
+        With ``merge="hierarchy"``: the learned scorer that orders the merges: a
+        :class:`~binmap_tf.merge_scorer.MergeScorer`, a shipped name (``"learned"``, the default,
+        or ``"learned-no-codes"``) or an ``.npz`` path; ``"hand-set"`` for the hand-set cues. It
+        needs a map with edges and, unless it ignores codes, codes of its length (8 bits).
     binary_map : BinaryMap, optional
         A map already computed for this image; ``mapper`` is then not used.
     **superpixel_params
@@ -363,16 +421,17 @@ def segment(image: np.ndarray, mapper: Callable[[np.ndarray], BinaryMap] | None 
     >>> result = segment(data.astronaut())  # doctest: +SKIP
     >>> result.n_segments <= result.n_superpixels  # doctest: +SKIP
     True
+    >>> paper = segment(data.astronaut(), merge="adjacent")  # the paper's flat merge  # doctest: +SKIP
     """
     start = time.perf_counter()
-    scorer = None if scorer is None else resolve_scorer(scorer)
-    level, level_params = first_level(superpixels, superpixel_params, scorer)
-    resolve_options(level, hamming, merge, level_params, segments, threshold, weights, scorer)
+    chosen = choose_scorer(merge, scorer, weights)
+    level, level_params = first_level(superpixels, superpixel_params, chosen)
+    resolve_options(level, hamming, merge, level_params, segments, threshold, weights, chosen)
     check_shape(np.shape(image)[:2])  # the hard pixel limit, before any stage runs
     timings: dict[str, float] = {}
-    needs_edges = merge == "hierarchy" or level in EDGE_METHODS
-    if binary_map is None and (merge != "none" or mapper is not None or needs_edges):
-        mapper = mapper if mapper is not None else default_mapper(edges=needs_edges)
+    edges = needs_edges(level, merge)
+    if binary_map is None and (merge != "none" or mapper is not None or edges):
+        mapper = mapper if mapper is not None else default_mapper(edges=edges)
         with _stage(timings, "cnn"):  # (a)
             binary_map = mapper(image)
     result = segment_with_map(image, binary_map, superpixels, hamming, merge, segments=segments,

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from binmap_tf import cli
-from binmap_tf.segment import segment
-from binmap_tf.superpixels import EDGE_METHODS
+from binmap_tf.segment import needs_edges, segment
 
 
 def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
@@ -24,13 +23,9 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, A
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     cli.add_segment_arguments(parser)
     cli.add_model_arguments(parser)
-    parser.add_argument("--serving", metavar="HOST:PORT", default=None,
-                        help="compute binary maps on a model server (TF Serving or python -m serving.server) "
-                             "instead of locally; the served model then replaces the model options above")
+    cli.add_server_argument(parser)
     args = cli.parse(parser, argv)
     options = cli.segment_options(parser, args, served=bool(args.serving))
-    if args.serving and (args.merge == "hierarchy" or options["superpixels"] in EDGE_METHODS):
-        parser.error("a served model returns no edge map, which --merge hierarchy needs; run it without --serving")
     return args, options
 
 
@@ -41,8 +36,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args, options = _parse_args(argv)
     images = cli.collect_images(args.images)
-    edges = {"edges": True} if args.merge == "hierarchy" or options["superpixels"] in EDGE_METHODS else {}
-    mapper = cli.served_mapper(args.serving, args.verbose) if args.serving else cli.mapper_from_args(args, **edges)
+    edges = needs_edges(options["superpixels"], options["merge"])  # asked of the server only when needed
+    mapper = cli.served_mapper(args.serving, args.verbose, edges, args.max_tile_pixels) if args.serving else \
+        cli.mapper_from_args(args, **({"edges": True} if edges else {}))
     model = {"serving": args.serving} if args.serving else {"backbone": args.backbone}
 
     def process(path: Path) -> None:
