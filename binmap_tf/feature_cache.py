@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-
 import tensorflow as tf
 
 from binmap_tf.backbones import Backbone
@@ -26,6 +25,8 @@ from binmap_tf.files import write_npz
 from binmap_tf.images import as_rgb_uint8
 from binmap_tf.model import hashing_key
 from binmap_tf.paths import cache_home
+
+FEATURE_DTYPES = ("float16", "float32")
 
 
 class ImageSource(Protocol):
@@ -39,9 +40,6 @@ class ImageSource(Protocol):
 def feature_key(backbone: Backbone) -> str:
     """Folder name for ``backbone``'s features: its hashing key plus the input scale."""
     return f"{hashing_key(backbone)}-scale{backbone.scale:g}"
-
-
-FEATURE_DTYPES = ("float16", "float32")
 
 
 class FeatureCache:
