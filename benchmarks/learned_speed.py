@@ -40,7 +40,8 @@ def cold_evaluation(split: str = "test") -> dict:
         subprocess.run(command, check=True, env={**os.environ, "BINMAP_TF_HOME": home}, capture_output=True)
         seconds = time.perf_counter() - start
         summary = json.loads((out / "summary.json").read_text())[COLD_METHOD]
-    return {"command": " ".join(command[1:]), "wall_seconds": round(seconds, 1), "load_average_before": load_before,
+    recorded = [*command[1:-1], "<empty temporary folder>"]  # no machine-specific path in the record
+    return {"command": " ".join(recorded), "wall_seconds": round(seconds, 1), "load_average_before": load_before,
             "load_average_after": os.getloadavg()[0], "summary": summary}
 
 
