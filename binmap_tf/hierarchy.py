@@ -551,13 +551,13 @@ def build_hierarchy(image: np.ndarray | None, superpixels: np.ndarray, binary_ma
     labels, n = sequential_labels(check_labels(superpixels, "superpixels"))
     if labels.shape != tuple(binary_map.image_shape):
         raise ValueError(f"superpixels {labels.shape} do not match the binary map's image {binary_map.image_shape}")
+    if scorer is not None:
+        scorer.check_map(binary_map)
     if (normalised[1] > 0 or learned) and binary_map.edges is None:
         raise ValueError("the edges cue needs a binary map with edges; build the mapper with "
                          "BinaryMapper(edges=True) or set weights.edges to 0")
     if (normalised[2] > 0 or learned) and image is None:
         raise ValueError("the colour cue needs the image; pass it or set weights.colour to 0")
-    if scorer is not None and scorer.codes and scorer.n_bits != binary_map.n_bits:
-        raise ValueError(f"the merge scorer was trained on {scorer.n_bits}-bit codes, the map has {binary_map.n_bits}")
     regions = _region_sums(image if normalised[2] > 0 or learned else None, labels, binary_map, 2 * n - 1,
                            histograms=learned)
     pairs, border_sums = _border_sums(labels, binary_map.edges if normalised[1] > 0 or learned else None,

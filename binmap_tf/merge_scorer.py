@@ -27,6 +27,8 @@ from binmap_tf.paths import ASSETS_DIR
 
 # Shipped scorers: name -> file stem in binmap_tf/assets (see README, "Learned merging").
 SHIPPED_SCORERS = {"learned": "merge_scorer_learned", "learned-no-codes": "merge_scorer_no_codes"}
+# The scorer name that asks for the hand-set cue mix instead of a learned scorer (binmap_tf.segment).
+HAND_SET = "hand-set"
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,6 +67,18 @@ class MergeScorer:
         """Height at which to cut this scorer's hierarchy: its ODS threshold on val, if recorded."""
         value = self.info.get("threshold")
         return None if value is None else float(value)
+
+    def check_map(self, binary_map: Any) -> None:
+        """``ValueError`` naming the fix when ``binary_map`` (a :class:`~binmap_tf.binary_map.BinaryMap`)
+        lacks what this scorer reads: the network's edge map, and codes of the length it was trained on."""
+        flat = "merge='adjacent' (the paper's flat merge)"
+        if binary_map.edges is None:
+            raise ValueError(f"the learned merge scorer {self.name!r} needs the network's edge map: map with a "
+                             f"backbone that has one (vgg16-hed, BinaryMapper(edges=True)), or pass {flat}")
+        if self.codes and binary_map.n_bits != self.n_bits:
+            raise ValueError(f"the learned merge scorer {self.name!r} was trained on {self.n_bits}-bit codes and the "
+                             f"binary map has {binary_map.n_bits}; map with {self.n_bits} bits, pass a scorer trained "
+                             f"on {binary_map.n_bits}-bit codes, scorer='{HAND_SET}' (the hand-set cues) or {flat}")
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         """Pre-sigmoid outputs ``(m,)`` for features ``(m, F)``."""

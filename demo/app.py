@@ -31,6 +31,7 @@ from binmap_tf.superpixels import EGS_SCALE, SLIC_N_SEGMENTS
 from demo.pipeline import (
     AUTOMATIC_CUT,
     DEMO_MAX_PIXELS,
+    MERGE_ORDERS,
     DemoError,
     LocalMappers,
     MapCache,
@@ -186,9 +187,8 @@ def build_app(source: MapSource, max_pixels: int = DEMO_MAX_PIXELS, examples: li
                 hamming = gr.Slider(0, 8, value=0, step=1, visible=not hierarchy,
                                     label="Hamming threshold (0: merge equal codes only, as in the paper)")
                 merge = gr.Radio(merges, value=default.merge, label="Merge")
-                scorer = gr.Radio([("learned scorer (codes, edges, colour, texture)", "learned"),
-                                   ("hand-set weights (codes + edges + colour)", "hand-set")],
-                                  value=default.scorer, visible=hierarchy, label="Merge order", elem_id="scorer")
+                scorer = gr.Radio(list(MERGE_ORDERS), value=default.scorer, visible=hierarchy, label="Merge order",
+                                  elem_id="scorer")
                 segments_count = gr.Slider(AUTOMATIC_CUT, 200, value=AUTOMATIC_CUT, step=1, visible=hierarchy,
                                            label="Number of segments (0: the cut chosen on BSDS500 val)",
                                            elem_id="segments-count")

@@ -46,8 +46,9 @@ SERVING_TIMEOUT = 60.0
 # The hierarchy's number-of-segments slider: 0 (its start) cuts at the scorer's own height, chosen on
 # BSDS500 val; any other value cuts at that many segments.
 AUTOMATIC_CUT = 0
-# What orders the hierarchy's merges: the page's choices.
-SCORERS = (DEFAULT_SCORER, HAND_SET)
+# What orders the hierarchy's merges: the page's choices, as labels and values.
+MERGE_ORDERS = (("learned scorer (codes, edges, colour, texture)", DEFAULT_SCORER),
+                ("hand-set weights (codes + edges + colour)", HAND_SET))
 EXAMPLE_BSDS_IDS = ("100007", "106047", "108004")
 EXAMPLE_SKIMAGE_FILES = ("astronaut.png", "coffee.png", "chelsea.png")
 

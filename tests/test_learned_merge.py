@@ -186,11 +186,13 @@ def test_train_merge_runs_end_to_end(tmp_path):
 
 
 def test_a_scorer_refuses_maps_of_another_code_length(scene):
-    image, _, binary_map = scene
+    image, superpixels, binary_map = scene
     scorer = random_scorer(len(feature_names(24)))
     scorer = MergeScorer(scorer.mean, scorer.std, scorer.kernels, scorer.biases, n_bits=24, info=scorer.info)
     with pytest.raises(ValueError, match="trained on 24-bit codes and the binary map has 8"):
         segment_with_map(image, binary_map, merge="hierarchy", scorer=scorer, scale=50)
+    with pytest.raises(ValueError, match="trained on 24-bit codes and the binary map has 8"):
+        build_hierarchy(image, superpixels, binary_map, scorer=scorer)  # the same check, called directly
 
 
 def test_binmap_learned_takes_a_scorer_file(tmp_path):

@@ -49,7 +49,7 @@ from binmap_tf.hierarchy import (
 )
 from binmap_tf.images import check_shape
 from binmap_tf.merge import MERGE_MODES, check_merge_options, group_superpixels, superpixel_codes
-from binmap_tf.merge_scorer import MergeScorer, resolve_scorer
+from binmap_tf.merge_scorer import HAND_SET, MergeScorer, resolve_scorer
 from binmap_tf.superpixels import EDGE_METHODS, compute_superpixels, superpixel_params, working_shape
 
 # Step (d): none (the superpixels are the segments), the flat merges of binmap_tf.merge, or a
@@ -59,8 +59,6 @@ MERGES = ("none", *MERGE_MODES, "hierarchy")
 # on BSDS500 val (README, "Learned merging"); the paper's flat merge is merge="adjacent".
 DEFAULT_MERGE = "hierarchy"
 DEFAULT_SCORER = "learned"
-# The scorer name that asks for the hand-set cue mix (hierarchy.DEFAULT_WEIGHTS or ``weights``).
-HAND_SET = "hand-set"
 
 if TYPE_CHECKING:
     from binmap_tf.binary_map import BinaryMap
@@ -178,19 +176,6 @@ def choose_scorer(merge: str, scorer: MergeScorer | str | None, weights: MergeWe
         raise ValueError(f"{error}; or pass '{HAND_SET}' for the hand-set cues") from None
 
 
-def check_scorer_map(scorer: MergeScorer, binary_map: BinaryMap) -> None:
-    """``ValueError`` naming the fix when ``binary_map`` lacks what the learned ``scorer`` reads: the
-    network's edge map, and codes of the length it was trained on."""
-    flat = "merge='adjacent' (the paper's flat merge)"
-    if binary_map.edges is None:
-        raise ValueError(f"the learned merge scorer {scorer.name!r} needs the network's edge map: map with a "
-                         f"backbone that has one (vgg16-hed, BinaryMapper(edges=True)), or pass {flat}")
-    if scorer.codes and binary_map.n_bits != scorer.n_bits:
-        raise ValueError(f"the learned merge scorer {scorer.name!r} was trained on {scorer.n_bits}-bit codes and "
-                         f"the binary map has {binary_map.n_bits}; map with {scorer.n_bits} bits, pass a scorer "
-                         f"trained on {binary_map.n_bits}-bit codes, scorer='{HAND_SET}' (the hand-set cues) or {flat}")
-
-
 def _hierarchy_cut(merge: str, hamming: int, segments: int | None, threshold: float | None,
                    weights: MergeWeights | None, scorer: MergeScorer | None = None) -> dict[str, Any]:
     """Check the step-(d) options; return the hierarchy's cut (``{}`` for a flat merge or none)."""
@@ -286,8 +271,8 @@ def segment_with_map(image: np.ndarray, binary_map: BinaryMap | None, superpixel
     if binary_map is not None and image_shape != tuple(binary_map.image_shape):
         raise ValueError(f"the binary map was computed for an image of {tuple(binary_map.image_shape)}, "
                          f"not {image_shape}; pass the map of this image")
-    if scorer is not None:
-        check_scorer_map(scorer, binary_map)
+    if scorer is not None:  # before the superpixels: a map the scorer cannot read fails at once
+        scorer.check_map(binary_map)
     stages = StageCache() if stages is None else stages
     timings: dict[str, float] = {}
     params = options["superpixel_params"]
