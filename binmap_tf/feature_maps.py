@@ -21,7 +21,7 @@ import numpy as np
 
 from binmap_tf.binary_map import BinaryMap
 from binmap_tf.feature_cache import FeatureCache
-from binmap_tf.files import write_json, write_npz
+from binmap_tf.files import write_json
 from binmap_tf.map_cache import BinaryMapCache
 from binmap_tf.tiling import over_tile_budget
 
@@ -53,8 +53,7 @@ def fill_cache(dataset, target: BinaryMapCache, features: FeatureCache, edge_map
         image = sample.load_image()
         edge_map, seconds = edge_maps.get(sample.id, image)
         binary_map = map_from_features(target.mapper, features.get(sample), edge_map.edges, image.shape[:2])
-        write_npz(target.path(sample.id), bits=binary_map.bits, logits=binary_map.logits,
-                  cnn_seconds=np.float64(seconds), edges=edge_map.edges)
+        target.put(sample.id, binary_map, seconds)
         written += 1
     return written
 

@@ -67,13 +67,17 @@ class BinaryMapCache:
         start = time.perf_counter()
         binary_map = self.mapper(image)
         seconds = time.perf_counter() - start
-        arrays = {"bits": binary_map.bits, "logits": binary_map.logits, "cnn_seconds": np.float64(seconds)}
+        self.put(image_id, binary_map, seconds)
+        return binary_map, seconds
+
+    def put(self, image_id: str, binary_map: BinaryMap, cnn_seconds: float) -> None:
+        """Store ``binary_map`` of ``image_id`` (atomically) with the CNN seconds it cost."""
+        arrays = {"bits": binary_map.bits, "logits": binary_map.logits, "cnn_seconds": np.float64(cnn_seconds)}
         if binary_map.edges is not None:
             # Kept at full precision: a cached map must equal a fresh one, or the merge hierarchy (whose
             # ties on edge strength are decided by these values) would depend on a warm cache.
             arrays["edges"] = binary_map.edges
-        write_npz(path, **arrays)
-        return binary_map, seconds
+        write_npz(self.path(image_id), **arrays)
 
 
 class UncachedMaps:
