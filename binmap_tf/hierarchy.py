@@ -43,9 +43,8 @@ Why this is written by hand rather than with higra (issue 13, item 4; measured b
 ``benchmarks/hierarchy_higra.py`` on 10 BSDS500 test images, README "Hierarchical merging"):
 
 * the greedy loop: higra's binary partition trees re-weight only the merged region's edges with a
-  fixed linkage, while both criteria here re-score *all* queued pairs as the mean region grows
-  (the size prior; the learned scorer's relative sizes and region count) and the learned one reads
-  additive histograms. Only edges-only merging without size prior is a fixed (average) linkage;
+  fixed linkage, while the hand-set mix re-scores *all* queued pairs as the mean region grows (the
+  size prior) and the learned scorer is an MLP of additive histograms and sums, not a fixed linkage. Only edges-only merging without size prior is a fixed (average) linkage;
   higra gives the same cuts 3.5x faster there, but no method uses that setting;
 * the cuts (:meth:`MergeTree.segment_of`): the same as higra's horizontal cuts, which save about
   9 ms per 37-threshold sweep, but ``import higra`` (it loads matplotlib) costs 0.5-0.7 s per process;
@@ -356,7 +355,7 @@ class _PairFeatures:
 
     def __call__(self, regions: _Regions, first: np.ndarray, second: np.ndarray, border: np.ndarray,
                  n_regions: int) -> np.ndarray:
-        return pair_features(*regions.pair(first, second), border, n_regions, self.image_area, codes=self.codes)
+        return pair_features(*regions.pair(first, second), border, self.image_area, codes=self.codes)
 
 
 @dataclass(frozen=True)
@@ -372,7 +371,11 @@ class _LearnedCriterion:
     fallback: _Criterion | None = None  # orders the merges while pairs are only logged
     log: list | None = None
 
-    depends_on_count = True  # relative areas and the number of regions are features
+    @property
+    def depends_on_count(self) -> bool:
+        """The scorer's features do not read the number of regions (:func:`~binmap_tf.merge_features.pair_features`);
+        while pairs are only logged, the fallback orders the merges and refreshes as it needs."""
+        return self.scorer is None and self.fallback is not None and self.fallback.depends_on_count
 
     def __call__(self, regions: _Regions, first: np.ndarray, second: np.ndarray, border: np.ndarray,
                  n_regions: int) -> np.ndarray:
@@ -421,9 +424,8 @@ def _agglomerate(regions: _Regions, pairs: np.ndarray, border_sums: np.ndarray, 
     """Greedy merging over the adjacency graph: children, heights and the height of every pair.
 
     ``criterion(regions, first, second, border_sums, n_regions)`` scores pairs (the hand-set
-    mix or the learned scorer). With the size prior, or a scorer that reads sizes relative to
-    the current mean region, a pair's value changes as the number of regions falls, so queued
-    values go stale; all of them are recomputed whenever the number of regions has dropped by
+    mix or the learned scorer). With the hand-set mix's size prior a pair's value changes as the
+    number of regions falls, so queued values go stale; all of them are recomputed whenever the number of regions has dropped by
     :data:`REFRESH` since the last time (between refreshes the size prior overestimates the
     dissimilarity of small regions by at most a factor ``1 / sqrt(1 - REFRESH)``).
     """

@@ -96,8 +96,7 @@ def feature_names(n_bits: int, codes: bool = True) -> list[str]:
     edges = ["edge_mean", "edge_max", *(f"edge_q{int(100 * q)}" for q in EDGE_QUANTILES),
              *(f"edge_hist{j}" for j in range(EDGE_BINS))]
     colour = ["colour_distance", "colour_l", "colour_a", "colour_b", "colour_chi2", "texture_chi2"]
-    size = ["log_area_min", "log_area_max", "log_area_min_rel_mean", "log_area_max_rel_mean", "log_border",
-            "log_border_rel_min_area", "log_regions"]
+    size = ["log_area_min", "log_area_max", "log_border_rel_side", "log_border_rel_min_area"]
     return code + edges + colour + size
 
 
@@ -114,14 +113,18 @@ def histogram_quantiles(histogram: np.ndarray, quantiles: tuple[float, ...]) -> 
 
 
 def pair_features(area: np.ndarray, votes: np.ndarray, lab: np.ndarray, histogram: np.ndarray,
-                  border: np.ndarray, n_regions: int, image_area: float, codes: bool = True) -> np.ndarray:
+                  border: np.ndarray, image_area: float, codes: bool = True) -> np.ndarray:
     """Features ``(m, F)`` of ``m`` region pairs, columns as :func:`feature_names`.
 
     ``area`` ``(2, m)``, ``votes`` ``(2, m, k)``, ``lab`` ``(2, m, 3)`` and ``histogram``
     ``(2, m, HISTOGRAM_WIDTH)`` hold the sums of each pair's two regions (see
     :func:`region_histograms`); ``border`` is ``(m, BORDER_WIDTH)`` (:func:`border_histograms`).
     The features are symmetric in the two regions (min / max or absolute differences), so a pair
-    scores the same either way. Colour and texture differ by the chi-square distance
+    scores the same either way. They do not change with the image's size (areas relative to the
+    image, border lengths relative to its side) nor with the number of regions left: a scorer that
+    read the count (and areas relative to the mean region) learned BSDS500's typical number of
+    segments as a prior, scored lower on val (README, "Learned merging"), and forced the greedy
+    merge to re-score every queued pair as the count fell. Colour and texture differ by the chi-square distance
     ``0.5 * sum (p - q)^2 / (p + q)`` of the normalised histograms.
     """
     columns = []
@@ -140,8 +143,8 @@ def pair_features(area: np.ndarray, votes: np.ndarray, lab: np.ndarray, histogra
     chi = np.divide((normalised[0] - normalised[1]) ** 2, total, out=np.zeros_like(total), where=total > 0)
     chi = np.add.reduceat(chi, [0, 3 * COLOUR_BINS], axis=1) * np.array([0.5 / 3, 0.5])
     small, large = np.minimum(area[0], area[1]), np.maximum(area[0], area[1])
-    mean_area = image_area / n_regions
-    logs = np.log(np.column_stack([small / image_area, large / image_area, small / mean_area, large / mean_area,
-                                   length, length / np.sqrt(small), np.full(len(small), float(n_regions))]))
+    # Border length relative to the side of a square of the image's area, and to the smaller region's.
+    logs = np.log(np.column_stack([small / image_area, large / image_area, length / np.sqrt(image_area),
+                                   length / np.sqrt(small)]))
     columns += [np.sqrt((difference ** 2).sum(axis=1, keepdims=True)), np.abs(difference), chi, logs]
     return np.concatenate(columns, axis=1)

@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.linalg
 
 from binmap_tf.files import write_json, write_npz
+from binmap_tf.merge_features import feature_names
 from binmap_tf.paths import ASSETS_DIR
 
 # Shipped scorers: name -> file stem in binmap_tf/assets (see README, "Learned merging").
@@ -72,6 +74,11 @@ class MergeScorer:
         """``ValueError`` naming the fix when ``binary_map`` (a :class:`~binmap_tf.binary_map.BinaryMap`)
         lacks what this scorer reads: the network's edge map, and codes of the length it was trained on."""
         flat = "merge='adjacent' (the paper's flat merge)"
+        trained_on = self.info.get("features")
+        if trained_on is not None and list(trained_on) != feature_names(self.n_bits, self.codes):
+            raise ValueError(f"the learned merge scorer {self.name!r} was trained on other pair features than this "
+                             "version computes (binmap_tf.merge_features.feature_names); retrain it with python -m "
+                             f"binmap_tf.train_merge, use a shipped scorer, scorer='{HAND_SET}' or {flat}")
         if binary_map.edges is None:
             raise ValueError(f"the learned merge scorer {self.name!r} needs the network's edge map: map with a "
                              f"backbone that has one (vgg16-hed, BinaryMapper(edges=True)), or pass {flat}")
@@ -100,6 +107,26 @@ class MergeScorer:
         write_npz(path, mean=self.mean, std=self.std, codes=np.array(self.codes), n_bits=np.array(self.n_bits),
                   n_layers=np.array(len(self.kernels)), **layers)
         write_json(path.with_suffix(".json"), self.info)
+
+
+def average_scorers(members: list[MergeScorer], info: dict[str, Any] | None = None) -> MergeScorer:
+    """One :class:`MergeScorer` whose logit is the mean of the ``members``' logits (a seed ensemble).
+
+    The members' hidden layers sit side by side (block-diagonal kernels), so the greedy merge
+    still runs one small numpy MLP per call. The members must share their standardisation and
+    inputs, as scorers fitted on the same pairs with different seeds do."""
+    first = members[0]
+    if any(not (np.array_equal(m.mean, first.mean) and np.array_equal(m.std, first.std)
+                and m.codes == first.codes and m.n_bits == first.n_bits and len(m.kernels) == len(first.kernels))
+           for m in members):
+        raise ValueError("scorers to average must share standardisation, code features and depth")
+    kernels = [np.concatenate([m.kernels[0] for m in members], axis=1)]
+    kernels += [scipy.linalg.block_diag(*(m.kernels[i] for m in members)) for i in range(1, len(first.kernels) - 1)]
+    kernels.append(np.concatenate([m.kernels[-1] for m in members], axis=0) / len(members))
+    biases = [np.concatenate([m.biases[i] for m in members]) for i in range(len(first.biases) - 1)]
+    biases.append(np.mean([m.biases[-1] for m in members], axis=0))
+    return MergeScorer(first.mean, first.std, kernels, biases, codes=first.codes, n_bits=first.n_bits,
+                       info=first.info if info is None else info)
 
 
 def load_scorer(path: str | os.PathLike) -> MergeScorer:

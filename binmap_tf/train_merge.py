@@ -5,7 +5,8 @@ BSDS500 train, chooses the epoch (val pairs' loss) and the cut threshold (ODS co
 BSDS500 val, and writes the scorer (``.npz``) with its record (``.json``: data, seed, settings,
 val figures, threshold, timings). The defaults reproduce the shipped scorer: a watershed of the
 HED edges as first level (``--first-level``, chosen on val with ``benchmarks/first_level.py``)
-and two rounds of pairs (the second merged by the first round's scorer). ``--no-codes`` trains
+and two rounds of pairs (the second merged by the first round's scorer), each round's scorer the
+average of ``--members`` MLPs that differ by seed (5, chosen on val). ``--no-codes`` trains
 the ablation without code features (``--name learned-no-codes``, ``merge_scorer_no_codes.npz``).
 Binary maps (with HED edges) come from the same cache as ``evaluate``'s, so the CNN runs once
 per image.
@@ -22,7 +23,7 @@ import numpy as np
 
 from binmap_tf.hierarchy import DEFAULT_WEIGHTS
 from binmap_tf.merge_features import feature_names
-from binmap_tf.merge_training import THRESHOLDS, collect_pairs, fit_scorer, load_training_images, validate
+from binmap_tf.merge_training import THRESHOLDS, collect_pairs, fit_ensemble, load_training_images, validate
 from binmap_tf.superpixels import superpixel_params
 
 # Val images whose covering the record keeps, so a test can check the shipped scorer cheaply.
@@ -47,6 +48,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--patience", type=int, default=4, help="epochs without a lower val loss before stopping")
+    parser.add_argument("--members", type=int, default=5,
+                        help="MLPs fitted with different seeds and averaged (chosen on val; default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--first-level", choices=("watershed", "egs"), default="watershed",
                         help="superpixels the hierarchy starts from: watershed of the HED edges (chosen on val, "
@@ -96,12 +99,18 @@ def main(argv: list[str] | None = None) -> int:
         train_pairs.append(collect_pairs(train_items, scorer, DEFAULT_WEIGHTS, args.max_pairs, seed))
         val_pairs.append(collect_pairs(val_items, scorer, DEFAULT_WEIGHTS, args.max_pairs, seed))
         train, val = (pairs[0].concatenate(pairs) for pairs in (train_pairs, val_pairs))
-        scorer, history = fit_scorer(train, val, codes, mapper.bits, tuple(args.hidden), args.epochs, args.batch_size,
-                                     args.learning_rate, args.patience, seed)
+        # Members of round r take seeds args.seed + r * members + 0, 1, ...
+        scorer, histories = fit_ensemble(train, val, codes, mapper.bits, args.members,
+                                         args.seed + round_index * args.members, hidden=tuple(args.hidden),
+                                         epochs=args.epochs, batch_size=args.batch_size,
+                                         learning_rate=args.learning_rate, patience=args.patience)
+        val_losses = [min(history["val_loss"]) for history in histories]
         rounds.append({"train_pairs": len(train.labels), "val_pairs": len(val.labels),
-                       "mean_label": float(train.labels.mean()), "epochs_run": len(history["loss"]),
-                       "best_val_loss": min(history["val_loss"]), "history": history})
-        print(f"round {round_index + 1}: {len(train.labels)} train pairs, val loss {min(history['val_loss']):.4f}")
+                       "mean_label": float(train.labels.mean()),
+                       "epochs_run": [len(history["loss"]) for history in histories],
+                       "best_val_loss": val_losses, "history": histories})
+        print(f"round {round_index + 1}: {len(train.labels)} train pairs, members' val loss "
+              f"{' '.join(f'{loss:.4f}' for loss in val_losses)}")
     fit_seconds = time.perf_counter() - clock
 
     clock = time.perf_counter()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 from skimage import data
 
-from binmap_tf.hierarchy import MergeTree, MergeWeights, build_hierarchy
+from binmap_tf.hierarchy import DEFAULT_WEIGHTS, MergeTree, MergeWeights, build_hierarchy
 from binmap_tf.merge_features import (
     BORDER_WIDTH,
     EDGE_BINS,
@@ -17,7 +18,7 @@ from binmap_tf.merge_features import (
     pair_features,
     region_histograms,
 )
-from binmap_tf.merge_scorer import MergeScorer, load_scorer, resolve_scorer, shipped_scorer
+from binmap_tf.merge_scorer import MergeScorer, average_scorers, load_scorer, resolve_scorer, shipped_scorer
 from binmap_tf.merge_training import TrainingImage, collect_pairs, node_segment_counts, pair_labels
 from binmap_tf.methods import DEFAULT_VALUES, parse_method
 from binmap_tf.segment import segment_with_map
@@ -59,12 +60,37 @@ def test_features_are_symmetric_and_named():
     histogram = rng.integers(0, 5, (2, m, 40)).astype(float)
     border = np.column_stack([rng.uniform(1, 5, m), np.full(m, 10.0), rng.integers(0, 3, (m, EDGE_BINS))])
     assert border.shape[1] == BORDER_WIDTH
-    features = pair_features(area, votes, lab, histogram, border, 50, 1e4)
-    swapped = pair_features(area[::-1], votes[::-1], lab[::-1], histogram[::-1], border, 50, 1e4)
+    features = pair_features(area, votes, lab, histogram, border, 1e4)
+    swapped = pair_features(area[::-1], votes[::-1], lab[::-1], histogram[::-1], border, 1e4)
     assert features.shape == (m, len(feature_names(k)))
     np.testing.assert_allclose(features, swapped)
-    without = pair_features(area, votes, lab, histogram, border, 50, 1e4, codes=False)
+    without = pair_features(area, votes, lab, histogram, border, 1e4, codes=False)
     np.testing.assert_allclose(without, features[:, 1 + k:])
+
+
+def test_features_do_not_change_with_image_size():
+    """The same pair in an image twice as wide and high: areas x4, border pixel pairs x2."""
+    rng = np.random.default_rng(2)
+    m = 4
+    area = rng.uniform(10, 100, (2, m))
+    votes = rng.uniform(0, 1, (2, m, 8)) * area[..., None]
+    lab = rng.uniform(0, 50, (2, m, 3)) * area[..., None]
+    histogram = rng.integers(1, 5, (2, m, 40)).astype(float)
+    border = np.column_stack([rng.uniform(1, 5, m), np.full(m, 10.0), rng.integers(0, 3, (m, EDGE_BINS))])
+    small = pair_features(area, votes, lab, histogram, border, 1e4)
+    large = pair_features(4 * area, 4 * votes, 4 * lab, 4 * histogram, 2 * border, 4e4)
+    np.testing.assert_allclose(large, small, atol=1e-12)
+
+
+def test_averaged_scorers_give_the_mean_logit():
+    rng = np.random.default_rng(3)
+    mean, std = rng.standard_normal(12), rng.uniform(0.5, 2, 12)  # shared: fitted on the same pairs
+    members = [dataclasses.replace(random_scorer(12, codes=False, seed=seed), mean=mean, std=std) for seed in range(3)]
+    features = rng.standard_normal((9, 12))
+    np.testing.assert_allclose(average_scorers(members).logits(features),
+                               np.mean([member.logits(features) for member in members], axis=0), atol=1e-12)
+    with pytest.raises(ValueError, match="share standardisation"):
+        average_scorers([members[0], random_scorer(12, codes=False)])
 
 
 def test_histogram_quantiles_of_a_uniform_histogram():
@@ -129,14 +155,28 @@ def test_scorer_round_trips_through_npz(tmp_path):
     assert loaded.info == scorer.info and not loaded.codes
 
 
+def test_logging_pairs_keeps_the_hand_set_merge_order(scene):
+    """Round 1 of training logs pairs while the hand-set cues (with their size prior) order the merges:
+    the tree must be the hand-set hierarchy's own."""
+    image, superpixels, binary_map = scene
+    log: list = []
+    logged = build_hierarchy(image, superpixels, binary_map, DEFAULT_WEIGHTS, pair_log=log)
+    plain = build_hierarchy(image, superpixels, binary_map, DEFAULT_WEIGHTS)
+    np.testing.assert_array_equal(logged.children, plain.children)
+    np.testing.assert_allclose(logged.heights, plain.heights)
+    assert sum(len(entry[0]) for entry in log) > len(plain.children)  # refreshes log the live pairs again
+
+
 def test_collected_pairs_cover_every_level(scene):
     image, superpixels, binary_map = scene
     annotation = (np.arange(image.shape[1])[None, :] >= image.shape[1] // 2).repeat(image.shape[0], 0).astype(int) + 1
     pairs = collect_pairs([TrainingImage(image, superpixels, binary_map, [annotation])],
                           weights=MergeWeights(edges=1, colour=1), max_pairs=100000)
-    n = int(superpixels.max()) + 1
-    log_regions = pairs.features[:, feature_names(8).index("log_regions")]
-    assert np.exp(log_regions).max() == pytest.approx(n) and np.exp(log_regions).min() <= 3
+    # From the first level (superpixels) to the last merge (a region of at least half the image).
+    names = feature_names(8)
+    smaller, larger = (np.exp(pairs.features[:, names.index(name)]) for name in ("log_area_min", "log_area_max"))
+    assert smaller.min() * superpixels.size == pytest.approx(np.bincount(superpixels.ravel()).min())
+    assert larger.max() >= 0.5
     assert set(np.unique(pairs.labels)) <= {0.0, 1.0} and 0 < pairs.labels.mean() < 1
 
 
@@ -178,11 +218,23 @@ def test_train_merge_runs_end_to_end(tmp_path):
 
     out = tmp_path / "scorer.npz"
     assert main(["--limit", "3", "--val-limit", "2", "--epochs", "1", "--rounds", "2", "--max-pairs", "500",
-                 "--hidden", "8", "--cache", str(tmp_path / "maps"), "--out", str(out)]) == 0
+                 "--hidden", "8", "--members", "2", "--cache", str(tmp_path / "maps"), "--out", str(out)]) == 0
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["data"]["train_images"] == 3 and len(record["rounds"]) == 2
+    assert all(len(round_["best_val_loss"]) == 2 for round_ in record["rounds"])
     scorer = load_scorer(out)
     assert scorer.threshold == record["threshold"] and len(scorer.kernels) == 2
+    assert scorer.kernels[0].shape[1] == 2 * 8  # two members side by side
+
+
+def test_a_scorer_of_other_features_says_to_retrain(scene):
+    image, superpixels, binary_map = scene
+    scorer = random_scorer(len(feature_names(8)))
+    older = dataclasses.replace(scorer, info={**scorer.info, "features": [*feature_names(8)[:-1], "log_regions"]})
+    with pytest.raises(ValueError, match="other pair features.*retrain it with python -m binmap_tf.train_merge"):
+        build_hierarchy(image, superpixels, binary_map, scorer=older)
+    build_hierarchy(image, superpixels, binary_map,
+                    scorer=dataclasses.replace(scorer, info={**scorer.info, "features": feature_names(8)}))
 
 
 def test_a_scorer_refuses_maps_of_another_code_length(scene):
