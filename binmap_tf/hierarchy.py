@@ -44,7 +44,8 @@ Why this is written by hand rather than with higra (issue 13, item 4; measured b
 
 * the greedy loop: higra's binary partition trees re-weight only the merged region's edges with a
   fixed linkage, while the hand-set mix re-scores *all* queued pairs as the mean region grows (the
-  size prior) and the learned scorer is an MLP of additive histograms and sums, not a fixed linkage. Only edges-only merging without size prior is a fixed (average) linkage;
+  size prior) and the learned scorer is an MLP of additive histograms and sums, not a fixed
+  linkage. Only edges-only merging without size prior is a fixed (average) linkage;
   higra gives the same cuts 3.5x faster there, but no method uses that setting;
 * the cuts (:meth:`MergeTree.segment_of`): the same as higra's horizontal cuts, which save about
   9 ms per 37-threshold sweep, but ``import higra`` (it loads matplotlib) costs 0.5-0.7 s per process;
@@ -425,8 +426,8 @@ def _agglomerate(regions: _Regions, pairs: np.ndarray, border_sums: np.ndarray, 
 
     ``criterion(regions, first, second, border_sums, n_regions)`` scores pairs (the hand-set
     mix or the learned scorer). With the hand-set mix's size prior a pair's value changes as the
-    number of regions falls, so queued values go stale; all of them are recomputed whenever the number of regions has dropped by
-    :data:`REFRESH` since the last time (between refreshes the size prior overestimates the
+    number of regions falls, so queued values go stale; all of them are recomputed whenever the
+    number of regions has dropped by :data:`REFRESH` since the last time (between refreshes the size prior overestimates the
     dissimilarity of small regions by at most a factor ``1 / sqrt(1 - REFRESH)``).
     """
     borders: list[dict[int, _Border] | None] = [{} for _ in range(2 * n - 1)]

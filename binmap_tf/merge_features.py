@@ -124,8 +124,8 @@ def pair_features(area: np.ndarray, votes: np.ndarray, lab: np.ndarray, histogra
     image, border lengths relative to its side) nor with the number of regions left: a scorer that
     read the count (and areas relative to the mean region) learned BSDS500's typical number of
     segments as a prior, scored lower on val (README, "Learned merging"), and forced the greedy
-    merge to re-score every queued pair as the count fell. Colour and texture differ by the chi-square distance
-    ``0.5 * sum (p - q)^2 / (p + q)`` of the normalised histograms.
+    merge to re-score every queued pair as the count fell. Colour and texture differ by the
+    chi-square distance ``0.5 * sum (p - q)^2 / (p + q)`` of the normalised histograms.
     """
     columns = []
     if codes:

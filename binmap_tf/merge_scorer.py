@@ -109,7 +109,7 @@ class MergeScorer:
         write_json(path.with_suffix(".json"), self.info)
 
 
-def average_scorers(members: list[MergeScorer], info: dict[str, Any] | None = None) -> MergeScorer:
+def average_scorers(members: list[MergeScorer]) -> MergeScorer:
     """One :class:`MergeScorer` whose logit is the mean of the ``members``' logits (a seed ensemble).
 
     The members' hidden layers sit side by side (block-diagonal kernels), so the greedy merge
@@ -126,7 +126,7 @@ def average_scorers(members: list[MergeScorer], info: dict[str, Any] | None = No
     biases = [np.concatenate([m.biases[i] for m in members]) for i in range(len(first.biases) - 1)]
     biases.append(np.mean([m.biases[-1] for m in members], axis=0))
     return MergeScorer(first.mean, first.std, kernels, biases, codes=first.codes, n_bits=first.n_bits,
-                       info=first.info if info is None else info)
+                       info=first.info)
 
 
 def load_scorer(path: str | os.PathLike) -> MergeScorer:

@@ -147,7 +147,7 @@ def fit_ensemble(train: PairSet, val: PairSet, codes: bool, n_bits: int, members
     one scorer (:func:`~binmap_tf.merge_scorer.average_scorers`), and the members' histories.
 
     The training pairs of 200 images are many but correlated: a member's val loss is lowest
-    after its first epoch, and members differ by seed alone. Their average ranked merges better
+    within its first two epochs, and members differ by seed alone. Their average ranked merges better
     on BSDS500 val than any one (README, "Learned merging")."""
     fitted = [fit_scorer(train, val, codes, n_bits, seed=seed + index, **options) for index in range(members)]
     return average_scorers([scorer for scorer, _ in fitted]), [history for _, history in fitted]
