@@ -77,8 +77,27 @@ class HashingLoss(keras.losses.Loss):
         return {**super().get_config(), "balance_weight": self.balance_weight}
 
 
+class ContrastiveHashingLoss(HashingLoss):
+    """Base of the supervised losses: codes relaxed to ``tanh(logits / temperature)``, pulled together
+    inside a ground-truth segment and pushed at least ``margin`` bits apart across its border
+    (weighted by ``push_weight``)."""
+
+    def __init__(self, margin: float, push_weight: float = 1.0, temperature: float = 0.2,
+                 balance_weight: float = 0.1, name: str | None = None, **kwargs) -> None:
+        super().__init__(balance_weight=balance_weight, name=name, **kwargs)
+        if margin <= 0 or temperature <= 0:
+            raise ValueError(f"margin and temperature must be > 0, got {margin} and {temperature}")
+        self.margin = float(margin)
+        self.push_weight = float(push_weight)
+        self.temperature = float(temperature)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "margin": self.margin, "push_weight": self.push_weight,
+                "temperature": self.temperature}
+
+
 @keras.saving.register_keras_serializable(package="binmap_tf")
-class SegmentLoss(HashingLoss):
+class SegmentLoss(ContrastiveHashingLoss):
     """Same code inside a ground-truth segment, different codes across its boundary.
 
     Codes are relaxed to ``c = tanh(logits / temperature)`` in (-1, 1); the soft Hamming
@@ -106,14 +125,9 @@ class SegmentLoss(HashingLoss):
 
     def __init__(self, margin: float = 1.0, push_weight: float = 1.0, temperature: float = 0.2,
                  balance_weight: float = 0.1, neighbours: int = 8, name: str = "segment_loss", **kwargs) -> None:
-        super().__init__(balance_weight=balance_weight, name=name, **kwargs)
         if neighbours not in NEIGHBOUR_OFFSETS:
             raise ValueError(f"neighbours must be 4 or 8, got {neighbours}")
-        if margin <= 0 or temperature <= 0:
-            raise ValueError(f"margin and temperature must be > 0, got {margin} and {temperature}")
-        self.margin = float(margin)
-        self.push_weight = float(push_weight)
-        self.temperature = float(temperature)
+        super().__init__(margin, push_weight, temperature, balance_weight, name=name, **kwargs)
         self.neighbours = int(neighbours)
 
     def terms(self, bits, logits, labels, valid) -> dict:
@@ -138,12 +152,11 @@ class SegmentLoss(HashingLoss):
         }
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "margin": self.margin, "push_weight": self.push_weight,
-                "temperature": self.temperature, "neighbours": self.neighbours}
+        return {**super().get_config(), "neighbours": self.neighbours}
 
 
 @keras.saving.register_keras_serializable(package="binmap_tf")
-class RegionLoss(HashingLoss):
+class RegionLoss(ContrastiveHashingLoss):
     """Adjacent ground-truth segments with different mean codes, each cell near its segment's mean.
 
     The learned merge scorer compares two regions by their pixels' mean bits
@@ -161,12 +174,7 @@ class RegionLoss(HashingLoss):
 
     def __init__(self, margin: float = 2.0, push_weight: float = 1.0, temperature: float = 0.2,
                  balance_weight: float = 0.1, max_segments: int = 512, name: str = "region_loss", **kwargs) -> None:
-        super().__init__(balance_weight=balance_weight, name=name, **kwargs)
-        if margin <= 0 or temperature <= 0:
-            raise ValueError(f"margin and temperature must be > 0, got {margin} and {temperature}")
-        self.margin = float(margin)
-        self.push_weight = float(push_weight)
-        self.temperature = float(temperature)
+        super().__init__(margin, push_weight, temperature, balance_weight, name=name, **kwargs)
         self.max_segments = int(max_segments)
 
     def terms(self, bits, logits, labels, valid) -> dict:
@@ -197,8 +205,7 @@ class RegionLoss(HashingLoss):
         }
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "margin": self.margin, "push_weight": self.push_weight,
-                "temperature": self.temperature, "max_segments": self.max_segments}
+        return {**super().get_config(), "max_segments": self.max_segments}
 
 
 @keras.saving.register_keras_serializable(package="binmap_tf")
