@@ -245,3 +245,21 @@ class ITQHashing(keras.layers.Layer):
         config = super().get_config()
         config.update(bits=self.bits, return_logits=self.return_logits)
         return config
+
+
+def export_hashing(model: keras.Model, info: dict | None = None) -> ITQParams:
+    """The trained layer of ``model`` (an ``hconv8`` after a fixed ``Rescaling`` named ``feature_scale``,
+    as :func:`binmap_tf.train.build_training_model` builds it) as :class:`ITQParams`, acting on raw
+    features like ITQ's parameters.
+
+    The effective kernel ``K = kernel * (1 / s)`` is stored as ``pcs`` with an identity
+    ``rotation``; ``mean`` is the minimum-norm solution of ``-mean @ K = bias``, so
+    ``ITQParams.kernel`` and ``.bias`` give back the layer (up to float32 rounding) and every
+    loader of ``ITQParams`` (``build_binmap_model``, ``--hashing``, serving) uses it unchanged.
+    Logits come out in units of ``s``, not ITQ's raw projection units; bits are what count.
+    """
+    layer = model.get_layer("hconv8")
+    kernel = np.asarray(layer.kernel, np.float64) * model.get_layer("feature_scale").scale
+    bias = np.asarray(layer.bias, np.float64)
+    mean = -kernel @ np.linalg.solve(kernel.T @ kernel, bias)
+    return ITQParams(mean=mean, pcs=kernel, rotation=np.eye(kernel.shape[1]), info=dict(info or {}))

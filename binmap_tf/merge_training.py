@@ -50,17 +50,22 @@ class PairSet:
                        np.concatenate([s.image_index for s in sets]))
 
 
-def node_segment_counts(tree: MergeTree, ground_truth: np.ndarray) -> np.ndarray:
-    """Pixels of every ground-truth segment in every node of ``tree``, ``(nodes, segments)``."""
+def node_pixel_counts(tree: MergeTree, categories: np.ndarray, width: int) -> np.ndarray:
+    """Pixels of every category (``categories``: ``(H, W)`` ints in ``0 .. width-1``) in every node of
+    ``tree``, ``(nodes, width)``: counted per superpixel, then added up along the merge tree."""
     n = tree.n_superpixels
-    segments = np.unique(ground_truth, return_inverse=True)[1].reshape(ground_truth.shape)
-    width = int(segments.max()) + 1
     counts = np.zeros((n + len(tree.children), width))
-    counts[:n] = np.bincount(tree.superpixels.ravel().astype(np.int64) * width + segments.ravel(),
+    counts[:n] = np.bincount(tree.superpixels.ravel().astype(np.int64) * width + categories.ravel(),
                              minlength=n * width).reshape(n, width)
     for index, (a, b) in enumerate(tree.children):
         counts[n + index] = counts[a] + counts[b]
     return counts
+
+
+def node_segment_counts(tree: MergeTree, ground_truth: np.ndarray) -> np.ndarray:
+    """Pixels of every ground-truth segment in every node of ``tree``, ``(nodes, segments)``."""
+    segments = np.unique(ground_truth, return_inverse=True)[1].reshape(ground_truth.shape)
+    return node_pixel_counts(tree, segments, int(segments.max()) + 1)
 
 
 def pair_labels(tree: MergeTree, ground_truths: list[np.ndarray], first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -72,9 +77,11 @@ def pair_labels(tree: MergeTree, ground_truths: list[np.ndarray], first: np.ndar
     return differ / len(ground_truths)
 
 
-def image_pairs(item: TrainingImage, scorer: MergeScorer | None, weights: MergeWeights | None,
-                max_pairs: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Features and soft labels of the pairs one greedy merge of ``item`` scores (at most ``max_pairs``, drawn at random)."""
+def logged_pairs(item: TrainingImage, scorer: MergeScorer | None, weights: MergeWeights | None,
+                 max_pairs: int, rng: np.random.Generator) -> tuple[MergeTree, np.ndarray, np.ndarray, np.ndarray]:
+    """The merge tree of one greedy merge of ``item`` (ordered by ``scorer``, else the hand-set
+    ``weights``) and the features and node ids ``first``, ``second`` of the pairs it scores (at
+    most ``max_pairs``, drawn at random)."""
     log: list = []
     tree = build_hierarchy(item.image, item.superpixels, item.binary_map, weights, scorer=scorer, pair_log=log)
     features = np.concatenate([entry[0] for entry in log])
@@ -82,6 +89,13 @@ def image_pairs(item: TrainingImage, scorer: MergeScorer | None, weights: MergeW
     if len(features) > max_pairs:
         keep = np.sort(rng.choice(len(features), max_pairs, replace=False))
         features, first, second = features[keep], first[keep], second[keep]
+    return tree, features, first, second
+
+
+def image_pairs(item: TrainingImage, scorer: MergeScorer | None, weights: MergeWeights | None,
+                max_pairs: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Features and soft labels of the pairs one greedy merge of ``item`` scores (:func:`logged_pairs`)."""
+    tree, features, first, second = logged_pairs(item, scorer, weights, max_pairs, rng)
     return features, pair_labels(tree, item.ground_truths, first, second)
 
 
@@ -133,12 +147,20 @@ def fit_scorer(train: PairSet, val: PairSet, codes: bool, n_bits: int, hidden: t
     history = model.fit((x_train - mean) / std, train.labels[:, None], batch_size=batch_size, epochs=epochs,
                         validation_data=((x_val - mean) / std, val.labels[:, None]), shuffle=True, verbose=verbose,
                         callbacks=[keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)])
+    scorer = scorer_from_model(model, mean, std, codes, n_bits)
+    return scorer, {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+def scorer_from_model(model, mean: np.ndarray, std: np.ndarray, codes: bool, n_bits: int) -> MergeScorer:
+    """The numpy :class:`MergeScorer` of a trained Keras scorer: its Dense layers, in order, after the
+    standardisation ``mean``, ``std`` of its inputs."""
+    import keras
+
     dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
     kernels = [np.asarray(layer.kernel, np.float64) for layer in dense]
     biases = [np.asarray(layer.bias, np.float64) for layer in dense]
-    scorer = MergeScorer(mean.astype(np.float64), std.astype(np.float64), kernels, biases, codes=codes,
-                         n_bits=n_bits if codes else 0)
-    return scorer, {key: [float(v) for v in values] for key, values in history.history.items()}
+    return MergeScorer(np.asarray(mean, np.float64), np.asarray(std, np.float64), kernels, biases, codes=codes,
+                       n_bits=n_bits if codes else 0)
 
 
 def fit_ensemble(train: PairSet, val: PairSet, codes: bool, n_bits: int, members: int, seed: int = 0,

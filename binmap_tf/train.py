@@ -44,7 +44,7 @@ from binmap_tf.binary_map import BinaryMap
 from binmap_tf.datasets import Dataset
 from binmap_tf.feature_cache import FEATURE_DTYPES, FeatureCache
 from binmap_tf.files import atomic_path, write_json
-from binmap_tf.hashing import ITQHashing, ITQParams
+from binmap_tf.hashing import ITQHashing, ITQParams, export_hashing
 from binmap_tf.losses import LOSS_NAMES, make_loss
 from binmap_tf.methods import DEFAULT_VALUES, parse_method, run_method
 from binmap_tf.metrics import DatasetScores, region_scores, summarize
@@ -128,8 +128,9 @@ def _draw_annotation(example: tuple[tf.Tensor, tf.Tensor], draw: tf.Tensor) -> t
 # ---------------------------------------------------------------------------------------------
 
 
-def feature_scale(params: ITQParams, examples: list[GridExample]) -> float:
-    """The scale ``s = sum z^2 / sum |z|`` of the projections ``z`` of every training cell.
+def feature_scale(params: ITQParams, features: list[np.ndarray]) -> float:
+    """The scale ``s = sum z^2 / sum |z|`` of the projections ``z`` of every training cell
+    (``features``: one ``(..., d)`` array per image).
 
     Dividing the logits by ``s`` changes no bit. ``s`` is the factor that best fits the scaled
     projections to their signs (``argmin_s ||sign(z) - z / s||^2``), so the unsupervised loss
@@ -137,8 +138,7 @@ def feature_scale(params: ITQParams, examples: list[GridExample]) -> float:
     and typical cells fall in the straight-through window ``|logit| <= 1`` where gradients
     pass (raw conv5_3 projections are ~50 on average).
     """
-    projected = np.concatenate([params.project(e.features.reshape(-1, e.features.shape[-1]).astype(np.float32))
-                                for e in examples])
+    projected = np.concatenate([params.project(f.reshape(-1, f.shape[-1]).astype(np.float32)) for f in features])
     return float(np.sum(np.square(projected, dtype=np.float64)) / np.sum(np.abs(projected)))
 
 
@@ -157,22 +157,6 @@ def build_training_model(params: ITQParams, scale: float) -> keras.Model:
     bits, logits = ITQHashing.from_itq(start, return_logits=True, name="hconv8")(rescaled)
     outputs = keras.layers.Concatenate(name="bits_logits")([bits, logits])
     return keras.Model(features, outputs, name="hconv8_training")
-
-
-def export_hashing(model: keras.Model, info: dict | None = None) -> ITQParams:
-    """The trained layer as :class:`ITQParams`, acting on raw features like ITQ's parameters.
-
-    The effective kernel ``K = kernel * (1 / s)`` is stored as ``pcs`` with an identity
-    ``rotation``; ``mean`` is the minimum-norm solution of ``-mean @ K = bias``, so
-    ``ITQParams.kernel`` and ``.bias`` give back the layer (up to float32 rounding) and every
-    loader of ``ITQParams`` (``build_binmap_model``, ``--hashing``, serving) uses it unchanged.
-    Logits come out in units of ``s``, not ITQ's raw projection units; bits are what count.
-    """
-    layer = model.get_layer("hconv8")
-    kernel = np.asarray(layer.kernel, np.float64) * model.get_layer("feature_scale").scale
-    bias = np.asarray(layer.bias, np.float64)
-    mean = -kernel @ np.linalg.solve(kernel.T @ kernel, bias)
-    return ITQParams(mean=mean, pcs=kernel, rotation=np.eye(kernel.shape[1]), info=dict(info or {}))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                                     every=args.eval_every)
     feature_seconds = time.perf_counter() - clock
 
-    scale = feature_scale(start, train_examples)
+    scale = feature_scale(start, [e.features for e in train_examples])
     model = build_training_model(start, scale)
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss=make_loss(args.loss, **loss_options(args)),
                   jit_compile=False)

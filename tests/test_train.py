@@ -80,7 +80,7 @@ def test_gradients_reach_the_kernel_through_the_straight_through_sign():
 def test_each_loss_has_a_gradient_on_the_kernel(loss):
     examples = synthetic_examples(2)
     params = fit_itq(stacked_features(examples), bits=4, seed=0)
-    model = build_training_model(params, feature_scale(params, examples))
+    model = build_training_model(params, feature_scale(params, [e.features for e in examples]))
     features, labels = next(iter(make_dataset(examples, batch_size=2, seed=0, shuffle=False)))
     with tf.GradientTape() as tape:
         value = loss(labels, model(features))
@@ -134,7 +134,7 @@ def test_a_few_fit_steps_lower_the_loss(name):
     keras.utils.set_random_seed(0)
     examples = synthetic_examples()
     params = fit_itq(stacked_features(examples), bits=4, seed=0)  # start at ITQ's optimum
-    model = build_training_model(params, feature_scale(params, examples))
+    model = build_training_model(params, feature_scale(params, [e.features for e in examples]))
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=make_loss(name), jit_compile=False)
     data = make_dataset(examples, batch_size=3, seed=0, shuffle=False)
     before = model.evaluate(data, verbose=0)
