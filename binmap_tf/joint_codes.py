@@ -108,31 +108,32 @@ def build_joint_model(params: ITQParams, scale: float, n_features: int, mean: np
     return keras.Model(inputs, mlp(standardised), name="joint_merge_scorer")
 
 
-def _chunks(examples: list[JointExample], size: int, order: np.ndarray):
-    """``(inputs, labels)`` of at most ``size`` pairs at a time, image by image in ``order``."""
-    for index in order:
+def _chunks(examples: list[JointExample], size: int, rng: np.random.Generator | None):
+    """``(inputs, labels)`` of at most ``size`` pairs at a time, all of one image; with ``rng`` the
+    images come in a random order and each image's pairs are shuffled (the log holds them level
+    by level, so its slices would be steps of one level each), else both in order."""
+    for index in (range(len(examples)) if rng is None else rng.permutation(len(examples))):
         example = examples[index]
-        for start in range(0, len(example.labels), size):
-            rows = slice(start, start + size)
+        order = np.arange(len(example.labels)) if rng is None else rng.permutation(len(example.labels))
+        for start in range(0, len(order), size):
+            rows = order[start:start + size]
             yield ({"cells": example.cells, "fractions": example.fractions, "first": example.first[rows],
                     "second": example.second[rows], "features": example.features[rows]},
                    example.labels[rows, None])
 
 
 def make_joint_dataset(examples: list[JointExample], chunk: int, seed: int | None):
-    """A ``tf.data`` pipeline of :func:`_chunks`; with ``seed`` the images come in a new random order
-    every epoch, else in order."""
+    """A ``tf.data`` pipeline of :func:`_chunks`; with ``seed`` in a new random order every epoch, else in order."""
     import tensorflow as tf
 
-    rng = np.random.default_rng(seed)
+    rng = None if seed is None else np.random.default_rng(seed)
     dim, width = examples[0].cells.shape[1], examples[0].features.shape[1]
     signature = ({"cells": tf.TensorSpec((None, dim), tf.float32), "fractions": tf.TensorSpec((None, None), tf.float32),
                   "first": tf.TensorSpec((None,), tf.int32), "second": tf.TensorSpec((None,), tf.int32),
                   "features": tf.TensorSpec((None, width), tf.float32)},
                  tf.TensorSpec((None, 1), tf.float32))
-    order = (lambda: rng.permutation(len(examples))) if seed is not None else (lambda: np.arange(len(examples)))
     steps = sum(-(-len(e.labels) // chunk) for e in examples)
-    data = tf.data.Dataset.from_generator(lambda: _chunks(examples, chunk, order()), output_signature=signature)
+    data = tf.data.Dataset.from_generator(lambda: _chunks(examples, chunk, rng), output_signature=signature)
     return data.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(2)
 
 

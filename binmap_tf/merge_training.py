@@ -117,6 +117,24 @@ def feature_columns(n_bits: int, codes: bool) -> np.ndarray:
     return np.array([i for i, name in enumerate(names) if name in chosen])
 
 
+# How training pairs are weighted in the loss: "none" counts every pair once; "sqrt-area" by the
+# square root of the smaller region's share of the image (normalised to mean 1), since a wrong
+# merge costs covering in proportion to the area it mislabels and the greedy merge meets many
+# more pairs of specks than of large regions.
+PAIR_WEIGHTS = ("none", "sqrt-area")
+
+
+def pair_weights(pairs: PairSet, n_bits: int, weighting: str) -> np.ndarray | None:
+    """Loss weights ``(m,)`` of ``pairs`` (:data:`PAIR_WEIGHTS`; None for ``"none"``)."""
+    if weighting not in PAIR_WEIGHTS:
+        raise ValueError(f"pair weighting must be one of {PAIR_WEIGHTS}, got {weighting!r}")
+    if weighting == "none":
+        return None
+    smaller = np.exp(pairs.features[:, feature_names(n_bits).index("log_area_min")].astype(np.float64))
+    weights = np.sqrt(smaller)
+    return (weights / weights.mean()).astype(np.float32)
+
+
 def build_model(n_features: int, hidden: tuple[int, ...]):
     """The Keras MLP: standardised features -> ReLU dense layers -> one logit."""
     import keras
@@ -130,9 +148,10 @@ def build_model(n_features: int, hidden: tuple[int, ...]):
 
 def fit_scorer(train: PairSet, val: PairSet, codes: bool, n_bits: int, hidden: tuple[int, ...] = (64, 32),
                epochs: int = 30, batch_size: int = 512, learning_rate: float = 1e-3, patience: int = 4,
-               seed: int = 0, verbose: int = 2) -> tuple[MergeScorer, dict]:
-    """Train the MLP with ``model.fit`` on soft labels (binary cross-entropy on the logit), early
-    stopping on the val pairs' loss; return it as a numpy :class:`MergeScorer` and the history.
+               seed: int = 0, weighting: str = "none", verbose: int = 2) -> tuple[MergeScorer, dict]:
+    """Train the MLP with ``model.fit`` on soft labels (binary cross-entropy on the logit, pairs
+    weighted by ``weighting``, :func:`pair_weights`, on train and val alike), early stopping on the
+    val pairs' loss; return it as a numpy :class:`MergeScorer` and the history.
     (:func:`fit_ensemble` averages several.)"""
     import keras
 
@@ -145,7 +164,10 @@ def fit_scorer(train: PairSet, val: PairSet, codes: bool, n_bits: int, hidden: t
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss=keras.losses.BinaryCrossentropy(from_logits=True))
     history = model.fit((x_train - mean) / std, train.labels[:, None], batch_size=batch_size, epochs=epochs,
-                        validation_data=((x_val - mean) / std, val.labels[:, None]), shuffle=True, verbose=verbose,
+                        sample_weight=pair_weights(train, n_bits, weighting),
+                        validation_data=((x_val - mean) / std, val.labels[:, None],
+                                         pair_weights(val, n_bits, weighting)),
+                        shuffle=True, verbose=verbose,
                         callbacks=[keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)])
     scorer = scorer_from_model(model, mean, std, codes, n_bits)
     return scorer, {key: [float(v) for v in values] for key, values in history.history.items()}

@@ -23,7 +23,8 @@ import numpy as np
 
 from binmap_tf.hierarchy import DEFAULT_WEIGHTS
 from binmap_tf.merge_features import feature_names
-from binmap_tf.merge_training import THRESHOLDS, collect_pairs, fit_ensemble, load_training_images, validate
+from binmap_tf.merge_training import (PAIR_WEIGHTS, THRESHOLDS, collect_pairs, fit_ensemble, load_training_images,
+                                      validate)
 from binmap_tf.superpixels import superpixel_params
 
 # Val images whose covering the record keeps, so a test can check the shipped scorer cheaply.
@@ -50,6 +51,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--patience", type=int, default=4, help="epochs without a lower val loss before stopping")
     parser.add_argument("--members", type=int, default=5,
                         help="MLPs fitted with different seeds and averaged (chosen on val; default: %(default)s)")
+    parser.add_argument("--pair-weight", choices=PAIR_WEIGHTS, default="none",
+                        help="loss weight of a training pair: 'none' or 'sqrt-area' (the square root of the "
+                             "smaller region's share of the image) (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--first-level", choices=("watershed", "egs"), default="watershed",
                         help="superpixels the hierarchy starts from: watershed of the HED edges (chosen on val, "
@@ -103,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         scorer, histories = fit_ensemble(train, val, codes, mapper.bits, args.members,
                                          args.seed + round_index * args.members, hidden=tuple(args.hidden),
                                          epochs=args.epochs, batch_size=args.batch_size,
-                                         learning_rate=args.learning_rate, patience=args.patience)
+                                         learning_rate=args.learning_rate, patience=args.patience,
+                                         weighting=args.pair_weight)
         val_losses = [min(history["val_loss"]) for history in histories]
         rounds.append({"train_pairs": len(train.labels), "val_pairs": len(val.labels),
                        "mean_label": float(train.labels.mean()),

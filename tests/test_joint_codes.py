@@ -69,11 +69,14 @@ def test_the_pair_loss_reaches_the_hashing_kernel(example):
     assert np.all(np.isfinite(gradient)) and np.abs(gradient).max() > 0
 
 
-def test_chunks_cover_every_pair_once(example):
+def test_shuffled_chunks_cover_every_pair_once(example):
     _, pairs = example
-    chunks = list(make_joint_dataset([pairs, pairs], chunk=100, seed=3))
-    assert sum(len(labels) for _, labels in chunks) == 2 * len(pairs.labels)
+    chunks = list(make_joint_dataset([pairs], chunk=100, seed=3))
     assert max(len(labels) for _, labels in chunks) == 100
+    seen = np.concatenate([inputs["first"] * 100000 + inputs["second"] for inputs, _ in chunks])
+    logged = pairs.first * 100000 + pairs.second
+    np.testing.assert_array_equal(np.sort(seen), np.sort(logged))
+    assert not np.array_equal(seen, logged)  # shuffled, not in log order
 
 
 @pytest.mark.slow

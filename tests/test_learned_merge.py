@@ -218,9 +218,11 @@ def test_train_merge_runs_end_to_end(tmp_path):
 
     out = tmp_path / "scorer.npz"
     assert main(["--limit", "3", "--val-limit", "2", "--epochs", "1", "--rounds", "2", "--max-pairs", "500",
-                 "--hidden", "8", "--members", "2", "--cache", str(tmp_path / "maps"), "--out", str(out)]) == 0
+                 "--hidden", "8", "--members", "2", "--pair-weight", "sqrt-area", "--cache", str(tmp_path / "maps"),
+                 "--out", str(out)]) == 0
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["data"]["train_images"] == 3 and len(record["rounds"]) == 2
+    assert record["settings"]["pair_weight"] == "sqrt-area"
     assert all(len(round_["best_val_loss"]) == 2 for round_ in record["rounds"])
     scorer = load_scorer(out)
     assert scorer.threshold == record["threshold"] and len(scorer.kernels) == 2
@@ -279,3 +281,18 @@ def test_codes_ablation_gathers_val_test_and_msrc_figures(tmp_path):
     assert summary["gain_over_no_codes"]["ITQ 24"]["msrc_covering"] == pytest.approx(-0.01)
     assert summary["variants"]["ITQ 24"]["bits"] == 24 and summary["variants"]["ITQ 24"]["hashing"] == "ITQ"
     assert (tmp_path / "out" / "codes_ablation.png").stat().st_size > 10_000
+
+
+def test_sqrt_area_pair_weights_grow_with_the_smaller_region():
+    from binmap_tf.merge_training import PairSet, pair_weights
+
+    names = feature_names(8)
+    features = np.zeros((3, len(names)), np.float32)
+    features[:, names.index("log_area_min")] = np.log([0.01, 0.04, 0.16])
+    features[:, names.index("log_area_max")] = np.log(0.5)  # the larger region does not count
+    pairs = PairSet(features, np.zeros(3, np.float32), np.zeros(3, int))
+    weights = pair_weights(pairs, 8, "sqrt-area")
+    np.testing.assert_allclose(weights, np.array([1, 2, 4]) / (7 / 3), rtol=1e-6)
+    assert pair_weights(pairs, 8, "none") is None
+    with pytest.raises(ValueError, match="pair weighting must be one of"):
+        pair_weights(pairs, 8, "area")
