@@ -67,6 +67,15 @@ def hashing_source(text: str) -> str:
     return text
 
 
+def recorded_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of a training run as its record keeps them: without folders, and ``--hashing``
+    as its file name, so a record names no machine's paths."""
+    settings = {key: value for key, value in vars(args).items() if not isinstance(value, Path)}
+    if settings.get("hashing"):
+        settings["hashing"] = Path(settings["hashing"]).name
+    return settings
+
+
 def check_output_folder(parser: argparse.ArgumentParser, folder: Path, flag: str = "--out") -> None:
     """Exit with a usage error (status 2) unless ``folder`` is, or can be created as, a writable folder:
     found before any model is loaded, not after the CNN ran on every image."""

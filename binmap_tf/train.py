@@ -363,7 +363,7 @@ def scores_dict(scores: DatasetScores) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     from binmap_tf.backbones import build_backbone
-    from binmap_tf.cli import feature_options
+    from binmap_tf.cli import feature_options, recorded_settings
     from binmap_tf.datasets import load_dataset
     from binmap_tf.model import resolve_hashing
 
@@ -392,8 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     model = build_training_model(start, scale)
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss=make_loss(args.loss, **loss_options(args)),
                   jit_compile=False)
-    # Settings without folders, so the .npz records how it was trained but no machine's paths.
-    settings = {key: value for key, value in vars(args).items() if not isinstance(value, Path)}
+    settings = recorded_settings(args)
     info = {"fine_tuned": True, "backbone": backbone.name, "options": backbone.options, "scale": backbone.scale,
             "start": Path(args.hashing).name if args.hashing else "fitted ITQ", "feature_scale": scale, "settings": settings,
             "train_images": len(train_set), "val_images": len(val_set)}

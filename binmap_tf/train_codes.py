@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
-    from binmap_tf.cli import feature_options, mapper_from_args
+    from binmap_tf.cli import feature_options, mapper_from_args, recorded_settings
     from binmap_tf.datasets import load_dataset
     from binmap_tf.feature_cache import FeatureCache
     from binmap_tf.files import write_json
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
     val_cells = np.concatenate([e.cells for e in val[::2]])
     changed = float(np.mean(layer.encode(val_cells) != start.encode(val_cells)))
-    settings = {key: value for key, value in vars(args).items() if not isinstance(value, Path)}
+    settings = recorded_settings(args)
     record = {"joint": True, "backbone": mapper.backbone.name, "bits": start.bits,
               "start": Path(args.hashing).name if args.hashing else "fitted ITQ", "feature_scale": scale,
               "order": ["hand-set", args.order], "first_level": {"superpixels": "watershed", **params},

@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from binmap_tf.cli import mapper_from_args
+    from binmap_tf.cli import mapper_from_args, recorded_settings
     from binmap_tf.datasets import load_dataset
     from binmap_tf.map_cache import BinaryMapCache
 
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     threshold = float(bench.covering_ods_threshold)
     check = validate(scorer, val_items[:CHECK_IMAGES], (threshold,))
     validation_seconds = time.perf_counter() - clock
-    settings = {key: value for key, value in vars(args).items() if not isinstance(value, Path)}
+    settings = recorded_settings(args)
     info = {
         "name": args.name, "codes": codes, "bits": mapper.bits, "backbone": mapper.backbone.name,
         # The layer the codes come from: a file name (pass it as --hashing), or the fitted ITQ of --bits.

@@ -88,3 +88,14 @@ def test_a_run_prints_no_tensorflow_start_up_noise(files):
     assert done.returncode == 0, done.stderr
     assert "cuInit" not in done.stderr and "absl::InitializeLog" not in done.stderr, done.stderr
     assert (folder / "maps" / "picture_binary_map.png").is_file()
+
+
+def test_training_records_name_no_machine_paths(tmp_path):
+    import argparse
+
+    from binmap_tf.cli import recorded_settings
+
+    args = argparse.Namespace(out=tmp_path / "scorer.npz", hashing=str(tmp_path / "layers" / "hashing_joint.npz"),
+                              bits=8, seed=0)
+    assert recorded_settings(args) == {"hashing": "hashing_joint.npz", "bits": 8, "seed": 0}
+    assert recorded_settings(argparse.Namespace(hashing=None, bits=8))["hashing"] is None
