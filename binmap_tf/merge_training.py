@@ -197,10 +197,10 @@ def fit_ensemble(train: PairSet, val: PairSet, codes: bool, n_bits: int, members
     return average_scorers([scorer for scorer, _ in fitted]), [history for _, history in fitted]
 
 
-def validate(scorer: MergeScorer, items: list[TrainingImage], thresholds: tuple[float, ...] = THRESHOLDS
-             ) -> BenchmarkResult:
-    """The benchmark's ODS / OIS figures of ``scorer``'s hierarchies on ``items`` over ``thresholds``."""
-    per_image = []
+def threshold_scores(scorer: MergeScorer, items: list[TrainingImage], thresholds: tuple[float, ...] = THRESHOLDS
+                     ) -> list[tuple[MergeTree, list]]:
+    """Each item's hierarchy under ``scorer`` and its :class:`~binmap_tf.metrics.RegionScores` at every threshold."""
+    scored = []
     for item in items:
         tree = build_hierarchy(item.image, item.superpixels, item.binary_map, scorer=scorer)
         by_count: dict[int, object] = {}  # thresholds with no merge height between them give one cut
@@ -208,8 +208,14 @@ def validate(scorer: MergeScorer, items: list[TrainingImage], thresholds: tuple[
             count = tree.n_segments_at(t)
             if count not in by_count:
                 by_count[count] = region_scores(tree.cut(threshold=t), item.ground_truths)
-        per_image.append([by_count[tree.n_segments_at(t)] for t in thresholds])
-    return region_benchmark(per_image, list(thresholds))
+        scored.append((tree, [by_count[tree.n_segments_at(t)] for t in thresholds]))
+    return scored
+
+
+def validate(scorer: MergeScorer, items: list[TrainingImage], thresholds: tuple[float, ...] = THRESHOLDS
+             ) -> BenchmarkResult:
+    """The benchmark's ODS / OIS figures of ``scorer``'s hierarchies on ``items`` over ``thresholds``."""
+    return region_benchmark([scores for _, scores in threshold_scores(scorer, items, thresholds)], list(thresholds))
 
 
 def load_training_images(dataset, cache, superpixels: str = "egs", **params) -> list[TrainingImage]:
