@@ -67,6 +67,15 @@ def hashing_source(text: str) -> str:
     return text
 
 
+def check_training_splits(parser: argparse.ArgumentParser, args: argparse.Namespace, chosen: str) -> None:
+    """Refuse a training run whose ``--split`` or ``--val-split`` is test, or both the same split:
+    ``chosen`` (e.g. ``"the epoch"``) is chosen on the val split, so it must be held out and not test."""
+    if "test" in (args.split, args.val_split):
+        parser.error(f"training on the test split, or choosing {chosen} on it, would tune on it; use train and val")
+    if args.split == args.val_split:
+        parser.error(f"--val-split must differ from --split: {chosen} must be chosen on held-out images")
+
+
 def recorded_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The options of a training run as its record keeps them: without folders, and ``--hashing``
     as its file name, so a record names no machine's paths."""

@@ -303,7 +303,7 @@ def plot_history(history: dict[str, list[float]], records: list[tuple[int, Datas
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from binmap_tf.cli import add_dataset_arguments, add_model_arguments
+    from binmap_tf.cli import add_dataset_arguments, add_model_arguments, check_training_splits
 
     parser = argparse.ArgumentParser(prog="python -m binmap_tf.train", description=__doc__.split("\n\n")[0])
     add_dataset_arguments(parser, split="train", split_help="training split (default: %(default)s)")
@@ -334,10 +334,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     add_model_arguments(parser, runtime=False)
     args = parser.parse_args(argv)
-    if "test" in (args.split, args.val_split):
-        parser.error("training or selecting epochs on the test split would tune on it; use train and val")
-    if args.split == args.val_split:
-        parser.error("--val-split must differ from --split: epochs are chosen on held-out images")
+    check_training_splits(parser, args, "the epoch")
     return args
 
 

@@ -26,7 +26,7 @@ from binmap_tf.merge_scorer import SHIPPED_SCORERS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from binmap_tf.cli import add_dataset_arguments, add_model_arguments
+    from binmap_tf.cli import add_dataset_arguments, add_model_arguments, check_training_splits
 
     parser = argparse.ArgumentParser(prog="python -m binmap_tf.train_codes", description=__doc__.split("\n\n")[0])
     add_dataset_arguments(parser, split="train", split_help="training split (default: %(default)s)")
@@ -49,10 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     add_model_arguments(parser)
     args = parser.parse_args(argv)
-    if "test" in (args.split, args.val_split):
-        parser.error("training or stopping on the test split would tune on it; use train and val")
-    if args.split == args.val_split:
-        parser.error("--val-split must differ from --split")
+    check_training_splits(parser, args, "when to stop")
     return args
 
 

@@ -32,7 +32,7 @@ CHECK_IMAGES = 5
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from binmap_tf.cli import add_dataset_arguments, add_model_arguments
+    from binmap_tf.cli import add_dataset_arguments, add_model_arguments, check_training_splits
 
     parser = argparse.ArgumentParser(prog="python -m binmap_tf.train_merge", description=__doc__.split("\n\n")[0])
     add_dataset_arguments(parser, split="train", split_help="training split (default: %(default)s)")
@@ -64,10 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="the scorer's .npz (its .json record goes beside it)")
     add_model_arguments(parser)
     args = parser.parse_args(argv)
-    if "test" in (args.split, args.val_split):
-        parser.error("training or choosing on the test split would tune on it; use train and val")
-    if args.split == args.val_split:
-        parser.error("--val-split must differ from --split")
+    check_training_splits(parser, args, "the epoch and the cut threshold")
     if args.out.suffix != ".npz":
         parser.error("--out names the scorer's .npz file")
     return args

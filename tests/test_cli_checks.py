@@ -99,3 +99,16 @@ def test_training_records_name_no_machine_paths(tmp_path):
                               bits=8, seed=0)
     assert recorded_settings(args) == {"hashing": "hashing_joint.npz", "bits": 8, "seed": 0}
     assert recorded_settings(argparse.Namespace(hashing=None, bits=8))["hashing"] is None
+
+
+@pytest.mark.parametrize("module", ["binmap_tf.train", "binmap_tf.train_merge", "binmap_tf.train_codes"])
+def test_training_commands_refuse_test_and_a_val_split_equal_to_the_training_one(module, tmp_path, capsys):
+    import importlib
+
+    parse_args = importlib.import_module(module).parse_args
+    out = str(tmp_path / ("scorer.npz" if module.endswith("merge") else "out"))
+    for splits, message in ((["--split", "test"], "would tune on it"), (["--val-split", "test"], "would tune on it"),
+                            (["--split", "val"], "--val-split must differ from --split")):
+        with pytest.raises(SystemExit) as stop:
+            parse_args([*splits, "--out", out])
+        assert stop.value.code == 2 and message in capsys.readouterr().err
