@@ -82,27 +82,29 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
 
     clock = time.perf_counter()
-    examples = {}
+    examples: dict[str, list] = {}
+    grids: dict[str, list[np.ndarray]] = {}  # each image's cell features, once (its examples share them)
     for dataset in (train_set, val_set):
         namespace = f"{args.dataset}-{dataset.split}"
         items = load_training_images(dataset, BinaryMapCache(mapper, namespace, root=args.cache), "watershed", **params)
         features = FeatureCache(backbone, namespace, args.feature_cache, "float32")
-        examples[dataset.split] = []
+        examples[dataset.split], grids[dataset.split] = [], []
         for sample, item in zip(tqdm(dataset, desc=f"pairs ({dataset.split})", unit="image"), items):
             cells = features.get(sample)
+            grids[dataset.split].append(cells)
             examples[dataset.split] += [joint_example(item, cells, scorer, DEFAULT_WEIGHTS, args.max_pairs, rng)
                                         for scorer in (None, order)]
     data_seconds = time.perf_counter() - clock
     train, val = examples[train_set.split], examples[val_set.split]
 
     clock = time.perf_counter()
-    scale = feature_scale(start, [e.cells for e in train[::2]])
+    scale = feature_scale(start, grids[train_set.split])
     layer, scorer, history = fit_joint(train, val, start, scale, hidden=tuple(args.hidden), epochs=args.epochs,
                                        chunk=args.chunk, learning_rate=args.learning_rate, patience=args.patience,
                                        seed=args.seed)
     fit_seconds = time.perf_counter() - clock
 
-    val_cells = np.concatenate([e.cells for e in val[::2]])
+    val_cells = np.concatenate([cells.reshape(-1, cells.shape[-1]) for cells in grids[val_set.split]])
     changed = float(np.mean(layer.encode(val_cells) != start.encode(val_cells)))
     settings = recorded_settings(args)
     record = {"joint": True, "backbone": mapper.backbone.name, "bits": start.bits,
