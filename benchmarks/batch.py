@@ -1,9 +1,9 @@
-"""Collection throughput: ``python -m binmap_tf.batch`` (Ray Data) against the ``segment`` command.
+"""Collection throughput: ``binmap-batch`` (Ray Data) against the ``segment`` command.
 
 ``python -m benchmarks.batch --out benchmarks/results/batch_bsds500_test.json`` segments the
 BSDS500 test images (200; ``--limit`` fewer) twice, each command as its own process timed from
 start to exit (model loading and Ray's start-up included): first the single-process
-``python -m binmap_tf.segment``, then ``python -m binmap_tf.batch`` with the given workers. It
+``binmap-segment``, then ``binmap-batch`` with the given workers. It
 writes images/s of both, their ratio, how many images have identical labels in both runs, and
 the load average around each run, and the CPU seconds each command's process tree used (Ray's
 workers included): other jobs on the machine change the wall-clock figures, much less the CPU
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from binmap_tf.paths import data_root
+from binmap_tf.common.paths import data_root
 
 
 def _process_tree_cpu(root: int) -> dict[int, float]:
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", help="BSDS500 split (default: %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images")
     parser.add_argument("--work", type=Path, default=None, help="keep both runs' outputs here (default: a temporary folder)")
-    parser.add_argument("--batch-args", default="", help="extra arguments of python -m binmap_tf.batch, e.g. "
+    parser.add_argument("--batch-args", default="", help="extra arguments of binmap-batch, e.g. "
                                                          "'--cnn-workers 2 --cnn-threads 1'")
     args = parser.parse_args(argv)
 
@@ -110,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         cli_out, batch_out = work / "segment", work / "batch"
         python = [sys.executable, "-m"]
         print(f"segment: {len(images)} images, one process ...", flush=True)
-        cli = timed(python + ["binmap_tf.segment", str(inputs), "--out", str(cli_out)])
+        cli = timed(python + ["binmap_tf.cli.segment", str(inputs), "--out", str(cli_out)])
         print(f"  {cli['seconds']} s; batch ...", flush=True)
         batch_argv = ["--input", str(inputs / "*.jpg"), "--out", str(batch_out), "--overwrite", *args.batch_args.split()]
-        batch = timed(python + ["binmap_tf.batch", *batch_argv])
+        batch = timed(python + ["binmap_tf.cli.batch", *batch_argv])
         summary = json.loads((batch_out / "batch_summary.json").read_text())
         differing = compare_labels([image.stem for image in images], cli_out, batch_out)
 
@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         "images": n, "data": f"bsds500/{args.split}",
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "python": platform.python_version()},
-        "segment_cli": {"command": "python -m binmap_tf.segment INPUTS --out DIR", **cli},
-        "batch": {"command": "python -m binmap_tf.batch " + " ".join(["--input", "'INPUTS/*.jpg'", "--out", "DIR",
+        "segment_cli": {"command": "binmap-segment INPUTS --out DIR", **cli},
+        "batch": {"command": "binmap-batch " + " ".join(["--input", "'INPUTS/*.jpg'", "--out", "DIR",
                                                                        "--overwrite", *args.batch_args.split()]),
                   **batch, "workers": summary["workers"], "written": summary["written"], "failed": summary["failed"],
                   "pipeline_images_per_s": summary["images_per_second"], "mean_seconds": summary["mean_seconds"]},

@@ -3,9 +3,9 @@
 
 ``python -m benchmarks.dense_map --hashing ITQ.npz --out FILE.json [--split val] [--limit 50]``
 scores ``egs``, ``slic``, ``binmap-egs`` and ``binmap-slic`` with each map on BSDS500 through
-:func:`binmap_tf.evaluate.evaluate_image` (the evaluation CLI has no ``--features`` option).
+:func:`binmap_tf.cli.evaluate.evaluate_image` (the evaluation CLI has no ``--features`` option).
 Fit the dense hashing first with
-``python -m binmap_tf.fit_itq --features conv4_3+conv5_3 --bits 8 --out DIR``.
+``binmap-fit-itq --features conv4_3+conv5_3 --bits 8 --out DIR``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,14 @@ import argparse
 import time
 from pathlib import Path
 
-from binmap_tf.evaluate import DEFAULT_METHODS, HostOptions, evaluate_image, settings_for, summarize_settings
-from binmap_tf.methods import DEFAULT_VALUES, parse_method
+from binmap_tf.evaluation.methods import DEFAULT_VALUES, parse_method
+from binmap_tf.evaluation.runner import (
+    DEFAULT_METHODS,
+    HostOptions,
+    evaluate_image,
+    settings_for,
+    summarize_settings,
+)
 
 FEATURES = ("conv5_3", "conv4_3+conv5_3")
 
@@ -23,8 +29,8 @@ FEATURES = ("conv5_3", "conv4_3+conv5_3")
 def score(features: str, hashing: Path | None, split: str, limit: int) -> dict:
     """Grid shapes and dataset figures of every default method with the ``features`` map
     (``hashing`` None: the shipped ITQ)."""
-    from binmap_tf.datasets import load_dataset
-    from binmap_tf.model import BinaryMapper
+    from binmap_tf.binary_map.model import BinaryMapper
+    from binmap_tf.evaluation.datasets import load_dataset
 
     mapper = BinaryMapper(features=features, hashing=hashing)
     settings = settings_for([parse_method(name) for name in DEFAULT_METHODS], sweep=False, values=DEFAULT_VALUES)
@@ -41,7 +47,7 @@ def score(features: str, hashing: Path | None, split: str, limit: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from binmap_tf.files import write_json
+    from binmap_tf.common.files import write_json
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.dense_map", description=__doc__.split("\n\n")[0])
     parser.add_argument("--hashing", type=Path, required=True, help="ITQ .npz fitted on conv4_3+conv5_3 features")

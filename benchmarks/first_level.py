@@ -7,7 +7,7 @@ h-minima), on BSDS500 images:
 * the **upper bound** of any merge of those superpixels: for each human annotation, every
   superpixel takes its majority segment of that annotation, and the result is scored against
   that annotation; covering, PRI and VoI are then pooled over annotators and images as the
-  benchmark pools annotations (:func:`binmap_tf.metrics.summarize`);
+  benchmark pools annotations (:func:`binmap_tf.evaluation.metrics.summarize`);
 * the mean number of superpixels and the seconds per image (the superpixels alone; the edge
   map comes with the binary map the hierarchy needs anyway).
 
@@ -24,8 +24,8 @@ from typing import Callable
 
 import numpy as np
 
-from binmap_tf.metrics import region_scores, summarize
-from binmap_tf.superpixels import egs, slic, watershed
+from binmap_tf.evaluation.metrics import region_scores, summarize
+from binmap_tf.segmentation.superpixels import egs, slic, watershed
 
 
 def candidates() -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
@@ -50,10 +50,10 @@ def oracle_scores(superpixels: np.ndarray, ground_truth: np.ndarray):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from binmap_tf.datasets import load_dataset
-    from binmap_tf.files import write_json
-    from binmap_tf.map_cache import BinaryMapCache
-    from binmap_tf.model import BinaryMapper
+    from binmap_tf.binary_map.model import BinaryMapper
+    from binmap_tf.common.files import write_json
+    from binmap_tf.evaluation.datasets import load_dataset
+    from binmap_tf.evaluation.map_cache import BinaryMapCache
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.first_level", description=__doc__.split("\n\n")[0])
     parser.add_argument("--split", default="val", help="BSDS500 split (default: %(default)s; never test)")

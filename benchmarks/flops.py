@@ -10,7 +10,7 @@ models and memory-bound rather than compute-bound):
 
 Shapes come from walking the functional graph with each layer's ``compute_output_spec``; the
 preprocessing layer, whose output size depends on the input values' shape at run time, is
-given the size its ``scale`` produces (:func:`binmap_tf.geometry.scaled_size`).
+given the size its ``scale`` produces (:func:`binmap_tf.binary_map.geometry.scaled_size`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import keras
 from keras import tree
 
-from binmap_tf.backbones import ImagePreprocessing
-from binmap_tf.geometry import scaled_size
+from binmap_tf.binary_map.backbones import ImagePreprocessing
+from binmap_tf.binary_map.geometry import scaled_size
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def count_flops(model: keras.Model, image_shape: tuple[int, int], batch: int = 1
     """Per-layer FLOPs of ``model`` (uint8 images in) on ``batch`` images of ``image_shape`` (H, W).
 
     Layers with no counted FLOPs are left out. ``model`` is a flat functional model (as
-    :func:`binmap_tf.model.build_binmap_model` and the backbones build), walked in the
+    :func:`binmap_tf.binary_map.model.build_binmap_model` and the backbones build), walked in the
     topological order of ``model.layers``.
     """
     specs = {id(tensor): _spec((batch, *image_shape, tensor.shape[-1]), tensor.dtype) for tensor in model.inputs}

@@ -1,4 +1,4 @@
-"""The hand-written parts of ``binmap_tf.hierarchy`` and ``superpixels.watershed`` against higra.
+"""The hand-written parts of ``binmap_tf.segmentation.hierarchy`` and ``superpixels.watershed`` against higra.
 
 ``python -m benchmarks.hierarchy_higra --out benchmarks/results/hierarchy_higra.json`` builds, on the
 first BSDS500 test images (binary maps from the map cache; nothing is chosen on these images), the
@@ -16,7 +16,7 @@ and compares each piece with its higra counterpart (issue 13, item 4):
   linkage can express) against ``binary_partition_tree_average_linkage``;
 * **watershed**: ``superpixels.watershed`` (scikit-image, markers at h-minima) against higra's
   watershed hierarchy by dynamics cut at ``h``;
-* the seconds ``import higra`` adds to a process that has imported ``binmap_tf.segment``.
+* the seconds ``import higra`` adds to a process that has imported ``binmap_tf.segmentation.pipeline``.
 
 Per image, old and new run interleaved and the median of the repeats is kept; the record holds
 the median over images, so load from other jobs hits both sides alike.
@@ -36,9 +36,9 @@ from typing import Callable
 import higra as hg
 import numpy as np
 
-from binmap_tf.hierarchy import MergeTree, MergeWeights, _border_sums, build_hierarchy
-from binmap_tf.metrics import contingency
-from binmap_tf.methods import HIERARCHY_THRESHOLDS
+from binmap_tf.evaluation.methods import HIERARCHY_THRESHOLDS
+from binmap_tf.evaluation.metrics import contingency
+from binmap_tf.segmentation.hierarchy import MergeTree, MergeWeights, _border_sums, build_hierarchy
 
 COUNTS = (1, 2, 5, 10, 20, 50, 100, 200)
 
@@ -169,7 +169,7 @@ def compare_tree(tree: MergeTree, repeats: int) -> dict[str, dict]:
 
 def compare_image(image: np.ndarray, binary_map, scorer, repeats: int) -> dict[str, dict]:
     """Every comparison on one image."""
-    from binmap_tf.superpixels import WATERSHED_H, egs, watershed
+    from binmap_tf.segmentation.superpixels import WATERSHED_H, egs, watershed
 
     edges = binary_map.edges
     record: dict[str, dict] = {}
@@ -216,7 +216,7 @@ def _status_mib(field: str) -> float:
 def ucm_peak(tree_file: Path, implementation: str, megapixels: float) -> dict[str, float]:
     """Peak memory (MiB above the resident set before the call) of the UCM of the saved tree, its labels
     upsampled to ``megapixels``: the high-water mark is reset first (``/proc/self/clear_refs``, Linux)."""
-    from binmap_tf.superpixels import upsample_labels
+    from binmap_tf.segmentation.superpixels import upsample_labels
 
     with np.load(tree_file) as data:
         small = data["superpixels"]
@@ -245,11 +245,11 @@ def in_fresh_process(code: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     import json
 
-    from binmap_tf.datasets import load_dataset
-    from binmap_tf.files import write_json
-    from binmap_tf.map_cache import BinaryMapCache
-    from binmap_tf.merge_scorer import shipped_scorer
-    from binmap_tf.model import BinaryMapper
+    from binmap_tf.binary_map.model import BinaryMapper
+    from binmap_tf.common.files import write_json
+    from binmap_tf.evaluation.datasets import load_dataset
+    from binmap_tf.evaluation.map_cache import BinaryMapCache
+    from binmap_tf.segmentation.merge_scorer import shipped_scorer
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.hierarchy_higra", description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, default=10, help="first N BSDS500 test images (default: %(default)s)")
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         tree_file = Path(folder) / "tree.npz"
         image = dataset[0].load_image()
         binary_map = cache.get(dataset[0].id, image)[0]
-        from binmap_tf.superpixels import watershed
+        from binmap_tf.segmentation.superpixels import watershed
 
         tree = build_hierarchy(image, watershed(image, binary_map.edges), binary_map, scorer=scorer)
         np.savez(tree_file, superpixels=tree.superpixels, children=tree.children, heights=tree.heights,
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             f"print(json.dumps(ucm_peak({str(tree_file)!r}, {implementation!r}, {args.megapixels})))"))
             for implementation in ("hand-written", "higra")}
     import_seconds = float(in_fresh_process(
-        "import time, binmap_tf.segment; start = time.perf_counter(); import higra; print(time.perf_counter() - start)"))
+        "import time, binmap_tf.segmentation.pipeline; start = time.perf_counter(); import higra; print(time.perf_counter() - start)"))
     record = {"dataset": "bsds500", "split": "test", "images": len(dataset), "repeats": args.repeats,
               "cpu_count": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
               "median_over_images": summary, "ucm_memory": memory, "import_higra_seconds": import_seconds}

@@ -1,13 +1,13 @@
 """End-to-end seconds of ``segment(merge="hierarchy")`` with the learned scorer beside the hand-set cues.
 
 ``python -m benchmarks.learned_speed --limit 10 --out benchmarks/results/learned_speed.json`` runs
-:func:`binmap_tf.segment.segment` (CNN with edges, superpixels, codes, merge tree, cut) on the first
+:func:`binmap_tf.segmentation.pipeline.segment` (CNN with edges, superpixels, codes, merge tree, cut) on the first
 BSDS500 val images, after one warm-up call, and records per-stage seconds (median over the
 images) and the machine's 1-minute load average before and after: on a shared machine the load
 says how far the figures are from an idle one.
 
 ``--cold-evaluation`` also times the whole evaluation of ``binmap-learned`` on BSDS500 test
-(``python -m binmap_tf.evaluate --dataset bsds500 --split test --methods binmap-learned``) in a
+(``binmap-evaluate --dataset bsds500 --split test --methods binmap-learned``) in a
 fresh process with an empty cache (a temporary ``BINMAP_TF_HOME``), so the CNN runs on every
 image, and records its wall seconds and figures.
 """
@@ -34,7 +34,7 @@ def cold_evaluation(split: str = "test") -> dict:
     empty binary-map cache, in a fresh process."""
     with tempfile.TemporaryDirectory(prefix="binmap_cold_") as home:
         out = Path(home) / "evaluation"
-        command = [sys.executable, "-m", "binmap_tf.evaluate", "--dataset", "bsds500", "--split", split,
+        command = [sys.executable, "-m", "binmap_tf.cli.evaluate", "--dataset", "bsds500", "--split", split,
                    "--methods", COLD_METHOD, "--out", str(out)]
         load_before, start = os.getloadavg()[0], time.perf_counter()
         subprocess.run(command, check=True, env={**os.environ, "BINMAP_TF_HOME": home}, capture_output=True)
@@ -46,9 +46,9 @@ def cold_evaluation(split: str = "test") -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from binmap_tf.datasets import load_dataset
-    from binmap_tf.files import write_json
-    from binmap_tf.segment import segment
+    from binmap_tf.common.files import write_json
+    from binmap_tf.evaluation.datasets import load_dataset
+    from binmap_tf.segmentation.pipeline import segment
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.learned_speed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, default=10, help="first N BSDS500 val images (default: %(default)s)")

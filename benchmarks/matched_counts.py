@@ -4,14 +4,14 @@
 image of a split with EGS at a tuned scale (``--egs-scale``, default 500: the best covering on
 BSDS500 val), which gives ``n_i`` segments on image ``i``, and cuts each hierarchical method's
 merge tree (the hand-set ones built once per image on EGS superpixels at the default scale, as
-``binmap-hier`` in :mod:`binmap_tf.evaluate`; the learned ones, ``binmap-learned`` first, on their
+``binmap-hier`` in :mod:`binmap_tf.cli.evaluate`; the learned ones, ``binmap-learned`` first, on their
 scorer's first level) at exactly ``n_i`` segments. Both then have the same number of
 segments on every image, so their covering, ABO (Seg-IoU), PRI and VoI compare the quality of
 the regions alone, not a choice of granularity.
 
 Writes ``DIR/matched_counts.json`` (settings and each segmentation's dataset figures) and
 ``DIR/matched_counts.md`` (the table, also printed). Binary maps with HED edges come from the
-cache ``python -m binmap_tf.evaluate`` fills for the hierarchical methods (same mapper and
+cache ``binmap-evaluate`` fills for the hierarchical methods (same mapper and
 namespace), so maps it computed are reused; the CNN runs for the others. Seconds per image are
 host seconds (superpixels, tree, cut) plus, for the hierarchies, the CNN seconds recorded when
 the map was computed, as the evaluation counts them.
@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from binmap_tf.cli import add_dataset_arguments
-from binmap_tf.methods import COUNT_SUFFIX, COUNTS, DEFAULT_VALUES, parse_method, run_method
-from binmap_tf.segment import StageCache
-from binmap_tf.metrics import RegionScores, region_scores, summarize
+from binmap_tf.cli.common import add_dataset_arguments
+from binmap_tf.evaluation.methods import COUNT_SUFFIX, COUNTS, DEFAULT_VALUES, parse_method, run_method
+from binmap_tf.evaluation.metrics import RegionScores, region_scores, summarize
+from binmap_tf.segmentation.pipeline import StageCache
 
 EGS = "egs"
 TUNED_EGS_SCALE = 500.0  # best covering of EGS alone on BSDS500 val
@@ -64,9 +64,9 @@ class Rows:
 
 def run(args: argparse.Namespace) -> dict[str, Rows]:
     """Segment and score every image: tuned EGS, then each hierarchy cut at EGS's count."""
-    from binmap_tf.datasets import load_dataset
-    from binmap_tf.map_cache import BinaryMapCache
-    from binmap_tf.model import BinaryMapper
+    from binmap_tf.binary_map.model import BinaryMapper
+    from binmap_tf.evaluation.datasets import load_dataset
+    from binmap_tf.evaluation.map_cache import BinaryMapCache
 
     dataset = load_dataset(args.dataset, split=args.split, root=args.data, limit=args.limit)
     args.split = dataset.split
@@ -117,7 +117,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from binmap_tf.files import write_json, write_text
+    from binmap_tf.common.files import write_json, write_text
 
     args = parse_args(argv)
     start = time.perf_counter()

@@ -9,9 +9,9 @@ Measures, in one run, on BSDS500 test image 100007 (321x481) unless noted:
   and their fraction of the matmul peak; eager float32 at batch 1 is the "before";
 * ``profile`` (``--profile``): the same per counted layer, each layer run alone;
 * ``host``: superpixels (EGS, SLIC), code assignment and merging, as ``segment_with_map`` times them;
-* ``end_to_end``: :func:`binmap_tf.segment.segment` (the paper's adjacent merge) per image and the
+* ``end_to_end``: :func:`binmap_tf.segmentation.pipeline.segment` (the paper's adjacent merge) per image and the
   peak resident memory of a fresh process that builds the model and segments the image;
-* ``evaluate``: ``binmap_tf.evaluate`` images/s on 20 BSDS500 test images with a cold and a
+* ``evaluate``: ``binmap_tf.cli.evaluate`` images/s on 20 BSDS500 test images with a cold and a
   warm binary-map cache (temporary folders), with 1 and 2 ``--workers``, and the CPU cores used;
 * ``agreement``: fraction of binary-map bits equal to float32's for bf16 and the other execution
   modes on 20 BSDS500 val images (real ``vgg16-hed`` weights, shipped ITQ).
@@ -38,12 +38,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from binmap_tf.hardware import cpu_info
+from binmap_tf.binary_map.hardware import cpu_info
 
 # TensorFlow is imported inside the functions only: the processes spawned by the evaluation's
 # --workers re-import this module as their __main__, and must stay as light as the CLI's.
 if TYPE_CHECKING:
-    from binmap_tf.hashing import ITQParams
+    from binmap_tf.binary_map.hashing import ITQParams
 
 IMAGE = "bsds500/images/test/100007.jpg"
 BITS = 8
@@ -61,7 +61,7 @@ class CnnConfig:
 
 @dataclass(frozen=True)
 class Lever:
-    """How the forward pass runs: :class:`~binmap_tf.model.BinaryMapper` options and the batch size."""
+    """How the forward pass runs: :class:`~binmap_tf.binary_map.model.BinaryMapper` options and the batch size."""
 
     execution: str
     precision: str
@@ -155,7 +155,7 @@ def best_of(fn: Callable[[], Any], repeats: int) -> Timing:
 
 def random_hashing(dim: int, bits: int = BITS, seed: int = 0) -> ITQParams:
     """ITQ-shaped parameters with a random orthonormal projection (timing with random weights)."""
-    from binmap_tf.hashing import ITQParams
+    from binmap_tf.binary_map.hashing import ITQParams
 
     rng = np.random.default_rng(seed)
     pcs, _ = np.linalg.qr(rng.standard_normal((dim, bits)))
@@ -165,8 +165,8 @@ def random_hashing(dim: int, bits: int = BITS, seed: int = 0) -> ITQParams:
 
 def benchmark_image(settings: Settings) -> np.ndarray:
     """The benchmark image (BSDS500 test 100007, 321x481), cropped in quick mode."""
-    from binmap_tf.images import load_image
-    from binmap_tf.paths import data_root
+    from binmap_tf.common.images import load_image
+    from binmap_tf.common.paths import data_root
 
     image = load_image(data_root() / IMAGE)
     return image if settings.crop is None else image[:settings.crop[0], :settings.crop[1]]
@@ -188,7 +188,7 @@ def machine() -> dict:
 
 def _alexnet_weights() -> str:
     """Whether imported ImageNet AlexNet weights exist (the benchmarks time random weights anyway)."""
-    from binmap_tf.backbones.alexnet.weights import resolve_weights
+    from binmap_tf.binary_map.backbones.alexnet.weights import resolve_weights
 
     try:
         return f"imported: {resolve_weights('imported', 'caffe').name}"
@@ -229,9 +229,9 @@ def matmul_peak(settings: Settings) -> dict:
 
 
 def build_mapper(config: CnnConfig, lever: Lever, **options):
-    """A :class:`~binmap_tf.model.BinaryMapper` for ``config`` run as ``lever`` (random weights
+    """A :class:`~binmap_tf.binary_map.model.BinaryMapper` for ``config`` run as ``lever`` (random weights
     and hashing unless ``options`` say otherwise)."""
-    from binmap_tf.model import BinaryMapper
+    from binmap_tf.binary_map.model import BinaryMapper
 
     options = {"weights": None, "hashing": random_hashing(config.feature_dim), **config.options, **options}
     return BinaryMapper(config.backbone, bits=BITS, precision=lever.precision, execution=lever.execution,
@@ -321,8 +321,8 @@ def profile(settings: Settings, image: np.ndarray, peaks: dict) -> list[dict]:
 
 def host(settings: Settings, image: np.ndarray) -> dict:
     """Seconds of superpixels, code assignment and merging (stages of ``segment_with_map``) per method."""
-    from binmap_tf.model import BinaryMapper
-    from binmap_tf.segment import segment_with_map
+    from binmap_tf.binary_map.model import BinaryMapper
+    from binmap_tf.segmentation.pipeline import segment_with_map
 
     binary_map = BinaryMapper()(image)  # the real vgg16-hed map, so merging sees realistic codes
     results = {}
@@ -338,8 +338,8 @@ def host(settings: Settings, image: np.ndarray) -> dict:
 
 def _segment_in_fresh_process(lever: Lever, settings: Settings) -> dict:
     """Build the default model as ``lever``, segment the image, return timings and peak RSS."""
-    from binmap_tf.model import BinaryMapper
-    from binmap_tf.segment import segment
+    from binmap_tf.binary_map.model import BinaryMapper
+    from binmap_tf.segmentation.pipeline import segment
 
     image = benchmark_image(settings)
     mapper = BinaryMapper(precision=lever.precision, execution=lever.execution)
@@ -379,8 +379,8 @@ def _cpu_seconds() -> float:
 
 
 def evaluate(settings: Settings) -> list[dict]:
-    """``binmap_tf.evaluate`` throughput on BSDS500 test images, cold then warm cache, per worker count."""
-    from binmap_tf import evaluate as evaluation
+    """``binmap_tf.cli.evaluate`` throughput on BSDS500 test images, cold then warm cache, per worker count."""
+    from binmap_tf.cli import evaluate as evaluation
 
     rows = []
     for workers in settings.evaluate_workers:
@@ -401,7 +401,7 @@ def evaluate(settings: Settings) -> list[dict]:
 
 def agreement(settings: Settings) -> dict:
     """Bits of each lever's binary maps equal to the float32 graph's, on BSDS500 val images."""
-    from binmap_tf.datasets import load_dataset
+    from binmap_tf.evaluation.datasets import load_dataset
 
     images = [sample.load_image() for sample in load_dataset("bsds500", "val", limit=settings.agreement_images)]
     config = CNN_CONFIGS[0]
@@ -510,7 +510,7 @@ def run(settings: Settings, sections: tuple[str, ...]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from binmap_tf.files import write_json
+    from binmap_tf.common.files import write_json
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")

@@ -43,8 +43,8 @@ def device_name() -> str:
 
 def bsds_images(count: int) -> list[np.ndarray]:
     """The first ``count`` BSDS500 test images of exactly 321x481 (landscape), as uint8 RGB."""
-    from binmap_tf.images import load_image
-    from binmap_tf.paths import data_root
+    from binmap_tf.common.images import load_image
+    from binmap_tf.common.paths import data_root
 
     folder = data_root() / "bsds500" / "images" / "test"
     images = []
@@ -154,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: export, serve over loopback, time each client count, write JSON, print a table."""
     from dataclasses import asdict
 
-    from binmap_tf import cli
-    from binmap_tf.files import write_json
+    from binmap_tf.cli import common as cli
+    from binmap_tf.common.files import write_json
     from serving.client import BinmapClient
     from serving.export import edge_options, export_model
     from serving.server import LoopbackServer

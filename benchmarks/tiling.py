@@ -7,7 +7,7 @@ Two sections, both written to one JSON file:
   side into 5 tiles, 4 seams), with ``vgg16-hed`` + HED edges: the fraction of
   identical bits, the largest logit difference, the mean absolute edge difference and the
   fraction of pixels with the same binmap-egs segment label;
-* ``large``: ``python -m binmap_tf.segment`` in a fresh process on synthetic photos of each
+* ``large``: ``binmap-segment`` in a fresh process on synthetic photos of each
   ``--sizes`` (a mosaic of BSDS500 test images, each upscaled 2x, saved as JPEG), with the
   process's peak resident memory (``ru_maxrss`` of a wrapper's children, so only that run is
   counted), wall seconds, exit status and the seconds per stage from its JSON record.
@@ -39,10 +39,10 @@ print(json.dumps({"rc": status, "seconds": time.perf_counter() - start,
 
 def agreement(split: str, limit: int, tile_pixels: int) -> dict[str, Any]:
     """Tiled against untiled maps (and binmap-egs labels) of the first ``limit`` BSDS500 images of ``split``."""
-    from binmap_tf.images import load_image
-    from binmap_tf.model import BinaryMapper
-    from binmap_tf.paths import data_root
-    from binmap_tf.segment import segment_with_map
+    from binmap_tf.binary_map.model import BinaryMapper
+    from binmap_tf.common.images import load_image
+    from binmap_tf.common.paths import data_root
+    from binmap_tf.segmentation.pipeline import segment_with_map
 
     mapper = BinaryMapper(edges=True)
     rows = []
@@ -75,7 +75,7 @@ def mosaic(height: int, width: int) -> np.ndarray:
     """A natural-looking photo of ``height`` x ``width``: BSDS500 test images, upscaled 2x, side by side."""
     from PIL import Image
 
-    from binmap_tf.paths import data_root
+    from binmap_tf.common.paths import data_root
 
     paths = sorted((data_root() / "bsds500" / "images" / "test").glob("*.jpg"))
     canvas = np.zeros((height, width, 3), np.uint8)
@@ -94,7 +94,7 @@ def mosaic(height: int, width: int) -> np.ndarray:
 
 
 def large(sizes: list[tuple[int, int]], merges: list[str], folder: Path) -> list[dict[str, Any]]:
-    """Peak RSS and seconds of ``python -m binmap_tf.segment`` on a synthetic photo of each size."""
+    """Peak RSS and seconds of ``binmap-segment`` on a synthetic photo of each size."""
     from PIL import Image
 
     rows = []
@@ -104,7 +104,7 @@ def large(sizes: list[tuple[int, int]], merges: list[str], folder: Path) -> list
             Image.fromarray(mosaic(height, width)).save(path, quality=90)
         for merge in merges:
             out = folder / f"out_{width}x{height}_{merge}"
-            command = [sys.executable, "-m", "binmap_tf.segment", str(path), "--out", str(out), "--merge", merge]
+            command = [sys.executable, "-m", "binmap_tf.cli.segment", str(path), "--out", str(out), "--merge", merge]
             measured = json.loads(subprocess.run([sys.executable, "-c", _MEASURE, *command], check=True,
                                                  capture_output=True, text=True).stdout.strip().splitlines()[-1])
             record = out / f"{path.stem}.json"
@@ -125,8 +125,8 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from binmap_tf.files import write_json
-    from binmap_tf.tiling import DEFAULT_MAX_TILE_PIXELS
+    from binmap_tf.binary_map.tiling import DEFAULT_MAX_TILE_PIXELS
+    from binmap_tf.common.files import write_json
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.tiling", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")

@@ -2,7 +2,7 @@
 
 Command line::
 
-    python -m demo.app [--serving HOST:PORT | --hashing PATH|fine-tuned] [--host 127.0.0.1] [--port 7860]
+    binmap-demo [--serving HOST:PORT | --hashing PATH|fine-tuned] [--host 127.0.0.1] [--port 7860]
         [--max-pixels N]
 
 Without ``--serving`` the CNN runs in this process (one mapper per code length: the 8-bit one is
@@ -26,8 +26,8 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from binmap_tf.images import ImageError, read_image
-from binmap_tf.superpixels import EGS_SCALE, SLIC_N_SEGMENTS
+from binmap_tf.common.images import ImageError, read_image
+from binmap_tf.segmentation.superpixels import EGS_SCALE, SLIC_N_SEGMENTS
 from demo.pipeline import (
     AUTOMATIC_CUT,
     DEMO_MAX_PIXELS,
@@ -258,7 +258,7 @@ def make_source(serving: str | None, hashing: str | None = None) -> MapSource:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: build the page and serve it until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m demo.app", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="binmap-demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--serving", metavar="HOST:PORT", default=None,
                         help="get binary maps from this TF Serving / serving.server gRPC endpoint "
                              "(default: run the CNN in this process)")

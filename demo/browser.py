@@ -23,7 +23,7 @@ from typing import Iterator
 import gradio as gr
 from playwright.sync_api import Page, expect, sync_playwright
 
-from binmap_tf.paths import data_root
+from binmap_tf.common.paths import data_root
 from demo.app import build_app, launch, make_source
 
 CHROMIUM = "/usr/bin/chromium"
@@ -32,7 +32,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
 INSTALL_HINT = "install it as root with: apt-get update && apt-get install -y chromium"
-DEFAULT_IMAGE = "bsds500/images/test/100007.jpg"  # under binmap_tf.paths.data_root()
+DEFAULT_IMAGE = "bsds500/images/test/100007.jpg"  # under binmap_tf.common.paths.data_root()
 SEGMENTS_PATTERN = re.compile(r"(\d+) segments")
 
 

@@ -15,13 +15,13 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from binmap_tf.binary_map import BinaryMap
-from binmap_tf.files import write_png
-from binmap_tf.images import ImageError, as_rgb_uint8, downscale_to_limit
-from binmap_tf.labels import channel_sums
-from binmap_tf.outputs import boundary_overlay, label_image_uint16
-from binmap_tf.paths import data_root
-from binmap_tf.segment import (
+from binmap_tf.binary_map.maps import BinaryMap
+from binmap_tf.common.files import write_png
+from binmap_tf.common.images import ImageError, as_rgb_uint8, downscale_to_limit
+from binmap_tf.common.paths import data_root
+from binmap_tf.segmentation.labels import channel_sums
+from binmap_tf.segmentation.outputs import boundary_overlay, label_image_uint16
+from binmap_tf.segmentation.pipeline import (
     DEFAULT_MERGE,
     DEFAULT_SCORER,
     HAND_SET,
@@ -31,7 +31,7 @@ from binmap_tf.segment import (
     resolve_options,
     segment_with_map,
 )
-from binmap_tf.superpixels import EGS_SCALE, SLIC_N_SEGMENTS
+from binmap_tf.segmentation.superpixels import EGS_SCALE, SLIC_N_SEGMENTS
 
 # VGG16 on 2 CPU cores maps a 321x481 BSDS500 image (0.15 MP) in about 2 s; time and activation
 # memory grow with the pixel count: 1 MP takes about 20 s and 1.3 GiB, so larger uploads are shrunk.
@@ -73,9 +73,9 @@ class MapSource(Protocol):
 
 def build_local_mapper(bits: int) -> Callable[[np.ndarray], BinaryMap]:
     """The vgg16-hed mapper with ``bits`` and HED's edge map (so switching to the hierarchy does not
-    run the CNN again); 8 bits reuses :func:`binmap_tf.segment.default_mapper`."""
-    from binmap_tf.model import DEFAULT_BITS, BinaryMapper
-    from binmap_tf.segment import default_mapper
+    run the CNN again); 8 bits reuses :func:`binmap_tf.segmentation.pipeline.default_mapper`."""
+    from binmap_tf.binary_map.model import DEFAULT_BITS, BinaryMapper
+    from binmap_tf.segmentation.pipeline import default_mapper
 
     return default_mapper(edges=True) if bits == DEFAULT_BITS else BinaryMapper(bits=bits, edges=True)
 
@@ -109,7 +109,7 @@ class LocalMappers:
 def hashing_mappers(hashing: str | os.PathLike) -> LocalMappers:
     """Local maps from one hashing layer (an ``.npz`` from fit_itq or train, or ``"fine-tuned"``):
     its code length is the only choice."""
-    from binmap_tf.model import BinaryMapper
+    from binmap_tf.binary_map.model import BinaryMapper
 
     mapper = BinaryMapper(bits=None, hashing=hashing, edges=True)
     return LocalMappers(build=lambda bits: mapper, bits_choices=(mapper.bits,))
@@ -161,7 +161,7 @@ class Settings:
     scorer: str = DEFAULT_SCORER
 
     def segment_options(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`binmap_tf.segment.segment`, checked (``ValueError``) so that a
+        """Keyword arguments of :func:`binmap_tf.segmentation.pipeline.segment`, checked (``ValueError``) so that a
         bad setting fails before the CNN runs."""
         params = {"egs": {"scale": self.scale}, "slic": {"n_segments": self.n_segments}}.get(self.superpixels, {})
         if self.merge == "hierarchy":

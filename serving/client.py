@@ -1,8 +1,8 @@
 """gRPC client of the served binary-map model (TF Serving or :mod:`serving.server`).
 
-The CNN runs on the server; the client returns the same :class:`~binmap_tf.binary_map.BinaryMap`
-objects as the local :class:`~binmap_tf.model.BinaryMapper`, and :meth:`BinmapClient.segment`
-merges superpixels on the host with :func:`binmap_tf.segment.segment`, so served and local
+The CNN runs on the server; the client returns the same :class:`~binmap_tf.binary_map.maps.BinaryMap`
+objects as the local :class:`~binmap_tf.binary_map.model.BinaryMapper`, and :meth:`BinmapClient.segment`
+merges superpixels on the host with :func:`binmap_tf.segmentation.pipeline.segment`, so served and local
 segmentations agree. A client built with ``edges=True`` asks the ``with_edges`` signature and its
 maps carry HED's edge map, as a local ``BinaryMapper(edges=True)``'s do: the merge hierarchy
 (hand-set or learned) needs it; :meth:`BinmapClient.segment` asks for it only when it does.
@@ -20,11 +20,16 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
-from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2, predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    model_pb2,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
-from binmap_tf.binary_map import BinaryMap, edges_at
-from binmap_tf.images import MAX_PIXELS, ImageError, as_rgb_uint8, check_size, map_in_shape_batches
-from binmap_tf.tiling import DEFAULT_MAX_TILE_PIXELS, over_tile_budget, plan_tiles, stitch_tiles
+from binmap_tf.binary_map.maps import BinaryMap, edges_at
+from binmap_tf.binary_map.tiling import DEFAULT_MAX_TILE_PIXELS, over_tile_budget, plan_tiles, stitch_tiles
+from binmap_tf.common.images import MAX_PIXELS, ImageError, as_rgb_uint8, check_size, map_in_shape_batches
 from serving.protocol import (
     BIT_ORDER,
     DEFAULT_MODEL_NAME,
@@ -40,7 +45,7 @@ from serving.protocol import (
 )
 
 if TYPE_CHECKING:
-    from binmap_tf.segment import SegmentationResult
+    from binmap_tf.segmentation.pipeline import SegmentationResult
 
 # Seconds a request may take by default. Measured (benchmarks/results/serving_loopback_cpu.json):
 # 8 concurrent clients sending 321x481 images to the CPU loopback server, whose queue makes them
@@ -53,10 +58,10 @@ DEFAULT_TIMEOUT = 30.0
 
 NO_EDGES_HINT = ("the served model has no edge map (no '{signature}' signature), which the merge hierarchy and "
                  "watershed superpixels need: it was exported before edges were served, or from a backbone "
-                 "without one; re-export it with `python -m serving.export --backbone vgg16-hed`, or merge "
+                 "without one; re-export it with `binmap-export --backbone vgg16-hed`, or merge "
                  "adjacent/global without edges")
 START_HINT = ("start TF Serving with `docker compose -f serving/docker-compose.yml up -d` on a GPU host, or "
-              "the local test server with `python -m serving.server --model-dir serving/models/binmap --port {port}`")
+              "the local test server with `binmap-serve --model-dir serving/models/binmap --port {port}`")
 
 
 class ServingError(RuntimeError):
@@ -140,12 +145,12 @@ class BinmapClient:
         of the codes.
     max_tile_pixels : int or None
         An image whose resized pixels exceed this is sent in overlapping tiles, one request each,
-        and their maps are stitched as :class:`~binmap_tf.model.BinaryMapper` stitches its passes:
+        and their maps are stitched as :class:`~binmap_tf.binary_map.model.BinaryMapper` stitches its passes:
         served and local maps then agree for every size, and no request exceeds the budget (the
         server's ``--max-pixels``). Default the local one, 1 MP; None sends every image whole
         (up to :data:`SERVED_MAX_PIXELS`), for a server with the memory for it.
 
-    The client is thread-safe; a call may be used as ``mapper`` of :func:`binmap_tf.segment.segment`.
+    The client is thread-safe; a call may be used as ``mapper`` of :func:`binmap_tf.segmentation.pipeline.segment`.
     """
 
     def __init__(self, target: str = "localhost:8500", model: str = DEFAULT_MODEL_NAME,
@@ -221,9 +226,9 @@ class BinmapClient:
         return [self._binary_map(outputs, row, batch.shape[1:3]) for row in range(len(batch))]
 
     def segment(self, image: np.ndarray, **options: Any) -> "SegmentationResult":
-        """Served binary map + host-side superpixels and merging: :func:`binmap_tf.segment.segment`
+        """Served binary map + host-side superpixels and merging: :func:`binmap_tf.segmentation.pipeline.segment`
         with ``options``; the edge map is requested when they need it."""
-        from binmap_tf.segment import needs_edges, segment
+        from binmap_tf.segmentation.pipeline import needs_edges, segment
 
         edges = needs_edges(options.get("superpixels"), options.get("merge"))
         return segment(image, functools.partial(self.binary_map, edges=edges), **options)
@@ -241,7 +246,7 @@ class BinmapClient:
         images = np.asarray(images)
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise InvalidInputError(f"expected a uint8 batch of RGB images (b, H, W, 3), got {images.dtype} "
-                                    f"{images.shape}; convert single images with binmap_tf.images.as_rgb_uint8")
+                                    f"{images.shape}; convert single images with binmap_tf.common.images.as_rgb_uint8")
         return self._predict(SIGNATURES[False, edges], IMAGES_INPUT, tf.make_tensor_proto(images))
 
     def predict_encoded(self, files: Sequence[bytes], edges: bool = False) -> dict[str, np.ndarray]:
@@ -319,7 +324,7 @@ def connect(target: str, **options: Any) -> BinmapClient:
     """A client of the model served at ``target`` (``BinmapClient`` options), asked for its signatures
     once up front so that a wrong address or model name, or a model without the edge map an
     ``edges=True`` client needs, fails here with a :class:`ServingError`, not on the first image.
-    Command lines pass it as the ``mapper`` of :func:`binmap_tf.segment.segment`."""
+    Command lines pass it as the ``mapper`` of :func:`binmap_tf.segmentation.pipeline.segment`."""
     client = BinmapClient(target, **options)
     try:
         served = client.signatures()

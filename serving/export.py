@@ -1,6 +1,6 @@
 """Export the binary-map model as a versioned SavedModel for TensorFlow Serving.
 
-``python -m serving.export [--backbone vgg16-hed] [--bits 8] [--hashing PATH] [--version N]
+``binmap-export [--backbone vgg16-hed] [--bits 8] [--hashing PATH] [--version N]
 --out serving/models/binmap`` writes ``<out>/<version>/`` (``saved_model.pb``, ``variables/``,
 ``assets.extra/``), the layout TF Serving polls; the version is the next free number unless
 ``--version`` is given. The version folder is assembled under a hidden temporary name in
@@ -23,7 +23,6 @@ When the backbone has an edge map (``vgg16-hed``; the command line builds it wit
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import tempfile
@@ -34,7 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from binmap_tf.model import BinaryMapper
+from binmap_tf.binary_map.model import BinaryMapper
 from serving.protocol import (
     DEFAULT_MODEL_NAME,
     EDGES_OUTPUT,
@@ -93,7 +92,7 @@ def decode_images(image_bytes: tf.Tensor) -> tf.Tensor:
 def edge_options(backbone: str) -> dict[str, bool]:
     """``{"edges": True}`` when ``backbone`` can output an edge map (HED's, for ``vgg16-hed``), so that
     the command line exports it and the merge hierarchy can run on served maps; else ``{}``."""
-    from binmap_tf.backbones import get_backbone
+    from binmap_tf.binary_map.backbones import get_backbone
 
     return {"edges": True} if get_backbone(backbone).has_edges else {}
 
@@ -230,30 +229,3 @@ def export_model(mapper: BinaryMapper, out: str | os.PathLike, version: int | No
         return _publish(staging, base, version)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line: export the model described by the arguments."""
-    from binmap_tf import cli
-
-    parser = argparse.ArgumentParser(prog="python -m serving.export",
-                                     description="Export the binary-map model for TensorFlow Serving.")
-    cli.add_model_arguments(parser)
-    parser.add_argument("--out", type=Path, default=Path("serving/models/binmap"),
-                        help="model base folder; versions go in numbered subfolders (default: %(default)s)")
-    parser.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
-    parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME,
-                        help="model name written into the warm-up requests (default: %(default)s)")
-    parser.add_argument("--no-warmup", dest="warmup", action="store_false", help="write no warm-up requests")
-    args = parser.parse_args(argv)
-    mapper = cli.mapper_from_args(args, **edge_options(args.backbone))
-    try:
-        path = export_model(mapper, args.out, version=args.version, model_name=args.model_name, warmup=args.warmup)
-    except FileExistsError as error:
-        raise SystemExit(f"error: {error}") from None
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from binmap_tf.geometry import GridGeometry
+from binmap_tf.binary_map.geometry import GridGeometry
 
 DEFAULT_MODEL_NAME = "binmap"
 IMAGES_SIGNATURE = "serving_default"  # images: uint8 [batch, height, width, 3]
@@ -35,7 +35,7 @@ GEOMETRY_OUTPUT = "geometry"
 EDGES_OUTPUT = "edges"  # float32 [batch, height, width]: the backbone's edge probability, full precision
 INFO_FILE = "binmap.json"  # in <version>/assets.extra/
 WARMUP_FILE = "tf_serving_warmup_requests"  # in <version>/assets.extra/, read by TF Serving
-BIT_ORDER = "msb-first"  # codes = sum_j bits[j] << (k - 1 - j), as binmap_tf.binary_map.pack_bits
+BIT_ORDER = "msb-first"  # codes = sum_j bits[j] << (k - 1 - j), as binmap_tf.binary_map.maps.pack_bits
 
 # gRPC's default 4 MB message limit is too small for a batch of photos or their logits; TF
 # Serving itself accepts up to 2 GB, so the client and the loopback server raise theirs to match.
@@ -71,7 +71,7 @@ class ModelInfo:
 
     @property
     def tiling_geometry(self) -> GridGeometry | None:
-        """What :func:`binmap_tf.tiling.plan_tiles` aligns tiles to; None when the export did not record it."""
+        """What :func:`binmap_tf.binary_map.tiling.plan_tiles` aligns tiles to; None when the export did not record it."""
         if self.context_stride is None:
             return None
         return GridGeometry(stride=self.context_stride, offset=self.context_offset,

@@ -9,7 +9,7 @@ answers RESOURCE_EXHAUSTED. Every request is checked against ``--max-pixels`` be
 images are materialised, so an oversized photo gets INVALID_ARGUMENT instead of exhausting the
 server's memory. It is no replacement for ``tensorflow_model_server``: no version polling, no REST.
 
-``python -m serving.server --model-dir serving/models/binmap --port 8500``
+``binmap-serve --model-dir serving/models/binmap --port 8500``
 """
 
 from __future__ import annotations
@@ -26,9 +26,14 @@ from typing import Callable
 import grpc
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2
 from PIL import Image
-from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2, predict_pb2, prediction_service_pb2_grpc
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    model_pb2,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from serving.batching import BatchingOptions, BatchScheduler, QueueFullError
 from serving.export import SAME_SIZE_MESSAGE, read_warmup, versions
@@ -63,7 +68,7 @@ class ServedModel:
         found = versions(base)
         if not found:
             raise FileNotFoundError(f"no model versions in {base}; export one with: "
-                                    f"python -m serving.export --out {base}")
+                                    f"binmap-export --out {base}")
         folder = base / str(found[-1])
         loaded = tf.saved_model.load(str(folder))
         proto = saved_model_pb2.SavedModel.FromString((folder / "saved_model.pb").read_bytes())
@@ -150,7 +155,7 @@ def _check_pixels(size: int, image_shape: tuple[int, int], max_pixels: int) -> N
         raise ValueError(
             f"request has {pixels} pixels ({size} image(s) of {height}x{width}), more than this server's limit "
             f"of {max_pixels} pixels per request (--max-pixels); downscale the images, e.g. with "
-            f"binmap_tf.images.downscale_to_limit(image, {per_image}), send fewer images per request, or "
+            f"binmap_tf.common.images.downscale_to_limit(image, {per_image}), send fewer images per request, or "
             "start the server with a larger --max-pixels if it has the memory (about "
             f"{ACTIVATION_BYTES_PER_PIXEL} bytes of activations per pixel)")
 
@@ -296,7 +301,7 @@ class LoopbackServer:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: serve the latest exported version until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m serving.server",
+    parser = argparse.ArgumentParser(prog="binmap-serve",
                                      description="Loopback gRPC PredictionService for tests and local development.")
     parser.add_argument("--model-dir", type=Path, default=Path("serving/models/binmap"),
                         help="model base folder with numbered versions (default: %(default)s)")

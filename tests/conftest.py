@@ -9,10 +9,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from binmap_tf.hashing import ITQParams  # noqa: E402
-from binmap_tf.paths import data_root  # noqa: E402
+from binmap_tf.binary_map.hashing import ITQParams  # noqa: E402
+from binmap_tf.common.paths import data_root  # noqa: E402
 
 BSDS_TEST_IMAGE = "bsds500/images/test/100007.jpg"
+
+
+def pytest_report_header(config) -> str:
+    """Say at the top of every run where the shared benchmark data is, or that it is missing."""
+    root = data_root()
+    found = [name for name in ("bsds500", "msrc_v2") if (root / name).is_dir()]
+    if len(found) == 2:
+        return f"shared data: {root} (bsds500, msrc_v2)"
+    return (f"shared data: MISSING under {root} (found: {found or 'nothing'}): tests that read BSDS500 or MSRC "
+            "images will fail naming the path; set BINMAP_TF_DATA to the data root (see README)")
 
 
 @pytest.fixture(scope="session")

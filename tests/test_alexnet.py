@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from binmap_tf.backbones import build_backbone, get_backbone
-from binmap_tf.backbones.alexnet import build_alexnet
-from binmap_tf.backbones.alexnet.network import (
+from binmap_tf.binary_map.backbones import build_backbone, get_backbone
+from binmap_tf.binary_map.backbones.alexnet import build_alexnet
+from binmap_tf.binary_map.backbones.alexnet.network import (
     LocalResponseNorm,
     grid_length,
     grid_shape,
     min_input_side,
     spatial_layers,
 )
-from binmap_tf.backbones.base import GridGeometry, scaled_size
+from binmap_tf.binary_map.backbones.base import GridGeometry, scaled_size
 
 
 @pytest.fixture(scope="module")
@@ -134,4 +134,4 @@ def test_missing_imported_weights_say_where_and_how(layout, release, tmp_path, m
     message = str(error.value)
     assert str(tmp_path / f"alexnet_{layout}.weights.h5") in message
     assert release in message and "http" in message
-    assert f"python -m binmap_tf.weights import {release} --layout {layout}" in message
+    assert f"binmap-weights import {release} --layout {layout}" in message

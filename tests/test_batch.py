@@ -1,4 +1,4 @@
-"""The collection pipeline (``python -m binmap_tf.batch``, Ray Data): same labels and files as the
+"""The collection pipeline (``binmap-batch``, Ray Data): same labels and files as the
 ``segment`` command, bad inputs listed with their error, re-runs resume. Needs the ``batch`` extra."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("ray", reason="the batch extra is not installed: pip install -e '.[batch]'")
 
-from binmap_tf.batch import (  # noqa: E402
+from binmap_tf.batch.collection import (  # noqa: E402
     FAILED_FILE,
     SUMMARY_FILE,
     MapperStage,
@@ -22,11 +22,11 @@ from binmap_tf.batch import (  # noqa: E402
     plan,
     read_image,
 )
-from binmap_tf.batch.__main__ import main  # noqa: E402
-from binmap_tf.images import ImageError, load_image  # noqa: E402
-from binmap_tf.outputs import OUTPUT_SUFFIXES  # noqa: E402
-from binmap_tf.paths import data_root  # noqa: E402
-from binmap_tf.segment.__main__ import main as segment_main  # noqa: E402
+from binmap_tf.cli.batch import main  # noqa: E402
+from binmap_tf.cli.segment import main as segment_main  # noqa: E402
+from binmap_tf.common.images import ImageError, load_image  # noqa: E402
+from binmap_tf.common.paths import data_root  # noqa: E402
+from binmap_tf.segmentation.outputs import OUTPUT_SUFFIXES  # noqa: E402
 
 N_IMAGES = 4
 
@@ -152,13 +152,13 @@ def test_cli_help_and_bad_options(capsys):
 @pytest.mark.slow
 def test_cnn_on_a_model_server(tmp_path, local_ray, bsds_image_path):
     """--model-server: the CNN runs behind the serving client; labels equal segment() with that client."""
+    from conftest import random_itq
     from PIL import Image
 
-    from binmap_tf.model import BinaryMapper
+    from binmap_tf.binary_map.model import BinaryMapper
     from serving import export
     from serving.client import BinmapClient
     from serving.server import LoopbackServer
-    from conftest import random_itq
 
     folder = tmp_path / "photos"
     folder.mkdir()

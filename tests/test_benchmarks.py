@@ -11,16 +11,15 @@ import json
 import keras
 import numpy as np
 import pytest
+from conftest import random_itq
 
 from benchmarks.flops import count_flops
 from benchmarks.matched_counts import main as matched_counts
 from benchmarks.run import main as run_benchmarks
-from binmap_tf.backbones import ImagePreprocessing, build_backbone
-from binmap_tf.backbones.alexnet.network import grid_shape
-from binmap_tf.images import load_image
-from binmap_tf.model import BinaryMapper, build_binmap_model
-
-from conftest import random_itq
+from binmap_tf.binary_map.backbones import ImagePreprocessing, build_backbone
+from binmap_tf.binary_map.backbones.alexnet.network import grid_shape
+from binmap_tf.binary_map.model import BinaryMapper, build_binmap_model
+from binmap_tf.common.images import load_image
 
 
 def tiny_model() -> keras.Model:

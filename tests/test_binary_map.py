@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from binmap_tf.backbones import GridGeometry
-from binmap_tf.binary_map import BinaryMap, codes_to_image, pack_bits, unpack_codes
-from binmap_tf.binary_map.__main__ import main
+from binmap_tf.binary_map.backbones import GridGeometry
+from binmap_tf.binary_map.maps import BinaryMap, codes_to_image, pack_bits, unpack_codes
+from binmap_tf.cli.binary_map import main
 
 
 def test_pack_bits_puts_bit_zero_first():

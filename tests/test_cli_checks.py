@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from binmap_tf.evaluate import main as evaluate_main
-from binmap_tf.images import find_images
-from binmap_tf.segment.__main__ import main as segment_main
+from binmap_tf.cli.evaluate import main as evaluate_main
+from binmap_tf.cli.segment import main as segment_main
+from binmap_tf.common.images import find_images
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_folders_include_gifs(tmp_path):
 @pytest.mark.slow
 def test_a_run_prints_no_tensorflow_start_up_noise(files):
     folder, image = files
-    done = subprocess.run([sys.executable, "-m", "binmap_tf.binary_map", str(image), "--out", str(folder / "maps")],
+    done = subprocess.run([sys.executable, "-m", "binmap_tf.cli.binary_map", str(image), "--out", str(folder / "maps")],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "cuInit" not in done.stderr and "absl::InitializeLog" not in done.stderr, done.stderr
@@ -93,7 +93,7 @@ def test_a_run_prints_no_tensorflow_start_up_noise(files):
 def test_training_records_name_no_machine_paths(tmp_path):
     import argparse
 
-    from binmap_tf.cli import recorded_settings
+    from binmap_tf.cli.common import recorded_settings
 
     args = argparse.Namespace(out=tmp_path / "scorer.npz", hashing=str(tmp_path / "layers" / "hashing_joint.npz"),
                               bits=8, seed=0)
@@ -101,7 +101,7 @@ def test_training_records_name_no_machine_paths(tmp_path):
     assert recorded_settings(argparse.Namespace(hashing=None, bits=8))["hashing"] is None
 
 
-@pytest.mark.parametrize("module", ["binmap_tf.train", "binmap_tf.train_merge", "binmap_tf.train_codes"])
+@pytest.mark.parametrize("module", ["binmap_tf.cli.train", "binmap_tf.cli.train_merge", "experiments.train_codes"])
 def test_training_commands_refuse_test_and_a_val_split_equal_to_the_training_one(module, tmp_path, capsys):
     import importlib
 

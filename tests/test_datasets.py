@@ -7,7 +7,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from binmap_tf.datasets import Sample, load_dataset, official_bench
+from binmap_tf.evaluation.datasets import Sample, load_dataset, official_bench
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ from gradio.data_classes import ImageData
 from PIL import Image
 from skimage import data
 
-from binmap_tf.binary_map import BinaryMap, unpack_codes
-from binmap_tf.geometry import GridGeometry
-from binmap_tf.images import ImageError, load_image
-from binmap_tf.segment import segment
+from binmap_tf.binary_map.geometry import GridGeometry
+from binmap_tf.binary_map.maps import BinaryMap, unpack_codes
+from binmap_tf.common.images import ImageError, load_image
+from binmap_tf.segmentation.pipeline import segment
 from demo.app import Segmenter, build_app, make_source, upload_image
 from demo.pipeline import (
     LocalMappers,
@@ -136,7 +136,7 @@ def test_hierarchy_needs_a_source_with_edges(small_image):
 
 
 def test_fine_tuned_hashing_source(small_image):
-    from binmap_tf.model import BinaryMapper
+    from binmap_tf.binary_map.model import BinaryMapper
 
     source = make_source(None, "fine-tuned")
     assert source.bits_choices == (8,)
@@ -269,17 +269,24 @@ def test_served_app_has_no_code_length_control():
 @pytest.mark.slow
 def test_browser_upload_segments_like_the_library(tmp_path, bsds_image_path):
     """The page in headless Chromium: a bad file gives a message, then a BSDS500 image is segmented
-    exactly as :func:`binmap_tf.segment.segment` does, and switching the merge mode re-merges
+    exactly as :func:`binmap_tf.segmentation.pipeline.segment` does, and switching the merge mode re-merges
     from the cached map."""
     try:
-        from demo.browser import SEGMENTS_PATTERN, chromium_page, chromium_path, segment_in_page, serve, summary_after
+        from demo.browser import (
+            SEGMENTS_PATTERN,
+            chromium_page,
+            chromium_path,
+            segment_in_page,
+            serve,
+            summary_after,
+        )
 
         chromium_path()
     except (ImportError, FileNotFoundError) as error:  # CI must have the browser: fail, do not skip
         pytest.fail(f"the browser test cannot run: {error}")
     from playwright.sync_api import expect
 
-    from binmap_tf.segment import default_mapper
+    from binmap_tf.segmentation.pipeline import default_mapper
 
     calls: list[int] = []
 
@@ -329,7 +336,7 @@ def test_browser_upload_segments_like_the_library(tmp_path, bsds_image_path):
 def test_demo_and_cli_decode_and_segment_odd_files_alike(tmp_path, bsds_image_path):
     """16-bit PNG, GIF (palette), RGBA and grey files: the page's upload handler and the command line
     read them with the same decoder, so they segment them into the same labels."""
-    from binmap_tf.segment.__main__ import main as segment_main
+    from binmap_tf.cli.segment import main as segment_main
 
     crop = load_image(bsds_image_path)[:160, :240]
     files = {

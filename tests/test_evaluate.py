@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from binmap_tf.datasets import load_dataset
-from binmap_tf.evaluate import main
-from binmap_tf.methods import SWEEP_VALUES, parse_method
-from binmap_tf.metrics import region_scores
+from binmap_tf.cli.evaluate import main
+from binmap_tf.evaluation.datasets import load_dataset
+from binmap_tf.evaluation.methods import SWEEP_VALUES, parse_method
+from binmap_tf.evaluation.metrics import region_scores
 
 
 def test_method_names_parse_and_bad_ones_are_refused():
@@ -76,8 +76,8 @@ def test_ft_methods_use_the_shipped_layer_or_the_given_file(tmp_path, capsys):
 
 
 def test_binmap_learned_runs_with_a_scorer_file_at_its_threshold(tmp_path, capsys):
-    from binmap_tf.merge_features import feature_names
-    from binmap_tf.merge_scorer import MergeScorer
+    from binmap_tf.segmentation.merge_features import feature_names
+    from binmap_tf.segmentation.merge_scorer import MergeScorer
     from tests.test_learned_merge import random_scorer
 
     scorer = random_scorer(len(feature_names(8)))

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from binmap_tf.hashing import ITQHashing, ITQParams, fit_itq, fit_pca, load_itq, straight_through_bits
+from binmap_tf.binary_map.hashing import (
+    ITQHashing,
+    ITQParams,
+    fit_itq,
+    fit_pca,
+    load_itq,
+    straight_through_bits,
+)
 
 
 def clustered_data(n: int = 2000, dim: int = 32, clusters: int = 8, seed: int = 1) -> np.ndarray:
@@ -119,5 +126,5 @@ def test_layer_config_and_keras_file_round_trip(tmp_path):
 
 def test_missing_parameters_name_the_fit_command(monkeypatch, tmp_path):
     monkeypatch.setenv("BINMAP_TF_HOME", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="python -m binmap_tf.fit_itq --backbone nosuch --bits 8"):
+    with pytest.raises(FileNotFoundError, match="binmap-fit-itq --backbone nosuch --bits 8"):
         load_itq("nosuch", 8)

@@ -12,15 +12,15 @@ from skimage import data
 from skimage.measure import label as connected_labels
 
 from benchmarks.hierarchy_higra import higra_border_sums, higra_segment_of, higra_tree, higra_ucm
-from binmap_tf import tiling
-from binmap_tf.binary_map import BinaryMap
-from binmap_tf.evaluate import main as evaluate_main
-from binmap_tf.geometry import GridGeometry
-from binmap_tf.hierarchy import MergeTree, MergeWeights, _border_sums, build_hierarchy
-from binmap_tf.merge_scorer import shipped_scorer
-from binmap_tf.methods import DEFAULT_VALUES, HIERARCHY_THRESHOLDS, parse_method
-from binmap_tf.metrics import contingency, ucm_segmentation
-from binmap_tf.superpixels import egs, watershed
+from binmap_tf.binary_map import tiling
+from binmap_tf.binary_map.geometry import GridGeometry
+from binmap_tf.binary_map.maps import BinaryMap
+from binmap_tf.cli.evaluate import main as evaluate_main
+from binmap_tf.evaluation.methods import DEFAULT_VALUES, HIERARCHY_THRESHOLDS, parse_method
+from binmap_tf.evaluation.metrics import contingency, ucm_segmentation
+from binmap_tf.segmentation.hierarchy import MergeTree, MergeWeights, _border_sums, build_hierarchy
+from binmap_tf.segmentation.merge_scorer import shipped_scorer
+from binmap_tf.segmentation.superpixels import egs, watershed
 
 # Stride 4, offset 1.5: image column x falls in grid column x // 4, so a 4-pixel-wide stripe is one cell.
 STRIPE_GEOMETRY = GridGeometry(stride=4.0, offset=1.5, receptive_field=4.0)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from binmap_tf.files import atomic_path, write_png
-from binmap_tf.images import (
+from binmap_tf.common.files import atomic_path, write_png
+from binmap_tf.common.images import (
     ImageError,
     as_rgb_uint8,
     check_size,
@@ -101,7 +101,7 @@ def test_unsigned_integers_scale_by_dtype_whatever_their_values():
 def test_decoder_reads_16_bit_palette_animated_and_rotated_files(tmp_path):
     import warnings
 
-    from binmap_tf.images import ImageNotice, read_image
+    from binmap_tf.common.images import ImageNotice, read_image
 
     ramp = (np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000)
     Image.fromarray(ramp).save(tmp_path / "deep.png")  # 16-bit grey PNG

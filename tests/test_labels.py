@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from binmap_tf.labels import channel_sums, check_labels, connected_groups, sequential_labels
+from binmap_tf.segmentation.labels import channel_sums, check_labels, connected_groups, sequential_labels
 
 
 def test_sequential_labels_renumber_by_value_and_keep_sequential_ones():

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from skimage import data
 
-from binmap_tf.hierarchy import DEFAULT_WEIGHTS, MergeTree, MergeWeights, build_hierarchy
-from binmap_tf.merge_features import (
+from binmap_tf.evaluation.methods import DEFAULT_VALUES, parse_method, run_method
+from binmap_tf.segmentation.hierarchy import DEFAULT_WEIGHTS, MergeTree, MergeWeights, build_hierarchy
+from binmap_tf.segmentation.merge_features import (
     BORDER_WIDTH,
     EDGE_BINS,
     feature_names,
@@ -18,11 +19,22 @@ from binmap_tf.merge_features import (
     pair_features,
     region_histograms,
 )
-from binmap_tf.merge_scorer import MergeScorer, average_scorers, load_scorer, resolve_scorer, shipped_scorer
-from binmap_tf.merge_training import TrainingImage, collect_pairs, node_segment_counts, pair_labels
-from binmap_tf.methods import DEFAULT_VALUES, parse_method
-from binmap_tf.segment import segment_with_map
-from binmap_tf.superpixels import compute_superpixels, egs
+from binmap_tf.segmentation.merge_scorer import (
+    MergeScorer,
+    average_scorers,
+    load_scorer,
+    resolve_scorer,
+    shipped_scorer,
+)
+from binmap_tf.segmentation.pipeline import StageCache, segment_with_map
+from binmap_tf.segmentation.superpixels import compute_superpixels, egs
+from binmap_tf.training.merge_training import (
+    TrainingImage,
+    collect_pairs,
+    logged_pairs,
+    node_segment_counts,
+    pair_labels,
+)
 from tests.test_hierarchy import random_map
 
 
@@ -159,12 +171,12 @@ def test_logging_pairs_keeps_the_hand_set_merge_order(scene):
     """Round 1 of training logs pairs while the hand-set cues (with their size prior) order the merges:
     the tree must be the hand-set hierarchy's own."""
     image, superpixels, binary_map = scene
-    log: list = []
-    logged = build_hierarchy(image, superpixels, binary_map, DEFAULT_WEIGHTS, pair_log=log)
+    item = TrainingImage(image, superpixels, binary_map, [])
+    logged, features, _, _ = logged_pairs(item, None, DEFAULT_WEIGHTS, 10**9, np.random.default_rng(0))
     plain = build_hierarchy(image, superpixels, binary_map, DEFAULT_WEIGHTS)
     np.testing.assert_array_equal(logged.children, plain.children)
     np.testing.assert_allclose(logged.heights, plain.heights)
-    assert sum(len(entry[0]) for entry in log) > len(plain.children)  # refreshes log the live pairs again
+    assert len(features) > len(plain.children)  # refreshes log the live pairs again
 
 
 def test_collected_pairs_cover_every_level(scene):
@@ -180,20 +192,24 @@ def test_collected_pairs_cover_every_level(scene):
     assert set(np.unique(pairs.labels)) <= {0.0, 1.0} and 0 < pairs.labels.mean() < 1
 
 
-def test_learned_methods_use_the_shipped_scorers():
-    for name, codes in (("binmap-learned", True), ("learned-no-codes", False)):
-        method = parse_method(name)
-        assert method.hierarchical and method.parameter_key == name
-        scorer = shipped_scorer(method.scorer)
-        assert scorer.codes == codes and DEFAULT_VALUES[name] == scorer.threshold
-        assert 0 < scorer.threshold < 1
+@pytest.mark.parametrize("name", ["binmap-learned", "learned-no-codes"])
+def test_learned_methods_at_their_default_cut_where_segment_does(scene, name):
+    """evaluate's learned methods, at their default value, give the labels ``segment`` gives with
+    the shipped scorer and its own default cut (same first level, same threshold)."""
+    image, _, binary_map = scene
+    method = parse_method(name)
+    evaluated = run_method(method, DEFAULT_VALUES[name], image, binary_map, StageCache())
+    segmented = segment_with_map(image, binary_map, scorer=method.scorer)
+    assert segmented.options["scorer"] == method.scorer and shipped_scorer(method.scorer).codes == (name == "binmap-learned")
+    assert 1 < segmented.n_segments < segmented.n_superpixels
+    np.testing.assert_array_equal(evaluated.labels, segmented.labels)
 
 
 @pytest.mark.slow
 def test_shipped_scorer_gives_its_recorded_val_figure():
-    from binmap_tf.datasets import load_dataset
-    from binmap_tf.merge_training import validate
-    from binmap_tf.model import BinaryMapper
+    from binmap_tf.binary_map.model import BinaryMapper
+    from binmap_tf.evaluation.datasets import load_dataset
+    from binmap_tf.training.merge_training import validate
 
     scorer = shipped_scorer("learned")
     check = scorer.info["check"]
@@ -213,27 +229,29 @@ def test_shipped_scorer_gives_its_recorded_val_figure():
 
 
 @pytest.mark.slow
-def test_train_merge_runs_end_to_end(tmp_path):
-    from binmap_tf.train_merge import main
+def test_shipped_training_recipe_runs_end_to_end(tmp_path, scene):
+    """``binmap-train-merge`` with every recipe default (rounds, pairs, MLP widths, epochs, members), on
+    3 train and 2 val images: the scorer it writes loads, matches its record and orders a hierarchy."""
+    from binmap_tf.cli.train_merge import main, parse_args
 
+    defaults = parse_args(["--out", "unused.npz"])
     out = tmp_path / "scorer.npz"
-    assert main(["--limit", "3", "--val-limit", "2", "--epochs", "1", "--rounds", "2", "--max-pairs", "500",
-                 "--hidden", "8", "--members", "2", "--pair-weight", "sqrt-area", "--cache", str(tmp_path / "maps"),
-                 "--out", str(out)]) == 0
+    assert main(["--limit", "3", "--val-limit", "2", "--cache", str(tmp_path / "maps"), "--out", str(out)]) == 0
     record = json.loads(out.with_suffix(".json").read_text())
-    assert record["data"]["train_images"] == 3 and len(record["rounds"]) == 2
-    assert record["settings"]["pair_weight"] == "sqrt-area"
-    assert all(len(round_["best_val_loss"]) == 2 for round_ in record["rounds"])
+    assert record["data"]["train_images"] == 3 and len(record["rounds"]) == defaults.rounds
     scorer = load_scorer(out)
-    assert scorer.threshold == record["threshold"] and len(scorer.kernels) == 2
-    assert scorer.kernels[0].shape[1] == 2 * 8  # two members side by side
+    assert scorer.threshold == record["threshold"] and 1 <= len(scorer.kernels) == len(defaults.hidden) + 1
+    assert scorer.kernels[0].shape[1] == defaults.members * defaults.hidden[0]  # the members side by side
+    image, _, binary_map = scene
+    result = segment_with_map(image, binary_map, scorer=scorer)
+    assert 1 <= result.n_segments <= result.n_superpixels and result.options["scorer"] == scorer.name
 
 
 def test_a_scorer_of_other_features_says_to_retrain(scene):
     image, superpixels, binary_map = scene
     scorer = random_scorer(len(feature_names(8)))
     older = dataclasses.replace(scorer, info={**scorer.info, "features": [*feature_names(8)[:-1], "log_regions"]})
-    with pytest.raises(ValueError, match="other pair features.*retrain it with python -m binmap_tf.train_merge"):
+    with pytest.raises(ValueError, match="other pair features.*retrain it with binmap-train-merge"):
         build_hierarchy(image, superpixels, binary_map, scorer=older)
     build_hierarchy(image, superpixels, binary_map,
                     scorer=dataclasses.replace(scorer, info={**scorer.info, "features": feature_names(8)}))
@@ -258,41 +276,3 @@ def test_binmap_learned_takes_a_scorer_file(tmp_path):
     assert method.scorer == str(path) and method.superpixels == "egs"
     assert resolve_scorer(str(path)) is resolve_scorer(str(path))  # one object: merge trees are cached by it
     assert parse_method("learned-no-codes", scorer=str(path)).scorer == "learned-no-codes"
-
-
-def test_codes_ablation_gathers_val_test_and_msrc_figures(tmp_path):
-    from benchmarks.codes_ablation import main as codes_ablation
-
-    arguments = []
-    for name, codes, bits, covering in (("no codes", False, 0, 0.60), ("ITQ 8", True, 8, 0.61), ("ITQ 24", True, 24, 0.59)):
-        scorer = random_scorer(len(feature_names(bits, codes)), codes)
-        figures = {key: covering for key in ("covering_ods", "covering_ois", "pri_ods", "pri_ois", "voi_ods", "voi_ois")}
-        path = tmp_path / name / "scorer.npz"
-        MergeScorer(scorer.mean, scorer.std, scorer.kernels, scorer.biases, codes=codes, n_bits=bits,
-                    info={"threshold": 0.5, "val": figures}).save(path)
-        method = "binmap-learned" if codes else "learned-no-codes"
-        row = {"covering": covering, "seg_iou": 0.3, "pri": 0.8, "voi": 1.5, "mean_segments": 9.0}
-        (tmp_path / name / "summary.json").write_text(json.dumps({method: row}))
-        (tmp_path / name / "hierarchy.json").write_text(json.dumps({method: {**figures, "ods_value": 0.5}}))
-        arguments += ["--variant", name, str(path), method, str(tmp_path / name), str(tmp_path / name)]
-    assert codes_ablation(arguments + ["--out", str(tmp_path / "out")]) == 0
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["gain_over_no_codes"]["ITQ 8"]["test_covering_ods"] == pytest.approx(0.01)
-    assert summary["gain_over_no_codes"]["ITQ 24"]["msrc_covering"] == pytest.approx(-0.01)
-    assert summary["variants"]["ITQ 24"]["bits"] == 24 and summary["variants"]["ITQ 24"]["hashing"] == "ITQ"
-    assert (tmp_path / "out" / "codes_ablation.png").stat().st_size > 10_000
-
-
-def test_sqrt_area_pair_weights_grow_with_the_smaller_region():
-    from binmap_tf.merge_training import PairSet, pair_weights
-
-    names = feature_names(8)
-    features = np.zeros((3, len(names)), np.float32)
-    features[:, names.index("log_area_min")] = np.log([0.01, 0.04, 0.16])
-    features[:, names.index("log_area_max")] = np.log(0.5)  # the larger region does not count
-    pairs = PairSet(features, np.zeros(3, np.float32), np.zeros(3, int))
-    weights = pair_weights(pairs, 8, "sqrt-area")
-    np.testing.assert_allclose(weights, np.array([1, 2, 4]) / (7 / 3), rtol=1e-6)
-    assert pair_weights(pairs, 8, "none") is None
-    with pytest.raises(ValueError, match="pair weighting must be one of"):
-        pair_weights(pairs, 8, "area")

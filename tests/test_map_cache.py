@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from binmap_tf.map_cache import BinaryMapCache, mapper_key
-from binmap_tf.model import BinaryMapper
-
 from conftest import random_itq
+
+from binmap_tf.binary_map.model import BinaryMapper
+from binmap_tf.evaluation.map_cache import BinaryMapCache, mapper_key
 
 
 @pytest.fixture(scope="module")

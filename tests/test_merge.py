@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from skimage.measure import label as connected_regions
 
-from binmap_tf.backbones import GridGeometry
-from binmap_tf.binary_map import BinaryMap
-from binmap_tf.merge import adjacency, group_superpixels, merge_superpixels, superpixel_codes
+from binmap_tf.binary_map.backbones import GridGeometry
+from binmap_tf.binary_map.maps import BinaryMap
+from binmap_tf.segmentation.merge import adjacency, group_superpixels, merge_superpixels, superpixel_codes
 
 # Superpixels 0 | 1 | 2 side by side, 0 and 2 not touching.
 ROW_OF_THREE = np.repeat(np.repeat(np.array([[0, 1, 2]]), 4, axis=0), 4, axis=1)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from binmap_tf.datasets import official_bench
-from binmap_tf.metrics import (
+from binmap_tf.evaluation.datasets import official_bench
+from binmap_tf.evaluation.metrics import (
     average_best_overlap,
     contingency,
     probabilistic_rand_index,

@@ -5,13 +5,12 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-
-from binmap_tf.backbones import GridGeometry, build_backbone
-from binmap_tf.binary_map import pack_bits
-from binmap_tf.images import load_image
-from binmap_tf.model import BinaryMapper, build_binmap_model
-
 from conftest import random_itq
+
+from binmap_tf.binary_map.backbones import GridGeometry, build_backbone
+from binmap_tf.binary_map.maps import pack_bits
+from binmap_tf.binary_map.model import BinaryMapper, build_binmap_model
+from binmap_tf.common.images import load_image
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +112,7 @@ def test_shipped_itq_gives_real_binary_map(bsds_image_path):
 
 
 def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch):
-    import binmap_tf.model as model
+    import binmap_tf.binary_map.model as model
 
     monkeypatch.setattr(model, "has_fast_bf16", lambda: False)
     with pytest.warns(UserWarning, match="without bfloat16 instructions"):

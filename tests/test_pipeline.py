@@ -8,11 +8,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from binmap_tf.datasets import load_dataset
-from binmap_tf.evaluate import build_mappers, main, parse_args
-from binmap_tf.map_cache import BinaryMapCache
-from binmap_tf.methods import COUNT_SUFFIX, COUNTS, DEFAULT_VALUES, HIERARCHY_METHODS, LEARNED_METHODS, parse_method
-from binmap_tf.segment import segment
+from binmap_tf.cli.evaluate import build_mappers, main, parse_args
+from binmap_tf.evaluation.datasets import load_dataset
+from binmap_tf.evaluation.map_cache import BinaryMapCache
+from binmap_tf.evaluation.methods import (
+    COUNT_SUFFIX,
+    COUNTS,
+    DEFAULT_VALUES,
+    HIERARCHY_METHODS,
+    LEARNED_METHODS,
+    parse_method,
+)
+from binmap_tf.segmentation.pipeline import segment
 
 FLAT_METHODS = ["egs", "slic", "binmap-egs", "binmap-slic", "binmap-egs-ft", "binmap-slic-ft"]
 EVERY_METHOD = (FLAT_METHODS + list(HIERARCHY_METHODS) + list(LEARNED_METHODS)

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from binmap_tf.backbones import GridGeometry
-from binmap_tf.binary_map import BinaryMap
-from binmap_tf.hierarchy import DEFAULT_THRESHOLD, DEFAULT_WEIGHTS
-from binmap_tf.images import load_image
-from binmap_tf.merge_scorer import shipped_scorer
-from binmap_tf.segment import default_mapper, segment, segment_labels, segment_with_map
-from binmap_tf.segment.__main__ import main
+from binmap_tf.binary_map.backbones import GridGeometry
+from binmap_tf.binary_map.maps import BinaryMap
+from binmap_tf.cli.segment import main
+from binmap_tf.common.images import load_image
+from binmap_tf.segmentation.hierarchy import DEFAULT_THRESHOLD, DEFAULT_WEIGHTS
+from binmap_tf.segmentation.merge_scorer import shipped_scorer
+from binmap_tf.segmentation.pipeline import default_mapper, segment, segment_labels, segment_with_map
 
 STAGES = ["superpixels", "assign", "merge", "total"]
 

@@ -19,13 +19,14 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import random_itq
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from binmap_tf.model import BinaryMapper
-from binmap_tf.files import write_png
-from binmap_tf.segment.__main__ import main as segment_main
-from binmap_tf.segment import segment
+from binmap_tf.binary_map.model import BinaryMapper
+from binmap_tf.cli.segment import main as segment_main
+from binmap_tf.common.files import write_png
+from binmap_tf.segmentation.pipeline import segment
 from serving import export
 from serving.batching import BatchingOptions, BatchScheduler, QueueFullError
 from serving.client import (
@@ -42,8 +43,6 @@ from serving.client import (
 from serving.protocol import INFO_FILE, WARMUP_FILE, ModelInfo
 from serving.server import DEFAULT_MAX_PIXELS, LoopbackServer
 from serving.server import main as server_main
-
-from conftest import random_itq
 
 BITS = 8
 
@@ -199,7 +198,9 @@ def test_publish_skips_a_version_taken_meanwhile(tmp_path, monkeypatch):
 
 
 def test_export_command_line(tmp_path, capsys):
-    assert export.main(["--out", str(tmp_path), "--no-warmup"]) == 0  # real vgg16-hed, shipped ITQ
+    from binmap_tf.cli.export import main
+
+    assert main(["--out", str(tmp_path), "--no-warmup"]) == 0  # real vgg16-hed, shipped ITQ
     assert capsys.readouterr().out.strip() == str(tmp_path / "1")
     assert ModelInfo.from_json((tmp_path / "1" / "assets.extra" / INFO_FILE).read_text()).bits == 8
     proto = saved_model_pb2.SavedModel.FromString((tmp_path / "1" / "saved_model.pb").read_bytes())
@@ -248,7 +249,7 @@ def free_port() -> int:
 def test_unreachable_server():
     port = free_port()
     with BinmapClient(f"127.0.0.1:{port}", timeout=5.0) as client:
-        with pytest.raises(ServerUnavailableError, match=rf"127\.0\.0\.1:{port}.*python -m serving\.server"):
+        with pytest.raises(ServerUnavailableError, match=rf"127\.0\.0\.1:{port}.*binmap-serve"):
             client.binary_map(synthetic_image())
 
 
@@ -498,7 +499,7 @@ def test_default_timeout_is_the_documented_one():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    for doc in ("README.md", "serving/README.md"):
+    for doc in ("docs/serving.md", "serving/README.md"):
         text = (root / doc).read_text()
         assert f"timeout={DEFAULT_TIMEOUT:g}" in text.replace(" ", ""), doc
 
@@ -518,7 +519,7 @@ def test_model_without_edges_is_refused_clearly(tmp_path, image):
     assert [request.model_spec.signature_name for request in export.warmup_requests(edges=False)] == \
         ["serving_default", "encoded"]
     with LoopbackServer(version.parent, warmup=False) as old:
-        hint = r"no edge map \(no 'with_edges' signature\).*re-export it with `python -m serving.export"
+        hint = r"no edge map \(no 'with_edges' signature\).*re-export it with `binmap-export"
         with pytest.raises(ServingError, match=hint):
             connect(old.target, edges=True)
         with connect(old.target) as client:  # codes alone: still served
@@ -533,7 +534,7 @@ def test_model_without_edges_is_refused_clearly(tmp_path, image):
 
 
 def segment_main_error(target: str, image: np.ndarray, folder, *options: str) -> str:
-    """The message ``python -m binmap_tf.segment`` exits with for ``image`` served from ``target``."""
+    """The message ``binmap-segment`` exits with for ``image`` served from ``target``."""
     write_png(folder / "picture.png", image)
     with pytest.raises(SystemExit) as raised:
         segment_main([str(folder / "picture.png"), "--out", str(folder / "out"), "--serving", target, *options])
@@ -570,8 +571,8 @@ def test_segment_command_line_with_serving(server, mapper, image, tmp_path):
 def test_evaluate_with_serving_uses_the_served_maps(server, mapper, tmp_path):
     from PIL import Image
 
-    from binmap_tf.datasets import load_dataset
-    from binmap_tf.evaluate import main as evaluate_main
+    from binmap_tf.cli.evaluate import main as evaluate_main
+    from binmap_tf.evaluation.datasets import load_dataset
 
     out = tmp_path / "eval"
     assert evaluate_main(["--dataset", "bsds500", "--split", "test", "--limit", "1", "--workers", "1",

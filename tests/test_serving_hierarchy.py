@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from binmap_tf.datasets import load_dataset
-from binmap_tf.evaluate import main as evaluate_main
-from binmap_tf.model import BinaryMapper
-from binmap_tf.segment.__main__ import main as segment_main
+from binmap_tf.binary_map.model import BinaryMapper
+from binmap_tf.cli.evaluate import main as evaluate_main
+from binmap_tf.cli.segment import main as segment_main
+from binmap_tf.evaluation.datasets import load_dataset
 from serving import export
 from serving.server import LoopbackServer
 
@@ -62,7 +62,7 @@ def test_segment_command_line_served_equals_local(server, samples, tmp_path):
 def test_large_photo_served_in_tiles_equals_the_local_run(server, samples, tmp_path):
     from skimage.transform import resize
 
-    from binmap_tf.files import write_png
+    from binmap_tf.common.files import write_png
 
     photo = resize(samples[0].load_image(), (963, 1443), order=1, preserve_range=True).round().astype(np.uint8)
     write_png(tmp_path / "photo.png", photo)  # 1.39 MP: over the 1 MP tile budget, 2 tiles; sides not multiples

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from binmap_tf.images import load_image
-from binmap_tf.superpixels import EGS_MIN_SIZE, compute_superpixels, egs, slic, superpixel_params
+from binmap_tf.common.images import load_image
+from binmap_tf.segmentation.superpixels import EGS_MIN_SIZE, compute_superpixels, egs, slic, superpixel_params
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from binmap_tf.backbones.vgg16_hed import _block_geometry
-from binmap_tf.images import load_image
-from binmap_tf.model import BinaryMapper
-from binmap_tf.tiling import alignment, margin_for, plan_axis, plan_tiles
+from binmap_tf.binary_map.backbones.vgg16_hed import _block_geometry
+from binmap_tf.binary_map.model import BinaryMapper
+from binmap_tf.binary_map.tiling import alignment, margin_for, plan_axis, plan_tiles
+from binmap_tf.common.images import load_image
 
 CONV5 = _block_geometry(5)  # stride 16, receptive field 196
 
@@ -101,26 +101,27 @@ def test_mapper_tiles_images_over_its_budget(bsds_image):
 @pytest.fixture
 def small_bands(monkeypatch):
     """Bands of ~2000 pixels, so a BSDS image is visited in many bands."""
-    import binmap_tf.tiling
+    import binmap_tf.binary_map.tiling
 
-    monkeypatch.setattr(binmap_tf.tiling, "BAND_PIXELS", 2000)
+    monkeypatch.setattr(binmap_tf.binary_map.tiling, "BAND_PIXELS", 2000)
 
 
 @pytest.fixture(scope="module")
 def bsds_superpixels(bsds_image):
-    from binmap_tf.superpixels import egs
+    from binmap_tf.segmentation.superpixels import egs
 
     return egs(bsds_image)
 
 
 def test_banded_host_stages_equal_whole_image_results(bsds_image, bsds_superpixels, small_bands):
-    from binmap_tf.binary_map import BinaryMap
-    from binmap_tf.hierarchy import _region_sums
-    from binmap_tf.merge import adjacency, bit_votes, boundary_pixel_pairs
-    from binmap_tf.outputs import boundary_overlay
-    from binmap_tf.tiling import row_bands
     from skimage.color import rgb2lab
     from skimage.segmentation import mark_boundaries
+
+    from binmap_tf.binary_map.maps import BinaryMap
+    from binmap_tf.binary_map.tiling import row_bands
+    from binmap_tf.segmentation.hierarchy import _region_sums
+    from binmap_tf.segmentation.merge import adjacency, bit_votes, boundary_pixel_pairs
+    from binmap_tf.segmentation.outputs import boundary_overlay
 
     assert len(row_bands(*bsds_superpixels.shape)) > 50
     labels = bsds_superpixels
@@ -155,7 +156,7 @@ def test_banded_host_stages_equal_whole_image_results(bsds_image, bsds_superpixe
 
 
 def test_large_images_get_superpixels_at_a_bounded_size_with_a_notice(bsds_image):
-    from binmap_tf.superpixels import compute_superpixels, working_shape
+    from binmap_tf.segmentation.superpixels import compute_superpixels, working_shape
 
     assert working_shape((321, 481), 100 * 150) == (100, 149)
     with pytest.warns(UserWarning, match=r"481x321 image are computed at 149x100"):
@@ -165,8 +166,8 @@ def test_large_images_get_superpixels_at_a_bounded_size_with_a_notice(bsds_image
 
 
 def test_over_the_hard_limit_segment_refuses_before_any_work():
-    from binmap_tf.images import MAX_PIXELS, ImageError
-    from binmap_tf.segment import segment
+    from binmap_tf.common.images import MAX_PIXELS, ImageError
+    from binmap_tf.segmentation.pipeline import segment
 
     side = int(np.sqrt(MAX_PIXELS)) + 1
     huge = np.broadcast_to(np.zeros(3, np.uint8), (side, side, 3))  # no memory behind it

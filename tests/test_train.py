@@ -9,23 +9,23 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import random_itq
 
-from binmap_tf.backbones import Backbone, GridGeometry
-from binmap_tf.backbones.base import ImagePreprocessing
-from binmap_tf.feature_cache import FeatureCache, feature_key
-from binmap_tf.hashing import ITQHashing, ITQParams, fit_itq
-from binmap_tf.losses import RegionLoss, SegmentLoss, UnsupervisedLoss, bit_balance, make_loss
-from binmap_tf.model import build_binmap_model
-from binmap_tf.train import (
+from binmap_tf.binary_map.backbones import Backbone, GridGeometry
+from binmap_tf.binary_map.backbones.base import ImagePreprocessing
+from binmap_tf.binary_map.hashing import ITQHashing, ITQParams, fit_itq
+from binmap_tf.binary_map.model import build_binmap_model
+from binmap_tf.cli.train import main
+from binmap_tf.training.feature_cache import FeatureCache, feature_key
+from binmap_tf.training.hashing_fine_tune import (
     GridExample,
     build_training_model,
     cell_labels,
     export_hashing,
     feature_scale,
-    main,
     make_dataset,
 )
-from conftest import random_itq
+from binmap_tf.training.losses import RegionLoss, SegmentLoss, UnsupervisedLoss, bit_balance, make_loss
 
 
 def tiny_backbone() -> Backbone:

@@ -3,7 +3,7 @@ weights exactly as the release lays it out, must give an FCN whose conv7 on one 
 fc7 of a plain classifier computed in NumPy from the file's own arrays.
 
 The writers and the NumPy classifier below are deliberately independent of
-``binmap_tf.weights``: they follow the release layouts (Caffe/torch fc6 flattened from pool5 in
+``binmap_tf.cli.weights``: they follow the release layouts (Caffe/torch fc6 flattened from pool5 in
 (C, H, W) order, the TF port in (H, W, C) order), so a silent transpose in the importer fails.
 """
 
@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from binmap_tf.backbones.alexnet import build_alexnet
-from binmap_tf.backbones.alexnet.network import assign_weights, build_alexnet_classifier
-from binmap_tf.backbones.alexnet.weights import detect_format, read_weights, weights_path
-from binmap_tf.weights import main
+from binmap_tf.binary_map.backbones.alexnet import build_alexnet
+from binmap_tf.binary_map.backbones.alexnet.network import assign_weights, build_alexnet_classifier
+from binmap_tf.binary_map.backbones.alexnet.weights import detect_format, read_weights, weights_path
+from binmap_tf.cli.weights import main
 
 CAFFE_MEAN_BGR = np.array([104.0, 117.0, 123.0])
 TORCH_MEAN = np.array([0.485, 0.456, 0.406])
@@ -141,7 +141,7 @@ def write_npz(path: Path, release) -> None:
 # The messages of Caffe's src/caffe/proto/caffe.proto (BVLC) that a .caffemodel holds, with
 # that file's own field numbers, built as a protobuf descriptor: the test files are then
 # serialised by the protobuf library itself, independently of the hand-written decoder
-# (binmap_tf.backbones.alexnet.weights), so a misreading of caffe.proto cannot pass on both sides.
+# (binmap_tf.binary_map.backbones.alexnet.weights), so a misreading of caffe.proto cannot pass on both sides.
 CAFFE_MESSAGES = {
     "BlobShape": [("dim", 1, "int64", "repeated", None)],
     "BlobProto": [("shape", 7, "message", "optional", "BlobShape"), ("data", 5, "float", "repeated", None),

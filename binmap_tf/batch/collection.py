@@ -1,0 +1,399 @@
+"""Segment a whole image collection on Ray Data, on this machine or on a Ray cluster.
+
+The pipeline (:func:`segment_collection`) is the same method as :mod:`binmap_tf.segmentation.pipeline`, spread
+over processes by an existing engine rather than a home-made pool:
+
+1. the inputs are matched by glob pattern (local paths, or ``s3://``, ``gs://``, ``hdfs://`` URIs
+   through Arrow's filesystems) and those whose outputs are complete are skipped (resumable);
+2. every image is read and decoded (:func:`read_image`); a missing, unreadable or corrupt file
+   becomes a failure with its message and the run goes on;
+3. the CNN computes binary maps in a pool of actors (``map_batches``), each holding one model:
+   a :class:`~binmap_tf.binary_map.model.BinaryMapper`, or a client of a model server; a batch goes through
+   :meth:`BinaryMapper.map_batch <binmap_tf.binary_map.model.BinaryMapper.map_batch>` (or the client's
+   ``binary_maps``), which stacks only images of equal size;
+4. the host side (superpixels, codes, merging) runs in parallel tasks through
+   :func:`~binmap_tf.segmentation.pipeline.segment_with_map`, the one segmentation pipeline, and each image is
+   written by :func:`~binmap_tf.segmentation.outputs.write_segmentation`: the same files as ``segment``;
+5. the driver writes :data:`FAILED_FILE` (one JSON line per failed input) and
+   :data:`SUMMARY_FILE` (counts, throughput, settings).
+
+Why Ray Data and not Apache Beam: see README, "Large collections" (Beam's Python SDK needs
+protobuf < 7, this project's TensorFlow environment has protobuf 7).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import io
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from binmap_tf.common.errors import expected_failure, failure_message
+from binmap_tf.common.files import write_json, write_text
+from binmap_tf.common.images import ImageError, decode_image, find_images, load_image, warn_notices
+from binmap_tf.segmentation.outputs import output_paths
+from binmap_tf.segmentation.pipeline import needs_edges
+
+if TYPE_CHECKING:
+    from binmap_tf.binary_map.maps import BinaryMap
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "batch_summary.json"
+FAILED_FILE = "batch_failed.jsonl"
+_WILDCARDS = "*?["
+# Ray Data block size: about one decoded 321x481 image and its map, so the host stage gets images
+# one by one rather than a CNN batch at a time.
+BLOCK_BYTES = 2**20
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where the binary maps come from: a :class:`~binmap_tf.binary_map.model.BinaryMapper` built from
+    ``mapper_options`` in every CNN worker, or a model server's client that ``connect()`` makes in
+    each worker (the command line passes ``functools.partial(serving.client.connect, ...)``: the
+    library never imports ``serving``), with ``server`` (``HOST:PORT``) naming it in the records.
+    Plain values and a picklable factory, so it travels to worker processes on other machines."""
+
+    mapper_options: dict[str, Any] = field(default_factory=dict)
+    server: str | None = None
+    connect: Callable[[], Any] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.server is None) != (self.connect is None):
+            raise ValueError("a served ModelSpec needs both server (its address, for the records) and connect "
+                             "(a picklable factory of its client)")
+
+    def record(self) -> dict[str, Any]:
+        """What the per-image JSON says about the model, as the ``segment`` command writes it."""
+        if self.server:
+            return {"serving": self.server}
+        from binmap_tf.binary_map.model import DEFAULT_BACKBONE
+
+        return {"backbone": self.mapper_options.get("backbone", DEFAULT_BACKBONE)}
+
+    def build(self) -> Callable[[list[np.ndarray]], list[BinaryMap]]:
+        """``images -> binary maps``, grouping images of one size into one forward pass (or request)."""
+        if self.connect is not None:
+            return self.connect().binary_maps
+        from binmap_tf.binary_map.model import BinaryMapper
+
+        return BinaryMapper(**self.mapper_options).map_batch
+
+
+@dataclass
+class Failure:
+    """An input that produced no outputs, and why."""
+
+    input: str
+    error: str
+
+
+# -- inputs ------------------------------------------------------------------------------------
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def _match_uri(pattern: str) -> list[str]:
+    """Files matching ``pattern`` (``scheme://...`` with ``*``, ``?``, ``[..]``, ``**``) through
+    :mod:`pyarrow.fs`: list under the part before the first wildcard, keep what matches."""
+    import fnmatch
+
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(pattern)
+    prefix = pattern[:len(pattern) - len(path)] if pattern.endswith(path) else ""
+    if not any(char in path for char in _WILDCARDS):
+        return [pattern]
+    parts = PurePosixPath(path).parts
+    fixed = next(i for i, part in enumerate(parts) if any(char in part for char in _WILDCARDS))
+    base = str(PurePosixPath(*parts[:fixed])) if fixed else ""
+    infos = filesystem.get_file_info(fs.FileSelector(base, recursive=True, allow_not_found=True))
+    depth = None if "**" in path else len(parts)
+    return sorted(prefix + info.path for info in infos
+                  if info.type == fs.FileType.File and fnmatch.fnmatchcase(info.path, path)
+                  and (depth is None or len(PurePosixPath(info.path).parts) == depth))
+
+
+def match_inputs(patterns: Iterable[str]) -> list[str]:
+    """Expand glob patterns (``**`` included), folders (their image files) and URIs into inputs.
+
+    A path without wildcards is kept as given even when it does not exist, so that it is reported
+    as a failure rather than silently dropped; a pattern that matches nothing is logged.
+    """
+    inputs: list[str] = []
+    for pattern in patterns:
+        if _is_uri(pattern):
+            matched = _match_uri(pattern)
+        elif os.path.isdir(pattern):
+            matched = [str(path) for path in find_images([pattern])]
+        elif any(char in pattern for char in _WILDCARDS):
+            matched = sorted(glob.glob(pattern, recursive=True))
+        else:
+            matched = [pattern]
+        if not matched:
+            log.warning("%s matches no file", pattern)
+        inputs.extend(matched)
+    return list(dict.fromkeys(inputs))  # a file matched by two patterns is segmented once
+
+
+def stem_of(uri: str) -> str:
+    """The name the outputs of ``uri`` take (``<stem>_labels.png``, ...), as ``segment`` names them."""
+    return PurePosixPath(uri.rstrip("/")).stem if _is_uri(uri) else Path(uri).stem
+
+
+def is_done(out: str | os.PathLike, stem: str) -> bool:
+    """Whether every file ``segment`` writes for ``stem`` is already in ``out``."""
+    return all(path.exists() for path in output_paths(out, stem))
+
+
+def plan(inputs: Sequence[str], out: str | os.PathLike, overwrite: bool = False
+         ) -> tuple[list[tuple[str, str]], list[str], list[Failure]]:
+    """Split ``inputs`` into ``(input, stem)`` pairs to segment, inputs already done (skipped unless
+    ``overwrite``) and failures: a second input with the same stem would overwrite the first's
+    files, a stem naming the summary files would overwrite them."""
+    todo: list[tuple[str, str]] = []
+    done: list[str] = []
+    failures: list[Failure] = []
+    owner: dict[str, str] = {}
+    reserved = {Path(SUMMARY_FILE).stem, Path(FAILED_FILE).stem}
+    for uri in inputs:
+        stem = stem_of(uri)
+        if stem in owner:
+            failures.append(Failure(uri, f"has the same file name as {owner[stem]}; their outputs would "
+                                         "overwrite each other: segment them into separate --out folders"))
+        elif stem in reserved:
+            failures.append(Failure(uri, f"its outputs would overwrite the batch's {stem} file; rename it"))
+        elif not overwrite and is_done(out, stem):
+            owner[stem] = uri
+            done.append(uri)
+        else:
+            owner[stem] = uri
+            todo.append((uri, stem))
+    return todo, done, failures
+
+
+def read_image(uri: str) -> np.ndarray:
+    """Read and decode one input as uint8 RGB (H, W, 3): local files by :func:`~binmap_tf.common.images.load_image`,
+    URIs through :mod:`pyarrow.fs`. Raises ``FileNotFoundError`` or :class:`~binmap_tf.common.images.ImageError`."""
+    if not _is_uri(uri):
+        return load_image(uri)
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(uri)
+    info = filesystem.get_file_info(path)
+    if info.type == fs.FileType.NotFound:
+        raise FileNotFoundError(f"image file not found: {uri}; check the path")
+    if info.type != fs.FileType.File:
+        raise ImageError(f"{uri} is a folder, not an image file")
+    try:
+        with filesystem.open_input_stream(path) as stream:
+            data = stream.read()
+    except OSError as error:
+        raise ImageError(f"cannot read {uri} ({error})") from error
+    return warn_notices(decode_image(io.BytesIO(data), uri))
+
+
+# -- pipeline stages (run in Ray workers) ------------------------------------------------------
+def _objects(values: Sequence[Any]) -> np.ndarray:
+    """A 1-D object array of ``values`` (numpy would otherwise stack equal-shaped arrays)."""
+    array = np.empty(len(values), dtype=object)
+    for index, value in enumerate(values):
+        array[index] = value
+    return array
+
+
+def decode_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Stage 2: ``{"input", "stem"}`` -> the same plus ``image`` (None on failure) and ``error``."""
+    try:
+        return {**row, "image": read_image(row["input"]), "error": ""}
+    except Exception as error:  # noqa: BLE001  (a bad input is recorded, the run goes on)
+        return {**row, "image": None, "error": failure_message(error)}
+
+
+class MapperStage:
+    """Stage 3, one per CNN actor: adds ``binary_map`` and ``cnn_seconds`` (its share of the batch's
+    forward pass) to a batch of decoded images. An image the model refuses fails alone."""
+
+    def __init__(self, model: ModelSpec, threads: int | None = None) -> None:
+        self._model, self._threads = model, threads
+        self._mapper: Callable[[list[np.ndarray]], list[BinaryMap]] | None = None
+
+    def _map(self, images: list[np.ndarray]) -> list[BinaryMap]:
+        """Binary maps of ``images``; the model is built on first use, so that a batch of failed
+        inputs (e.g. a re-run where only the bad files are left) never loads it."""
+        if self._mapper is None:
+            if self._threads:
+                import tensorflow as tf
+
+                tf.config.threading.set_intra_op_parallelism_threads(self._threads)
+                tf.config.threading.set_inter_op_parallelism_threads(self._threads)
+            self._mapper = self._model.build()
+        return self._mapper(images)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        images, errors = list(batch["image"]), [str(error) for error in batch["error"]]
+        maps: list[Any] = [None] * len(images)
+        seconds = [0.0] * len(images)
+        todo = [i for i, error in enumerate(errors) if not error]
+        start = time.perf_counter()
+        try:
+            computed = self._map([images[i] for i in todo]) if todo else []
+            share = (time.perf_counter() - start) / max(len(todo), 1)  # the batch's forward time, shared
+            for index, binary_map in zip(todo, computed):
+                maps[index], seconds[index] = binary_map, share
+        except Exception:  # noqa: BLE001  (find the image(s) at fault: one at a time)
+            for index in todo:
+                start = time.perf_counter()
+                try:
+                    maps[index] = self._map([images[index]])[0]
+                    seconds[index] = time.perf_counter() - start
+                except Exception as error:  # noqa: BLE001
+                    errors[index] = failure_message(error)
+        return {**batch, "error": np.array(errors, dtype=object), "binary_map": _objects(maps),
+                "cnn_seconds": np.array(seconds)}
+
+
+class SegmentStage:
+    """Stage 4: segment one image from its binary map with
+    :func:`~binmap_tf.segmentation.pipeline.segment_with_map` and write its files with
+    :func:`~binmap_tf.segmentation.outputs.write_segmentation`; returns a small record for the summary."""
+
+    def __init__(self, out: str, options: dict[str, Any], record: dict[str, Any]) -> None:
+        self.out, self.options, self.record = out, options, record
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        from binmap_tf.segmentation.outputs import write_segmentation
+        from binmap_tf.segmentation.pipeline import segment_with_map
+
+        outcome = {"input": row["input"], "stem": row["stem"], "error": row["error"], "n_segments": -1,
+                   "cnn_seconds": float(row.get("cnn_seconds") or 0.0), "host_seconds": 0.0, "write_seconds": 0.0}
+        if row["error"]:
+            return outcome
+        try:
+            image, cnn = row["image"], outcome["cnn_seconds"]
+            result = segment_with_map(image, row["binary_map"], **self.options)
+            # As segment() records them: the CNN first, "total" over every stage.
+            result.timings = {"cnn": cnn, **result.timings, "total": cnn + result.timings["total"]}
+            start = time.perf_counter()
+            write_segmentation(self.out, row["stem"], image, result, {"image": row["input"], **self.record})
+        except Exception as error:  # noqa: BLE001  (recorded; a bug also logs its trace)
+            if not expected_failure(error):
+                log.exception("segmenting %s failed", row["input"])
+            return {**outcome, "error": failure_message(error)}
+        return {**outcome, "n_segments": result.n_segments, "host_seconds": result.timings["total"] - cnn,
+                "write_seconds": time.perf_counter() - start}
+
+
+# -- the driver --------------------------------------------------------------------------------
+@dataclass
+class Workers:
+    """How many processes run each stage, and TensorFlow threads per CNN worker (None: all cores).
+
+    Each worker is a Ray actor (a process that keeps its model or imports between images). On one
+    machine Ray is started with ``cnn + host`` CPU slots, one per worker, however many cores there
+    are; on a cluster (``address``) each worker asks for one CPU of the cluster.
+    """
+
+    cnn: int = 1
+    host: int = 2
+    cnn_threads: int | None = None
+    batch_size: int = 4
+    address: str | None = None
+
+
+def _start_ray(workers: Workers) -> bool:
+    """Start (or join) Ray; return whether this call started it (and so should stop it)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    quiet = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}}
+    if workers.address:
+        ray.init(address=workers.address, runtime_env=quiet, logging_level=logging.WARNING)
+    else:
+        ray.init(num_cpus=workers.cnn + workers.host, include_dashboard=False, runtime_env=quiet,
+                 logging_level=logging.WARNING, object_store_memory=512 * 2**20)
+    return True
+
+
+def run_pipeline(todo: Sequence[tuple[str, str]], out: str | os.PathLike, options: dict[str, Any],
+                 model: ModelSpec, workers: Workers, progress: Callable[[dict[str, Any]], None] | None = None
+                 ) -> list[dict[str, Any]]:
+    """Run stages 2-4 on Ray Data for ``todo`` (``(input, stem)`` pairs); return one record per input."""
+    import ray
+    import ray.data
+
+    started = _start_ray(workers)
+    context = ray.data.DataContext.get_current()
+    saved = context.enable_progress_bars, context.target_max_block_size
+    try:
+        context.enable_progress_bars = False  # the caller's progress callback reports instead
+        # Small blocks: the CNN's output is split per image or so, and the host workers share it.
+        context.target_max_block_size = BLOCK_BYTES
+        items = [{"input": uri, "stem": stem} for uri, stem in todo]
+        dataset = (ray.data.from_items(items, override_num_blocks=len(items))
+                   .map(decode_row)
+                   .map_batches(MapperStage, fn_constructor_kwargs={"model": model, "threads": workers.cnn_threads},
+                                batch_size=workers.batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(
+                                    size=workers.cnn), num_cpus=1)
+                   .map(SegmentStage, fn_constructor_kwargs={"out": str(out), "options": options,
+                                                             "record": model.record()},
+                        compute=ray.data.ActorPoolStrategy(size=workers.host), num_cpus=1))
+        records = []
+        for row in dataset.iter_rows():
+            record = {key: row[key] for key in ("input", "stem", "error", "n_segments", "cnn_seconds",
+                                                "host_seconds", "write_seconds")}
+            records.append(record)
+            if progress is not None:
+                progress(record)
+        return records
+    finally:
+        context.enable_progress_bars, context.target_max_block_size = saved
+        if started:
+            ray.shutdown()
+
+
+def segment_collection(patterns: Sequence[str], out: str | os.PathLike, options: dict[str, Any] | None = None,
+                       model: ModelSpec | None = None, workers: Workers | None = None, overwrite: bool = False,
+                       progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Segment every image ``patterns`` match into ``out``; return the summary also written there.
+
+    ``options`` are those of :func:`~binmap_tf.segmentation.pipeline.segment` (superpixels, hamming, merge, ...),
+    ``model`` where the maps come from (default: the default :class:`~binmap_tf.binary_map.model.BinaryMapper`),
+    ``workers`` the processes (see :class:`Workers`). Images whose files are all in ``out`` are
+    skipped unless ``overwrite``; when nothing is left to do, Ray is not started. Failed inputs are
+    listed in ``out/batch_failed.jsonl``; ``progress`` is called with each image's record.
+    """
+    options = dict(options or {})
+    model = model or ModelSpec()
+    workers = workers or Workers()
+    if needs_edges(options.get("superpixels"), options.get("merge")):
+        model = dataclasses.replace(model, mapper_options={**model.mapper_options, "edges": True})
+    start = time.perf_counter()
+    inputs = match_inputs(patterns)
+    todo, done, failures = plan(inputs, out, overwrite)
+    log.info("%d inputs: %d to segment, %d already done, %d refused", len(inputs), len(todo), len(done), len(failures))
+    records = run_pipeline(todo, out, options, model, workers, progress) if todo else []
+    seconds = time.perf_counter() - start
+    failures += [Failure(record["input"], record["error"]) for record in records if record["error"]]
+    written = [record for record in records if not record["error"]]
+    write_text(Path(out) / FAILED_FILE, "".join(json.dumps(vars(failure)) + "\n" for failure in failures))
+    summary = {
+        "inputs": len(inputs), "written": len(written), "skipped": len(done), "failed": len(failures),
+        "seconds": round(seconds, 3), "images_per_second": round(len(written) / seconds, 4) if written else 0.0,
+        "mean_seconds": {stage: round(float(np.mean([r[f"{stage}_seconds"] for r in written])), 4)
+                         for stage in ("cnn", "host", "write")} if written else {},
+        "patterns": list(patterns), "engine": "ray.data", "workers": vars(workers), **model.record(),
+        "options": options,
+    }
+    write_json(Path(out) / SUMMARY_FILE, summary)
+    return summary

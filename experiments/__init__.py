@@ -1,0 +1,1 @@
+"""Research that changed nothing that ships (see README.md here); not installed."""
