@@ -114,6 +114,7 @@ def large(sizes: list[tuple[int, int]], merges: list[str], folder: Path) -> list
                          "peak_rss_mib": round(measured["peak_rss_mib"], 1),
                          "timings": summary.get("timings"), "n_segments": summary.get("n_segments"),
                          "n_superpixels": summary.get("n_superpixels"), "grid_shape": summary.get("grid_shape"),
+                         "working_shape": summary.get("working_shape"),
                          "superpixel_working_shape": summary.get("superpixel_working_shape")})
             print(json.dumps(rows[-1]), flush=True)
     return rows

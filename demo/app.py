@@ -132,7 +132,7 @@ class Segmenter:
                             hamming=int(hamming), merge=merge, segments=int(segments), scorer=scorer, bits=bits)
         try:
             run = segment_upload(upload, settings, self.source, cache, self.max_pixels)
-            views = render(run)
+            views = render(run, self.max_pixels)
             labels_path = write_label_png(run.result.labels, self.folder)
         except USER_ERRORS as error:
             raise _error(str(error)) from None
@@ -269,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="address to listen on (default: %(default)s; 0.0.0.0 for every interface)")
     parser.add_argument("--port", type=int, default=7860, help="port to listen on (default: %(default)s)")
     parser.add_argument("--max-pixels", type=int, default=DEMO_MAX_PIXELS,
-                        help="larger uploads are downscaled to this many pixels (default: %(default)s)")
+                        help="the page draws its views at most this many pixels large; uploads of any size are "
+                             "segmented and their label download is full-size (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.max_pixels < 1:
         parser.error(f"--max-pixels must be positive, got {args.max_pixels}")

@@ -17,7 +17,7 @@ import numpy as np
 
 from binmap_tf.binary_map.maps import BinaryMap
 from binmap_tf.common.files import write_png
-from binmap_tf.common.images import ImageError, as_rgb_uint8, downscale_to_limit
+from binmap_tf.common.images import ImageError, as_rgb_uint8
 from binmap_tf.common.paths import data_root
 from binmap_tf.segmentation.labels import channel_sums
 from binmap_tf.segmentation.outputs import boundary_overlay, label_image_uint16
@@ -30,11 +30,14 @@ from binmap_tf.segmentation.pipeline import (
     needs_edges,
     resolve_options,
     segment_with_map,
+    working_image,
 )
+from binmap_tf.segmentation.resolution import resize_image, upsample_labels, working_shape
 from binmap_tf.segmentation.superpixels import EGS_SCALE, SLIC_N_SEGMENTS
 
-# VGG16 on 2 CPU cores maps a 321x481 BSDS500 image (0.15 MP) in about 2 s; time and activation
-# memory grow with the pixel count: 1 MP takes about 20 s and 1.3 GiB, so larger uploads are shrunk.
+# Uploads of any size are segmented at the working resolution (binmap_tf.segmentation.resolution) and
+# their labels come back at full resolution (the download); the page's views are drawn at most this
+# large, which is what a browser shows anyway and keeps each response small.
 DEMO_MAX_PIXELS = 1024 * 1024
 # Files with more pixels are refused from their header, before decoding (a 64 MP RGB image
 # decodes to 192 MiB; PIL's own decompression-bomb limit is ~179 MP).
@@ -205,15 +208,20 @@ def check_upload(path: str | os.PathLike, max_pixels: int = MAX_UPLOAD_PIXELS) -
 
 
 def prepare_image(upload: np.ndarray, max_pixels: int = DEMO_MAX_PIXELS) -> tuple[np.ndarray, tuple[str, ...]]:
-    """``upload`` as uint8 RGB of at most ``max_pixels`` (grey repeated, alpha dropped, large images
-    downscaled), and a notice for the user when it had to be downscaled."""
+    """``upload`` as uint8 RGB at its full size (grey repeated, alpha dropped), and a notice for the
+    user when the page will show it smaller than ``max_pixels`` (the labels stay full-size)."""
     image = as_rgb_uint8(upload)
-    small, scale = downscale_to_limit(image, max_pixels)
-    if scale == 1.0:
+    height, width = image.shape[:2]
+    if height * width <= max_pixels:
         return image, ()
-    (height, width), (new_height, new_width) = image.shape[:2], small.shape[:2]
-    return small, (f"The image is {width}x{height} pixels ({height * width / 1e6:.1f} MP); it was downscaled "
-                   f"to {new_width}x{new_height} to stay within this demo's limit of {max_pixels / 1e6:.1f} MP.",)
+    shown_height, shown_width = display_shape(image.shape[:2], max_pixels)
+    return image, (f"The image is {width}x{height} pixels ({height * width / 1e6:.1f} MP): it is segmented whole "
+                   f"and the label download is full-size; the page shows it at {shown_width}x{shown_height}.",)
+
+
+def display_shape(shape: tuple[int, int], max_pixels: int) -> tuple[int, int]:
+    """(height, width) the page draws an image of ``shape`` at: at most ``max_pixels``, aspect kept."""
+    return working_shape(shape, max(max_pixels, 32 * 32))
 
 
 @dataclass
@@ -227,6 +235,7 @@ class MapCache:
 
     digest: str = ""
     image: np.ndarray | None = None
+    working: np.ndarray | None = None  # the image the CNN and the merge run on (working_image)
     notices: tuple[str, ...] = ()
     maps: dict[int | None, BinaryMap] = field(default_factory=dict)
 
@@ -254,7 +263,7 @@ def segment_upload(upload: np.ndarray, settings: Settings, source: MapSource, ca
     digest = array_digest(rgb)
     if cache is None or cache.digest != digest:
         image, notices = prepare_image(rgb, max_pixels)
-        cache = MapCache(digest=digest, image=image, notices=notices)
+        cache = MapCache(digest=digest, image=image, working=working_image(image), notices=notices)
     binary_map = cache.maps.get(settings.bits)
     cnn_seconds = None
     if needs_edges(settings.superpixels, settings.merge) and not source.has_edges:
@@ -262,10 +271,10 @@ def segment_upload(upload: np.ndarray, settings: Settings, source: MapSource, ca
                          "this source of binary maps does not give; choose EGS or SLIC and adjacent or global merging")
     if binary_map is None:
         start = time.perf_counter()
-        binary_map = source(cache.image, settings.bits)
+        binary_map = source(cache.working, settings.bits)
         cnn_seconds = time.perf_counter() - start
         cache.maps[settings.bits] = binary_map
-    result = segment_with_map(cache.image, binary_map, **options)
+    result = segment_with_map(cache.image, binary_map, working=cache.working, **options)
     return DemoRun(image=cache.image, result=result, cnn_seconds=cnn_seconds, notices=cache.notices, cache=cache)
 
 
@@ -331,12 +340,14 @@ def summary_text(run: DemoRun) -> str:
     return "\n\n".join(lines)
 
 
-def render(run: DemoRun) -> Views:
-    """The images, table and summary the page shows for ``run``."""
-    labels = run.result.labels
+def render(run: DemoRun, max_pixels: int = DEMO_MAX_PIXELS) -> Views:
+    """The images, table and summary the page shows for ``run``, drawn at most ``max_pixels`` large."""
+    shape = display_shape(run.image.shape[:2], max_pixels)
+    image = resize_image(run.image, shape)
+    labels, superpixels = (upsample_labels(values, shape) for values in (run.result.labels, run.result.superpixels))
     return Views(binary_map=run.result.binary_map.to_image(),
-                 superpixels=boundary_overlay(run.image, run.result.superpixels),
-                 segments=boundary_overlay(average_colours(run.image, labels), labels),
+                 superpixels=boundary_overlay(image, superpixels),
+                 segments=boundary_overlay(average_colours(image, labels), labels),
                  table=stats_table(run), summary=summary_text(run))
 
 

@@ -177,12 +177,13 @@ def test_grey_and_rgba_uploads_are_converted(small_image):
     np.testing.assert_array_equal(prepare_image(rgba)[0], small_image)
 
 
-def test_large_upload_is_downscaled_with_a_notice(small_image):
+def test_large_upload_is_segmented_whole_and_shown_smaller(small_image):
     segmenter = Segmenter(CountingMaps(), max_pixels=64 * 64)
-    with pytest.warns(UserWarning, match="downscaled to 64x64"):  # gr.Warning outside a page
+    with pytest.warns(UserWarning, match="shows it at 64x64"):  # gr.Warning outside a page
         outputs = segmenter.run(small_image, *controls(Settings()), None)
-    assert outputs[2].shape == (64, 64, 3)
-    assert "128x128 pixels" in outputs[5] and "downscaled" in outputs[5]
+    assert outputs[2].shape == (64, 64, 3)  # the view
+    assert np.asarray(Image.open(outputs[4])).shape == small_image.shape[:2]  # the labels: full size
+    assert "128x128 pixels" in outputs[5] and "full-size" in outputs[5]
 
 
 @pytest.mark.parametrize("upload", [np.zeros((2, 2, 2, 2)), np.array([["a", "b"]]), np.array([[None]])])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -15,6 +17,7 @@ from binmap_tf.common.images import (
     find_images,
     load_image,
     map_in_shape_batches,
+    read_image,
 )
 
 
@@ -142,3 +145,58 @@ def test_shape_batches_never_stack_different_shapes_and_keep_the_input_order():
 
     assert map_in_shape_batches(images, run) == [0, 1, 2, 3]
     assert batches == [(2, 4, 6, 3), (1, 6, 4, 3), (1, 4, 6)]
+
+
+def _s15_fixed16(*values: float) -> bytes:
+    return b"".join(struct.pack(">i", round(value * 65536)) for value in values)
+
+
+def display_p3_profile(gamma: float = 2.2) -> bytes:
+    """A minimal ICC v2 matrix/TRC profile with Display P3's primaries (D50-adapted, as Apple's
+    profile gives them) and a pure-gamma tone curve: enough for LittleCMS, made here, no file needed."""
+    description = b"Test Display P3"
+    tags = {
+        b"desc": b"desc\0\0\0\0" + struct.pack(">I", len(description) + 1) + description + b"\0" + bytes(12 + 67),
+        b"wtpt": b"XYZ \0\0\0\0" + _s15_fixed16(0.9642, 1.0, 0.8249),
+        b"rXYZ": b"XYZ \0\0\0\0" + _s15_fixed16(0.5151, 0.2412, -0.0011),
+        b"gXYZ": b"XYZ \0\0\0\0" + _s15_fixed16(0.2920, 0.6922, 0.0419),
+        b"bXYZ": b"XYZ \0\0\0\0" + _s15_fixed16(0.1571, 0.0666, 0.7841),
+        b"cprt": b"text\0\0\0\0" + b"none\0",
+    }
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
+    tags.update({b"rTRC": curve, b"gTRC": curve, b"bTRC": curve})
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for signature, body in tags.items():
+        body += bytes(-len(body) % 4)
+        table += signature + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    header = (struct.pack(">I", size) + b"\0" * 4 + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ " + bytes(12)
+              + b"acsp" + bytes(24) + struct.pack(">I", 0) + _s15_fixed16(0.9642, 1.0, 0.8249) + bytes(48))
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def test_embedded_colour_profile_is_converted_to_srgb(tmp_path):
+    """A Display-P3-tagged photo is read in sRGB values: checked against the P3 -> sRGB matrix worked
+    out here (linearise by the profile's gamma, 3x3 matrix in linear light, sRGB's transfer curve)."""
+    p3 = np.array([[[200, 100, 50], [40, 160, 220], [128, 128, 128]]], np.uint8)
+    tagged, untagged = tmp_path / "p3.png", tmp_path / "plain.png"
+    Image.fromarray(p3).save(tagged, icc_profile=display_p3_profile())
+    Image.fromarray(p3).save(untagged)
+    linear = (p3 / 255.0) ** 2.2
+    p3_to_srgb = np.array([[1.2249, -0.2249, 0.0], [-0.0421, 1.0421, 0.0], [-0.0196, -0.0786, 1.0983]])
+    srgb_linear = np.clip(linear @ p3_to_srgb.T, 0, 1)
+    expected = np.where(srgb_linear <= 0.0031308, 12.92 * srgb_linear, 1.055 * srgb_linear ** (1 / 2.4) - 0.055) * 255
+    decoded = load_image(tagged)
+    assert np.abs(decoded.astype(float) - expected).max() <= 3, (decoded, expected.round())
+    assert np.abs(decoded.astype(int) - p3.astype(int)).max() >= 10  # the conversion did something
+    np.testing.assert_array_equal(load_image(untagged), p3)  # no profile: values as stored
+
+
+def test_unreadable_colour_profile_is_ignored_with_a_notice(tmp_path):
+    path = tmp_path / "broken.png"
+    Image.fromarray(np.full((4, 4, 3), 90, np.uint8)).save(path, icc_profile=b"not a profile at all")
+    image, notices = read_image(path)
+    assert (image == 90).all() and any("colour profile could not be read" in notice for notice in notices)

@@ -59,14 +59,16 @@ def test_segment_command_line_served_equals_local(server, samples, tmp_path):
         assert served_record["superpixels"] == ("watershed" if "learned" in options else "egs")
 
 
-def test_large_photo_served_in_tiles_equals_the_local_run(server, samples, tmp_path):
+@pytest.mark.parametrize("resolution", [(), ("--native",)], ids=["working-size", "native-tiled"])
+def test_large_photo_served_equals_the_local_run(server, samples, tmp_path, resolution):
+    """At the working size the client sends a 0.15 MP image; with --native the 1.39 MP photo goes in tiles."""
     from skimage.transform import resize
 
     from binmap_tf.common.files import write_png
 
     photo = resize(samples[0].load_image(), (963, 1443), order=1, preserve_range=True).round().astype(np.uint8)
     write_png(tmp_path / "photo.png", photo)  # 1.39 MP: over the 1 MP tile budget, 2 tiles; sides not multiples
-    options = ("--merge", "hierarchy", "--scorer", "learned")  # of 16, so the whole image's edge map differs
+    options = ("--merge", "hierarchy", "--scorer", "learned", *resolution)  # of 16: the whole image's edge map differs
     assert segment_main([str(tmp_path / "photo.png"), "--out", str(tmp_path / "served"), "--serving", server.target,
                          *options]) == 0
     assert segment_main([str(tmp_path / "photo.png"), "--out", str(tmp_path / "local"), *options]) == 0

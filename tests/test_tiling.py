@@ -182,10 +182,10 @@ def test_over_the_hard_limit_segment_refuses_before_any_work():
 @pytest.mark.slow
 def test_a_12_megapixel_photo_segments_in_under_3_gb(tmp_path):
     """The photo of issue 14 (4000x3000, used to abort with bad_alloc at 4.0 GB): the segment CLI in
-    a fresh process. Minutes on 2 cores; the 50 MP figure is in benchmarks/results/large_images.json."""
+    a fresh process; the 50 MP figures are in benchmarks/results/large_images.json."""
     from benchmarks.tiling import large
 
     (row,) = large([(4000, 3000)], ["hierarchy"], tmp_path)  # the default: the learned hierarchy
     assert row["rc"] == 0 and row["n_segments"] > 0
     assert row["peak_rss_mib"] <= 3 * 1024
-    assert row["superpixel_working_shape"] is not None  # 12 MP is over the superpixel budget
+    assert row["working_shape"] is not None  # 12 MP is segmented at the working resolution

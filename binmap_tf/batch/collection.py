@@ -40,7 +40,8 @@ from binmap_tf.common.errors import expected_failure, failure_message
 from binmap_tf.common.files import write_json, write_text
 from binmap_tf.common.images import ImageError, decode_image, find_images, load_image, warn_notices
 from binmap_tf.segmentation.outputs import output_paths
-from binmap_tf.segmentation.pipeline import needs_edges
+from binmap_tf.segmentation.pipeline import needs_edges, working_image
+from binmap_tf.segmentation.resolution import DEFAULT_WORKING_PIXELS
 
 if TYPE_CHECKING:
     from binmap_tf.binary_map.maps import BinaryMap
@@ -211,12 +212,15 @@ def _objects(values: Sequence[Any]) -> np.ndarray:
     return array
 
 
-def decode_row(row: dict[str, Any]) -> dict[str, Any]:
-    """Stage 2: ``{"input", "stem"}`` -> the same plus ``image`` (None on failure) and ``error``."""
+def decode_row(row: dict[str, Any], working_pixels: int | None = DEFAULT_WORKING_PIXELS) -> dict[str, Any]:
+    """Stage 2: ``{"input", "stem"}`` -> the same plus ``image``, the ``working`` image the CNN and
+    the host stages run on (:func:`~binmap_tf.segmentation.pipeline.working_image`; None on failure)
+    and ``error``."""
     try:
-        return {**row, "image": read_image(row["input"]), "error": ""}
+        image = read_image(row["input"])
+        return {**row, "image": image, "working": working_image(image, working_pixels), "error": ""}
     except Exception as error:  # noqa: BLE001  (a bad input is recorded, the run goes on)
-        return {**row, "image": None, "error": failure_message(error)}
+        return {**row, "image": None, "working": None, "error": failure_message(error)}
 
 
 class MapperStage:
@@ -240,7 +244,7 @@ class MapperStage:
         return self._mapper(images)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        images, errors = list(batch["image"]), [str(error) for error in batch["error"]]
+        images, errors = list(batch["working"]), [str(error) for error in batch["error"]]
         maps: list[Any] = [None] * len(images)
         seconds = [0.0] * len(images)
         todo = [i for i, error in enumerate(errors) if not error]
@@ -280,7 +284,7 @@ class SegmentStage:
             return outcome
         try:
             image, cnn = row["image"], outcome["cnn_seconds"]
-            result = segment_with_map(image, row["binary_map"], **self.options)
+            result = segment_with_map(image, row["binary_map"], working=row["working"], **self.options)
             # As segment() records them: the CNN first, "total" over every stage.
             result.timings = {"cnn": cnn, **result.timings, "total": cnn + result.timings["total"]}
             start = time.perf_counter()
@@ -341,7 +345,7 @@ def run_pipeline(todo: Sequence[tuple[str, str]], out: str | os.PathLike, option
         context.target_max_block_size = BLOCK_BYTES
         items = [{"input": uri, "stem": stem} for uri, stem in todo]
         dataset = (ray.data.from_items(items, override_num_blocks=len(items))
-                   .map(decode_row)
+                   .map(decode_row, fn_kwargs={"working_pixels": options.get("working_pixels", DEFAULT_WORKING_PIXELS)})
                    .map_batches(MapperStage, fn_constructor_kwargs={"model": model, "threads": workers.cnn_threads},
                                 batch_size=workers.batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(
                                     size=workers.cnn), num_cpus=1)

@@ -244,6 +244,7 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     ``--threshold``, ``--segments`` and the superpixel options (``--scale-egs``, ``--n-segments``, ...)."""
     from binmap_tf.segmentation.hierarchy import DEFAULT_THRESHOLD
     from binmap_tf.segmentation.pipeline import DEFAULT_MERGE, DEFAULT_SCORER, HAND_SET, MERGES
+    from binmap_tf.segmentation.resolution import DEFAULT_WORKING_PIXELS
     from binmap_tf.segmentation.superpixels import SUPERPIXEL_METHODS
 
     parser.add_argument("--superpixels", choices=SUPERPIXEL_METHODS, default=None,
@@ -266,6 +267,14 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"--merge hierarchy: what orders the merges: a learned scorer, {DEFAULT_SCORER} "
                              f"(default) or learned-no-codes (shipped) or an .npz from "
                              f"binmap-train-merge; or {HAND_SET} for the hand-set mix of codes, edges and colour")
+    resolution = parser.add_mutually_exclusive_group()
+    resolution.add_argument("--working-pixels", type=positive_int, default=DEFAULT_WORKING_PIXELS,
+                            help="larger images are segmented resized to about this many pixels and their labels "
+                                 "refined back at full resolution (default: %(default)s, BSDS500's 481x321, the "
+                                 "scale every learned part was trained at)")
+    resolution.add_argument("--native", action="store_true",
+                            help="segment every image at its own size (the CNN on tiles; slower, and coarser on "
+                                 "large photos)")
     group = parser.add_argument_group("superpixel options")
     for flag, (method, name, kind, default) in _superpixel_flags().items():
         group.add_argument(flag, dest=f"{method}_{name}", type=kind, default=None,
@@ -281,6 +290,7 @@ def segment_options(parser: argparse.ArgumentParser, args: argparse.Namespace, s
     default is :data:`~binmap_tf.segmentation.pipeline.DEFAULT_MERGE` for a backbone with an edge map (and a
     served model) and the paper's adjacent merge for the others."""
     from binmap_tf.segmentation.pipeline import choose_scorer, first_level, resolve_options
+    from binmap_tf.segmentation.resolution import working_shape
 
     if args.merge is None:
         args.merge = default_merge(None if served else getattr(args, "backbone", None))
@@ -312,8 +322,13 @@ def segment_options(parser: argparse.ArgumentParser, args: argparse.Namespace, s
         parser.error(str(error))
     if not served and args.merge in ("adjacent", "global"):
         check_hamming(parser, args.hamming, args.bits)
+    try:
+        working_shape((4000, 3000), None if args.native else args.working_pixels)
+    except ValueError as error:
+        parser.error(f"--working-pixels: {error}")
     return {"superpixels": args.superpixels, "hamming": args.hamming, "merge": args.merge,
-            "segments": args.segments, "threshold": args.threshold, "scorer": args.scorer, **params}
+            "segments": args.segments, "threshold": args.threshold, "scorer": args.scorer,
+            "working_pixels": None if args.native else args.working_pixels, **params}
 
 
 def default_merge(backbone: str | None) -> str:

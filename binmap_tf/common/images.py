@@ -124,7 +124,8 @@ def decode_image(source: str | os.PathLike | BinaryIO, name: str,
     as uint8 RGB (H, W, 3), with notices for the user; the one decoder of binmap_tf (command lines,
     evaluate, the demo's uploads, the batch pipeline). ``name`` names the image in messages.
 
-    EXIF orientation is applied (a phone photo is segmented the way it is shown); palette images
+    EXIF orientation is applied (a phone photo is segmented the way it is shown); an embedded ICC
+    colour profile (e.g. Display P3) is applied, converting the pixels to sRGB; palette images
     (GIF, PNG-8) are converted to RGB through their palette; 16-bit files are scaled by their
     range (``as_rgb_uint8``); alpha is dropped; of an animation the first frame is used, with a
     notice. Raises :class:`ImageError` for what is not a readable image or has more than
@@ -144,7 +145,7 @@ def decode_image(source: str | os.PathLike | BinaryIO, name: str,
                     notices.append(f"{name} is an animation of {frames} frames; its first frame was segmented")
                 pil.seek(0)
                 pil.load()
-                pil = ImageOps.exif_transpose(pil)
+                pil = _to_srgb(ImageOps.exif_transpose(pil), name, notices)
                 array = _pixels(pil)
     except Image.DecompressionBombError as error:  # over twice PIL's limit: refused by PIL itself
         raise ImageError(f"{name} is too large to decode ({error}); binmap_tf's limit is {max_pixels} "
@@ -156,6 +157,34 @@ def decode_image(source: str | os.PathLike | BinaryIO, name: str,
             f"cannot read {name} as an image ({error}); pass a JPEG, PNG, GIF, BMP, TIFF or WebP file"
         ) from error
     return as_rgb_uint8(array), tuple(notices)
+
+
+def _to_srgb(pil, name: str, notices: list[str]):
+    """``pil`` with its embedded ICC profile applied: pixels converted to sRGB, the space the CNN was
+    trained on and the colour features assume (a Display P3 phone photo's values mean other colours).
+    Images without a profile, or with an sRGB one, are returned as they are; a profile LittleCMS
+    cannot read is ignored with a notice."""
+    icc = pil.info.get("icc_profile")
+    if not icc or pil.mode not in ("RGB", "RGBA", "CMYK"):
+        return pil
+    import io
+
+    from PIL import ImageCms
+
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "srgb" in (ImageCms.getProfileDescription(profile) or "").lower().replace(" ", ""):
+            return pil
+        alpha = pil.getchannel("A") if pil.mode == "RGBA" else None
+        converted = ImageCms.profileToProfile(pil.convert("RGB") if alpha else pil, profile,
+                                              ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError) as error:
+        notices.append(f"{name}: its embedded colour profile could not be read ({error}); its values were "
+                       "taken as sRGB")
+        return pil
+    if alpha is not None:
+        converted.putalpha(alpha)
+    return converted
 
 
 def _pixels(pil) -> np.ndarray:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
-from binmap_tf.common.images import check_shape
+from binmap_tf.common.images import as_rgb_uint8, check_shape
 from binmap_tf.segmentation.hierarchy import (
     DEFAULT_THRESHOLD,
     DEFAULT_WEIGHTS,
@@ -50,6 +50,8 @@ from binmap_tf.segmentation.hierarchy import (
 )
 from binmap_tf.segmentation.merge import MERGE_MODES, check_merge_options, group_superpixels, superpixel_codes
 from binmap_tf.segmentation.merge_scorer import HAND_SET, MergeScorer, resolve_scorer
+from binmap_tf.segmentation.resolution import DEFAULT_WORKING_PIXELS, refine_labels, resize_image
+from binmap_tf.segmentation.resolution import working_shape as segmentation_shape
 from binmap_tf.segmentation.superpixels import (
     EDGE_METHODS,
     compute_superpixels,
@@ -77,9 +79,10 @@ class SegmentationResult:
     Attributes
     ----------
     labels : ndarray of int32, shape (H, W)
-        Segment ``0 .. m-1`` of every pixel.
-    superpixels : ndarray of int32, shape (H, W)
-        Superpixel ``0 .. n-1`` of every pixel (step b).
+        Segment ``0 .. m-1`` of every pixel of the image, at its full resolution.
+    superpixels : ndarray of int32, shape (h, w)
+        Superpixel ``0 .. n-1`` of every pixel (step b) of the working image: the image itself, or
+        for a large one the image resized to the working size (``options["working_shape"]``).
     superpixel_codes : ndarray of uint8, shape (n, k)
         Code assigned to each superpixel by majority vote on the binary map (step c).
     segment_of : ndarray of int32, shape (n,)
@@ -91,16 +94,22 @@ class SegmentationResult:
         The binary map (step a); None for ``merge="none"`` without a map.
     timings : dict of str to float
         Seconds per stage: ``cnn`` (absent when the map was passed in), ``superpixels``,
-        ``assign``, ``merge`` and ``total`` (the whole call).
+        ``assign``, ``merge`` and ``total`` (the whole call); for an image over the working size
+        also ``resize`` (to the working size) and ``refine`` (labels back at full resolution).
     options : dict
         The settings used: ``superpixels``, ``superpixel_params`` (defaults filled in),
         ``hamming``, ``merge`` and, for ``merge="hierarchy"``, ``cut`` (``{"threshold": t}`` or
         ``{"segments": K}``) and the cues' ``weights``; ``superpixel_working_shape`` when the
         image was over :data:`~binmap_tf.segmentation.superpixels.SUPERPIXEL_MAX_PIXELS` and its superpixels
-        were computed downscaled to that (height, width).
+        were computed downscaled to that (height, width); ``working_shape`` when the image was
+        segmented at that working size (see ``working_pixels``).
     hierarchy : MergeTree or None
-        The merge tree of ``merge="hierarchy"`` (None otherwise): cut it again at any level with
-        :meth:`MergeTree.cut` without recomputing anything.
+        The merge tree of ``merge="hierarchy"`` (None otherwise), over the superpixels: cut it again
+        at any level with :meth:`cut` (full resolution) or :meth:`MergeTree.cut` (working size).
+    full_resolution : callable or None
+        Working-size labels -> labels at the image's size (upsampled and refined,
+        :func:`~binmap_tf.segmentation.resolution.refine_labels`); None when the image was segmented
+        at its own size.
     """
 
     labels: np.ndarray
@@ -112,6 +121,7 @@ class SegmentationResult:
     timings: dict[str, float]
     options: dict[str, Any]
     hierarchy: MergeTree | None = None
+    full_resolution: Callable[[np.ndarray], np.ndarray] | None = dataclasses.field(default=None, repr=False)
 
     @property
     def n_segments(self) -> int:
@@ -129,12 +139,14 @@ class SegmentationResult:
 
     def cut(self, n_segments: int | None = None, threshold: float | None = None) -> np.ndarray:
         """Labels of another level of the merge tree: ``n_segments`` regions or the merges up to
-        ``threshold``; no stage runs again (the CNN, the superpixels and the tree are kept)."""
-        return self._tree().segment_of(n_segments=n_segments, threshold=threshold)[self.superpixels]
+        ``threshold``, at the image's full resolution; neither the CNN nor the merge runs again."""
+        labels = self._tree().segment_of(n_segments=n_segments, threshold=threshold)[self.superpixels]
+        return labels if self.full_resolution is None else self.full_resolution(labels)
 
     def ucm(self) -> np.ndarray:
         """The whole hierarchy as an ultrametric contour map in the BSDS ``ucm2`` layout
-        (shape ``(2H+1, 2W+1)``); see :meth:`MergeTree.ucm`."""
+        (shape ``(2h+1, 2w+1)`` of the working image, which is the image itself up to
+        :data:`~binmap_tf.segmentation.resolution.DEFAULT_WORKING_PIXELS`); see :meth:`MergeTree.ucm`."""
         return self._tree().ucm()
 
     def summary(self) -> dict[str, Any]:
@@ -268,34 +280,46 @@ def resolve_options(superpixels: str, hamming: int, merge: str, params: dict[str
 def segment_with_map(image: np.ndarray, binary_map: BinaryMap | None, superpixels: str | None = None, hamming: int = 0,
                      merge: str = DEFAULT_MERGE, *, segments: int | None = None, threshold: float | None = None,
                      weights: MergeWeights | None = None, scorer: MergeScorer | str | None = None,
-                     stages: StageCache | None = None, **superpixel_params: Any) -> SegmentationResult:
+                     stages: StageCache | None = None, working_pixels: int | None = DEFAULT_WORKING_PIXELS,
+                     working: np.ndarray | None = None, **superpixel_params: Any) -> SegmentationResult:
     """Steps (b)-(d) on the host: superpixels of ``image``, codes from ``binary_map``, merging.
 
     This is the one segmentation pipeline: :func:`segment`, the ``segment`` and ``evaluate``
     commands, the demo, the serving client and the batch pipeline all call it. Parameters are
-    those of :func:`segment`; ``binary_map`` must have been computed for this image (its
-    ``image_shape`` equals the image's height and width) and, for ``merge="hierarchy"`` with an
-    edge cue, carry the edge map (a mapper built with ``edges=True``). It may be None only for
-    ``merge="none"`` (the superpixels alone, e.g. the EGS and SLIC baselines). ``stages`` shares
-    the superpixels and merge trees between calls on the same image (see :class:`StageCache`).
+    those of :func:`segment`. ``image`` is the full-resolution image; ``binary_map`` must have been
+    computed for its working image (:func:`working_image`: the image itself up to
+    ``working_pixels``) and, for ``merge="hierarchy"`` with an edge cue, carry the edge map (a
+    mapper built with ``edges=True``). ``working`` passes that working image when the caller has
+    it already (it is made again otherwise). The map may be None only for ``merge="none"`` (the
+    superpixels alone, e.g. the EGS and SLIC baselines). ``stages`` shares the superpixels and merge
+    trees between calls on the same image (see :class:`StageCache`).
     """
     start = time.perf_counter()
     scorer = choose_scorer(merge, scorer, weights)
     superpixels, superpixel_params = first_level(superpixels, superpixel_params, scorer)
     options = resolve_options(superpixels, hamming, merge, superpixel_params, segments, threshold, weights, scorer)
-    image_shape = tuple(np.shape(image)[:2])
-    check_shape(image_shape)
+    full_shape = tuple(np.shape(image)[:2])
+    check_shape(full_shape)
+    image_shape = segmentation_shape(full_shape, working_pixels)
+    timings: dict[str, float] = {}
+    full_image = image
+    if image_shape != full_shape:
+        options["working_shape"] = list(image_shape)
+        if working is None or tuple(np.shape(working)[:2]) != image_shape:
+            with _stage(timings, "resize"):
+                working = resize_image(as_rgb_uint8(image), image_shape)
+        image = working
     if working_shape(image_shape) != image_shape:  # recorded with the result, as the warning says
         options["superpixel_working_shape"] = list(working_shape(image_shape))
     if binary_map is None and merge != "none":
         raise ValueError(f"merge={merge!r} needs the image's binary map; pass one or use merge='none'")
     if binary_map is not None and image_shape != tuple(binary_map.image_shape):
+        size = "its own size" if image_shape == full_shape else f"its working size {image_shape}"
         raise ValueError(f"the binary map was computed for an image of {tuple(binary_map.image_shape)}, "
-                         f"not {image_shape}; pass the map of this image")
+                         f"not this {full_shape} image at {size}; pass the map of working_image(image)")
     if scorer is not None:  # before the superpixels: a map the scorer cannot read fails at once
         scorer.check_map(binary_map)
     stages = StageCache() if stages is None else stages
-    timings: dict[str, float] = {}
     params = options["superpixel_params"]
     superpixel_key = ("superpixels", superpixels, tuple(sorted(params.items())))
     edges = None
@@ -326,10 +350,23 @@ def segment_with_map(image: np.ndarray, binary_map: BinaryMap | None, superpixel
         labels = segment_of[superpixel_labels]
         segment_codes = _codes(labels, binary_map, cell_index)
     timings["merge"] += tree_seconds  # building the tree is part of merging, also when it was reused
+    full_resolution = None
+    if image_shape != full_shape:  # labels back at the image's size, boundaries on its own edges
+        full_resolution = functools.partial(refine_labels, image=as_rgb_uint8(full_image))
+        with _stage(timings, "refine"):
+            labels = full_resolution(labels)
     timings["total"] = time.perf_counter() - start
     return SegmentationResult(labels=labels, superpixels=superpixel_labels, superpixel_codes=codes,
                               segment_of=segment_of, codes=segment_codes, binary_map=binary_map,
-                              timings=timings, options=options, hierarchy=tree)
+                              timings=timings, options=options, hierarchy=tree, full_resolution=full_resolution)
+
+
+def working_image(image: np.ndarray, working_pixels: int | None = DEFAULT_WORKING_PIXELS) -> np.ndarray:
+    """The image the CNN and the host stages run on: ``image`` itself up to ``working_pixels``
+    pixels (None: always), else resized to about that many (uint8 RGB); see
+    :mod:`binmap_tf.segmentation.resolution`. Pass its binary map to :func:`segment_with_map`."""
+    shape = segmentation_shape(np.shape(image)[:2], working_pixels)
+    return image if shape == tuple(np.shape(image)[:2]) else resize_image(as_rgb_uint8(image), shape)
 
 
 def _codes(labels: np.ndarray, binary_map: BinaryMap | None, cell_index: np.ndarray | None) -> np.ndarray:
@@ -352,7 +389,7 @@ def segment(image: np.ndarray, mapper: Callable[[np.ndarray], BinaryMap] | None 
             superpixels: str | None = None, hamming: int = 0, merge: str = DEFAULT_MERGE, segments: int | None = None,
             threshold: float | None = None, weights: MergeWeights | None = None,
             scorer: MergeScorer | str | None = None, binary_map: BinaryMap | None = None,
-            **superpixel_params: Any) -> SegmentationResult:
+            working_pixels: int | None = DEFAULT_WORKING_PIXELS, **superpixel_params: Any) -> SegmentationResult:
     """Segment ``image`` by merging superpixels by their codes in its CNN-aware binary map.
 
     By default the superpixels (a watershed of the network's edges) are merged greedily in the
@@ -400,7 +437,13 @@ def segment(image: np.ndarray, mapper: Callable[[np.ndarray], BinaryMap] | None 
         or ``"learned-no-codes"``) or an ``.npz`` path; ``"hand-set"`` for the hand-set cues. It
         needs a map with edges and, unless it ignores codes, codes of its length (8 bits).
     binary_map : BinaryMap, optional
-        A map already computed for this image; ``mapper`` is then not used.
+        A map already computed for this image's working image; ``mapper`` is then not used.
+    working_pixels : int or None
+        Images with more pixels are segmented resized to about this many (aspect kept; default
+        BSDS500's 481x321, the scale every learned part was trained at) and their labels come back
+        at full resolution, upsampled with boundaries refined on the full-resolution image
+        (:mod:`binmap_tf.segmentation.resolution`). None segments every image at its own size
+        (the CNN then runs on tiles; slower and coarser on large photos).
     **superpixel_params
         Options of the superpixel method: ``scale`` (k), ``sigma``, ``min_size`` for EGS;
         ``n_segments``, ``compactness``, ``sigma`` for SLIC.
@@ -446,13 +489,18 @@ def segment(image: np.ndarray, mapper: Callable[[np.ndarray], BinaryMap] | None 
     resolve_options(level, hamming, merge, level_params, segments, threshold, weights, chosen)
     check_shape(np.shape(image)[:2])  # the hard pixel limit, before any stage runs
     timings: dict[str, float] = {}
+    with _stage(timings, "resize"):
+        working = working_image(image, working_pixels)
+    if working is image:  # segmented at its own size: nothing was resized
+        del timings["resize"]
     edges = needs_edges(level, merge)
     if binary_map is None and (merge != "none" or mapper is not None or edges):
         mapper = mapper if mapper is not None else default_mapper(edges=edges)
         with _stage(timings, "cnn"):  # (a)
-            binary_map = mapper(image)
+            binary_map = mapper(working)
     result = segment_with_map(image, binary_map, superpixels, hamming, merge, segments=segments,
-                              threshold=threshold, weights=weights, scorer=scorer, **superpixel_params)
+                              threshold=threshold, weights=weights, scorer=scorer, working_pixels=working_pixels,
+                              working=working, **superpixel_params)
     result.timings = {**timings, **result.timings, "total": time.perf_counter() - start}
     return result
 

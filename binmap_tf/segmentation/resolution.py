@@ -1,0 +1,152 @@
+"""The working resolution: a photo is segmented at about the scale the models were trained on, and
+its labels come back at the photo's own size with boundaries refined on the full-resolution pixels.
+
+Every learned part of the pipeline saw BSDS500-sized images (481x321): the CNN's receptive field,
+the watershed's ``h`` on HED's edges and the scorer's border statistics all mean something at that
+scale and drift at 12 MP (a 12 MP photo gave 1 segment at native scale). Systems users know do the
+same: gPb, HED and MCG run on BSDS-sized images, SAM on a 1024-pixel long side. So the CNN, the
+superpixels, the codes and the merge run on the image resized (aspect kept) to at most
+:data:`DEFAULT_WORKING_PIXELS` pixels (images at or below it are segmented as they are, so benchmark
+figures do not move), and :func:`refine_labels` maps the labels back: nearest-neighbour upsampling, then a
+watershed of the full-resolution colour gradient inside a band around the upsampled boundaries,
+seeded by the labels outside the band, moves each boundary onto the photo's own edge.
+Everything at full resolution runs in row bands of about a megapixel, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage
+
+from binmap_tf.binary_map.tiling import row_bands
+
+# Pixels of the image the pipeline runs on; chosen on BSDS500 val upscaled 4x for covering,
+# boundary F-measure and speed among 0.15, 0.3 and 0.8 MP (benchmarks/working_resolution.py,
+# docs/large_images.md). It is BSDS500's own size (481x321), so a BSDS image is segmented as it is.
+DEFAULT_WORKING_PIXELS = 481 * 321
+# Half-width, in working pixels, of the band around the upsampled boundaries where the full-resolution
+# watershed may move them (chosen with the working side).
+DEFAULT_REFINE_BAND = 1
+
+
+def working_shape(shape: tuple[int, int], max_pixels: int | None = DEFAULT_WORKING_PIXELS) -> tuple[int, int]:
+    """(height, width) an image of ``shape`` is segmented at: its own when it has at most
+    ``max_pixels`` pixels (or ``max_pixels`` is None), else resized to about that many, aspect kept."""
+    height, width = shape
+    if max_pixels is None or height * width <= max_pixels:
+        return height, width
+    if max_pixels < 32 * 32:
+        raise ValueError(f"the working size must be at least {32 * 32} pixels, got {max_pixels}")
+    factor = math.sqrt(max_pixels / (height * width))
+    return max(1, math.floor(height * factor + 0.5)), max(1, math.floor(width * factor + 0.5))
+
+
+def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``image`` (uint8 RGB) resized to ``shape`` (height, width) with an antialiasing Lanczos filter;
+    the same object when it has that shape already."""
+    if tuple(shape) == image.shape[:2]:
+        return image
+    from PIL import Image
+
+    # reducing_gap: PIL first shrinks by an integer factor with a box filter (fast), then resamples
+    # the rest with Lanczos: within rounding of plain Lanczos at these factors, several times faster.
+    return np.asarray(Image.fromarray(image).resize(tuple(shape)[::-1], Image.Resampling.LANCZOS, reducing_gap=3.0))
+
+
+def to_working_size(image: np.ndarray, max_pixels: int | None = DEFAULT_WORKING_PIXELS) -> np.ndarray:
+    """``image`` (uint8 RGB) at :func:`working_shape` (:func:`resize_image`); the same object when it
+    is small enough already."""
+    return resize_image(image, working_shape(image.shape[:2], max_pixels))
+
+
+def _source_index(full: int, small: int) -> np.ndarray:
+    """For each of ``full`` positions, the one of ``small`` positions whose cell holds its centre."""
+    return ((2 * np.arange(full) + 1) * small // (2 * full)).astype(np.intp)
+
+
+def upsample_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour upsampling of a label image to ``shape``: every label keeps pixels, and each
+    output pixel takes the label of the input pixel under its centre."""
+    rows, cols = _source_index(shape[0], labels.shape[0]), _source_index(shape[1], labels.shape[1])
+    return labels[rows[:, None], cols[None, :]]
+
+
+def boundary_band(labels: np.ndarray, band: int = DEFAULT_REFINE_BAND) -> np.ndarray:
+    """Pixels of ``labels`` with a 4-neighbour of another label, grown by ``band`` pixels: where the
+    upsampled boundary is uncertain."""
+    edge = np.zeros(labels.shape, bool)
+    across = labels[:, 1:] != labels[:, :-1]
+    down = labels[1:, :] != labels[:-1, :]
+    edge[:, 1:] |= across
+    edge[:, :-1] |= across
+    edge[1:, :] |= down
+    edge[:-1, :] |= down
+    if band > 0:
+        edge = ndimage.binary_dilation(edge, np.ones((3, 3), bool), iterations=band)
+    return edge
+
+
+def colour_gradient(image: np.ndarray) -> np.ndarray:
+    """Gradient magnitude of an RGB image, float32: the root of the summed squared Sobel responses
+    of its three channels (colour edges count, not only brightness ones)."""
+    total = np.zeros(image.shape[:2], np.float32)
+    for channel in range(image.shape[2]):
+        values = image[..., channel].astype(np.float32)
+        total += ndimage.sobel(values, axis=0) ** 2
+        total += ndimage.sobel(values, axis=1) ** 2
+    return np.sqrt(total)
+
+
+def refine_labels(labels: np.ndarray, image: np.ndarray, band: int = DEFAULT_REFINE_BAND,
+                  refine: bool = True) -> np.ndarray:
+    """Labels computed at working size, at the full size of ``image`` (int32 (H, W)).
+
+    Outside a band of ``band`` working pixels around the boundaries the labels are upsampled by
+    nearest neighbour; inside it a watershed of the full-resolution colour gradient, seeded by the
+    labels around it, places each boundary on the strongest edge between its two regions. Every
+    label keeps pixels (one that the band would swallow keeps its upsampled ones), and an image
+    of the labels' own size gets them back unchanged. ``refine=False``: nearest neighbour only.
+    """
+    from skimage.segmentation import watershed
+
+    height, width = image.shape[:2]
+    labels = np.asarray(labels, np.int32)
+    if labels.shape == (height, width):
+        return labels.copy()
+    rows, cols = _source_index(height, labels.shape[0]), _source_index(width, labels.shape[1])
+    out = np.empty((height, width), np.int32)
+    uncertain = boundary_band(labels, band) if refine else np.zeros(labels.shape, bool)
+    # Rows of context around each band: the watershed of a band's uncertain pixels reaches as far as
+    # the uncertain region spans, (2 * band + 1) working pixels of full-resolution rows.
+    margin = (2 * band + 2) * math.ceil(height / labels.shape[0])
+    for start, stop in row_bands(height, width):
+        top, bottom = max(0, start - margin), min(height, stop + margin)
+        nearest = labels[rows[top:bottom, None], cols[None, :]]
+        band_mask = uncertain[rows[top:bottom, None], cols[None, :]]
+        if band_mask.any():
+            seeds = np.where(band_mask, 0, nearest + 1)
+            # the uncertain pixels and the seeds touching them: the watershed works on those alone
+            region = ndimage.binary_dilation(band_mask, np.ones((3, 3), bool))
+            flooded = watershed(colour_gradient(image[top:bottom]), seeds, mask=region)
+            nearest = np.where(band_mask & (flooded > 0), flooded - 1, nearest)
+        out[start:stop] = nearest[start - top:stop - top]
+    _restore_lost_labels(out, labels, rows, cols)
+    return out
+
+
+def _restore_lost_labels(out: np.ndarray, labels: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> None:
+    """Give every label the refinement left without pixels its nearest-neighbour pixels back."""
+    n = int(labels.max()) + 1
+    counts = np.zeros(n, np.int64)
+    for start, stop in row_bands(*out.shape):
+        counts += np.bincount(out[start:stop].ravel(), minlength=n)[:n]
+    lost = np.flatnonzero(counts == 0)
+    lost = lost[np.isin(lost, labels)]
+    if not len(lost):
+        return
+    for start, stop in row_bands(*out.shape):
+        nearest = labels[rows[start:stop, None], cols[None, :]]
+        keep = np.isin(nearest, lost)
+        out[start:stop][keep] = nearest[keep]
