@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -86,8 +86,10 @@ def segment_scaled(sample, factor: int, mapper, working_pixels: int | None, band
     return variants, truths
 
 
-def evaluate(dataset, factors: list[int], working_pixels: list[int | None], bands: list[int]) -> dict[str, Any]:
-    """Figures per (factor, working size, refinement) over ``dataset``."""
+def evaluate(dataset, factors: list[int], working_pixels: list[int | None], bands: list[int],
+             report: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Figures per (factor, working size, refinement) over ``dataset``; ``report`` gets the figures
+    so far after each factor and working size (a long run keeps what it finished)."""
     from tqdm import tqdm
 
     from binmap_tf.segmentation.pipeline import default_mapper
@@ -100,6 +102,11 @@ def evaluate(dataset, factors: list[int], working_pixels: list[int | None], band
                 variants, truths = segment_scaled(sample, factor, mapper, pixels, bands)
                 for name, (labels, seconds) in variants.items():
                     tallies.setdefault((factor, pixels, name), Tally()).add(labels, truths, seconds)
+            report(summaries(tallies))
+    return summaries(tallies)
+
+
+def summaries(tallies: dict[tuple, Tally]) -> dict[str, Any]:
     return {f"x{factor} working {pixels} {name}": tally.summary() for (factor, pixels, name), tally in tallies.items()}
 
 
@@ -128,10 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     pixels = args.working_pixels or ([DEFAULT_WORKING_PIXELS, 307_200, 786_432] if choosing else [DEFAULT_WORKING_PIXELS])
     bands = args.bands or ([1, 2] if choosing else [DEFAULT_REFINE_BAND])
     start = time.perf_counter()
-    results = evaluate(dataset, factors, pixels, bands)
-    write_json(args.out, {"mode": args.mode, "dataset": args.dataset, "split": split, "n_images": len(dataset),
-                          "factors": factors, "working_pixels": pixels, "bands": bands,
-                          "seconds": time.perf_counter() - start, "results": results})
+
+    def report(results: dict[str, Any]) -> None:
+        write_json(args.out, {"mode": args.mode, "dataset": args.dataset, "split": split, "n_images": len(dataset),
+                              "factors": factors, "working_pixels": pixels, "bands": bands,
+                              "seconds": time.perf_counter() - start, "results": results})
+
+    results = evaluate(dataset, factors, pixels, bands, report)
     for name, figures in results.items():
         print(f"{name:40s} covering {figures['covering']:.4f} boundary F {figures['boundary_f']:.4f} "
               f"segments {figures['mean_segments']:.1f} {figures['seconds_per_image']:.2f} s")

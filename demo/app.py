@@ -48,7 +48,7 @@ from demo.pipeline import (
 
 log = logging.getLogger(__name__)
 
-CONCURRENCY = 2  # requests computed at a time: each may hold 1.3 GiB of CNN activations (1 MP)
+CONCURRENCY = 2  # requests computed at a time: each holds a full-size upload and the CNN's activations
 QUEUE_SIZE = 16  # further requests wait in the queue; beyond this they are refused
 SESSION_CAPACITY = 200  # sessions whose state (image + maps, a few MB each) is kept
 STATE_TTL_S = 1800  # a session's cached maps are dropped after 30 idle minutes

@@ -181,3 +181,22 @@ def test_matches_official_output(bench, folder, inputs):
         assert [f"{value:g}" for value in table.ravel()] == official, name
         # Full precision differs only by the rounding of the official temporary files.
         np.testing.assert_allclose(full[name], np.array(official, float).reshape(table.shape), atol=5e-6)
+
+
+def test_boundary_counts_match_within_the_tolerance_only():
+    from binmap_tf.evaluation.metrics import boundary_counts, boundary_map
+
+    truth = np.zeros((100, 200), np.int32)
+    truth[:, 100:] = 1
+    assert boundary_map(truth).sum() == 100  # one column of boundary pixels
+    same = boundary_counts(truth, truth)
+    assert same.precision == same.recall == same.f_measure == 1.0
+    near, far = truth.copy(), truth.copy()
+    near[:, 98:100] = 1  # boundary moved 2 pixels: within 0.0075 of the 224-pixel diagonal (2 pixels)
+    far[:, 90:100] = 1  # moved 10 pixels: outside
+    assert boundary_counts(near, truth).f_measure == 1.0
+    assert boundary_counts(far, truth).f_measure == 0.0
+    split = truth.copy()
+    split[:50, :100] = 2  # an extra boundary the annotation does not have: precision drops, recall stays
+    counts = boundary_counts(split, [truth, truth])
+    assert counts.recall == 1.0 and counts.precision < 1.0 and counts.ground_truth == 200

@@ -88,3 +88,16 @@ def test_resize_keeps_an_image_of_the_right_size_as_it_is():
     image = np.zeros((10, 12, 3), np.uint8)
     assert resize_image(image, (10, 12)) is image
     assert resize_image(image, (5, 6)).shape == (5, 6, 3)
+
+
+def test_refinement_on_a_smaller_guide_lands_within_a_guide_pixel():
+    """Above REFINE_MAX_PIXELS the gradient is taken on the photo resized to that size: the boundary
+    is then placed to within one pixel of that guide (here 2 full-resolution pixels)."""
+    image = np.zeros((240, 400, 3), np.uint8)
+    image[:, :203] = (200, 40, 40)
+    image[:, 203:] = (40, 40, 200)
+    small = np.zeros((30, 50), np.int32)
+    small[:, 25:] = 1
+    refined = refine_labels(small, image, max_pixels=120 * 200)
+    columns = np.flatnonzero((refined == 1).all(axis=0))
+    assert abs(int(columns[0]) - 203) <= 2 and (refined[:, :columns[0]] == 0).all()

@@ -67,4 +67,6 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
     else:
         raise ValueError(f"write_png takes uint8 images or 2-D uint16 images, got {image.dtype} {image.shape}")
     with atomic_path(path) as tmp:
-        pil.save(tmp, format="PNG")
+        # zlib level 1: a 50 MP overlay saves 4x faster than at PIL's default 6, for files about 10 %
+        # larger (label images, mostly flat, compress well at any level).
+        pil.save(tmp, format="PNG", compress_level=1)

@@ -8,9 +8,10 @@ same: gPb, HED and MCG run on BSDS-sized images, SAM on a 1024-pixel long side. 
 superpixels, the codes and the merge run on the image resized (aspect kept) to at most
 :data:`DEFAULT_WORKING_PIXELS` pixels (images at or below it are segmented as they are, so benchmark
 figures do not move), and :func:`refine_labels` maps the labels back: nearest-neighbour upsampling, then a
-watershed of the full-resolution colour gradient inside a band around the upsampled boundaries,
-seeded by the labels outside the band, moves each boundary onto the photo's own edge.
-Everything at full resolution runs in row bands of about a megapixel, so memory stays bounded.
+watershed of the colour gradient (of the photo, or of the photo resized to at most
+:data:`REFINE_MAX_PIXELS`) inside a band around the upsampled boundaries, seeded by the labels
+outside the band, moves each boundary onto the photo's own edge. The refinement runs in row bands
+of about a megapixel, so its memory stays bounded.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ DEFAULT_WORKING_PIXELS = 481 * 321
 # Half-width, in working pixels, of the band around the upsampled boundaries where the full-resolution
 # watershed may move them (chosen with the working side).
 DEFAULT_REFINE_BAND = 1
+# The refinement's gradient is taken on at most this many pixels (the photo resized above it): the
+# boundaries it places are then within a fraction of a pixel of that guide, and its cost stays that
+# of a 4 MP image whatever the photo's size (docs/large_images.md).
+REFINE_MAX_PIXELS = 4_000_000
 
 
 def working_shape(shape: tuple[int, int], max_pixels: int | None = DEFAULT_WORKING_PIXELS) -> tuple[int, int]:
@@ -70,7 +75,7 @@ def upsample_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour upsampling of a label image to ``shape``: every label keeps pixels, and each
     output pixel takes the label of the input pixel under its centre."""
     rows, cols = _source_index(shape[0], labels.shape[0]), _source_index(shape[1], labels.shape[1])
-    return labels[rows[:, None], cols[None, :]]
+    return np.take(np.take(labels, rows, axis=0), cols, axis=1)  # two 1-d gathers: 5x a 2-d fancy index
 
 
 def boundary_band(labels: np.ndarray, band: int = DEFAULT_REFINE_BAND) -> np.ndarray:
@@ -100,24 +105,50 @@ def colour_gradient(image: np.ndarray) -> np.ndarray:
 
 
 def refine_labels(labels: np.ndarray, image: np.ndarray, band: int = DEFAULT_REFINE_BAND,
-                  refine: bool = True) -> np.ndarray:
+                  refine: bool = True, max_pixels: int = REFINE_MAX_PIXELS) -> np.ndarray:
     """Labels computed at working size, at the full size of ``image`` (int32 (H, W)).
 
     Outside a band of ``band`` working pixels around the boundaries the labels are upsampled by
-    nearest neighbour; inside it a watershed of the full-resolution colour gradient, seeded by the
-    labels around it, places each boundary on the strongest edge between its two regions. Every
-    label keeps pixels (one that the band would swallow keeps its upsampled ones), and an image
-    of the labels' own size gets them back unchanged. ``refine=False``: nearest neighbour only.
+    nearest neighbour; inside it a watershed of the colour gradient, seeded by the labels around
+    it, places each boundary on the strongest edge between its two regions. The gradient is taken
+    on the image itself up to ``max_pixels`` pixels, on the image resized to that size above it
+    (the last upsampling step is nearest neighbour, a fraction of a pixel of that guide: invisible
+    at a photo's resolution, and the cost stops growing with the photo). Every label keeps pixels
+    (one that the band would swallow keeps its upsampled ones), and an image of the labels' own
+    size gets them back unchanged. ``refine=False``: nearest neighbour only.
     """
-    from skimage.segmentation import watershed
-
     height, width = image.shape[:2]
     labels = np.asarray(labels, np.int32)
     if labels.shape == (height, width):
         return labels.copy()
+    if not refine:
+        return upsample_labels(labels, (height, width))
+    guide = _guide(image, max_pixels)
+    refined = _refine_on(labels, guide, band)
+    return refined if guide is image else upsample_labels(refined, (height, width))
+
+
+def _guide(image: np.ndarray, max_pixels: int) -> np.ndarray:
+    """The image the refinement's gradient is taken on: ``image``, or above ``max_pixels`` the image
+    area-averaged by the smallest integer factor that brings it under (PIL's ``reduce``: a box
+    filter, ten times faster than resampling a 50 MP photo)."""
+    height, width = image.shape[:2]
+    factor = math.ceil(math.sqrt(height * width / max_pixels))
+    if factor <= 1:
+        return image
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).reduce(factor))
+
+
+def _refine_on(labels: np.ndarray, guide: np.ndarray, band: int) -> np.ndarray:
+    """:func:`refine_labels` at the size of ``guide``, in row bands of about a megapixel."""
+    from skimage.segmentation import watershed
+
+    height, width = guide.shape[:2]
     rows, cols = _source_index(height, labels.shape[0]), _source_index(width, labels.shape[1])
     out = np.empty((height, width), np.int32)
-    uncertain = boundary_band(labels, band) if refine else np.zeros(labels.shape, bool)
+    uncertain = boundary_band(labels, band)
     # Rows of context around each band: the watershed of a band's uncertain pixels reaches as far as
     # the uncertain region spans, (2 * band + 1) working pixels of full-resolution rows.
     margin = (2 * band + 2) * math.ceil(height / labels.shape[0])
@@ -129,7 +160,7 @@ def refine_labels(labels: np.ndarray, image: np.ndarray, band: int = DEFAULT_REF
             seeds = np.where(band_mask, 0, nearest + 1)
             # the uncertain pixels and the seeds touching them: the watershed works on those alone
             region = ndimage.binary_dilation(band_mask, np.ones((3, 3), bool))
-            flooded = watershed(colour_gradient(image[top:bottom]), seeds, mask=region)
+            flooded = watershed(colour_gradient(guide[top:bottom]), seeds, mask=region)
             nearest = np.where(band_mask & (flooded > 0), flooded - 1, nearest)
         out[start:stop] = nearest[start - top:stop - top]
     _restore_lost_labels(out, labels, rows, cols)
