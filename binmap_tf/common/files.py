@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import tempfile
@@ -13,6 +14,10 @@ import numpy as np
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+# The 116-byte text that opens a MATLAB 5 file; scipy writes the creation time into it, which would
+# make two saves of equal arrays differ.
+MAT_HEADER_TEXT = b"MATLAB 5.0 MAT-file, Platform: binmap_tf"
+MAT_HEADER_BYTES = 116
 
 
 @contextlib.contextmanager
@@ -68,3 +73,17 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
         raise ValueError(f"write_png takes uint8 images or 2-D uint16 images, got {image.dtype} {image.shape}")
     with atomic_path(path) as tmp:
         pil.save(tmp, format="PNG")
+
+
+def write_mat(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """Save ``arrays`` as a compressed MATLAB 5 ``.mat`` (``scipy.io.loadmat`` and MATLAB's ``load``
+    read it), atomically. The header text is fixed instead of scipy's creation time, so equal arrays
+    give equal bytes wherever they are written."""
+    import scipy.io
+
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, arrays, do_compression=True)
+    buffer.seek(0)
+    buffer.write(MAT_HEADER_TEXT.ljust(MAT_HEADER_BYTES, b" "))
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(buffer.getbuffer())

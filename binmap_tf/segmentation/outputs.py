@@ -1,21 +1,35 @@
 """The files one segmented image is written as, by every entry point that writes them (the
-``segment`` CLI, the batch pipeline): labels as 16-bit PNG and ``.npy``, the boundary overlay,
-the binary map and a JSON record. Each file is written atomically."""
+``segment`` CLI, the batch pipeline, the demo's downloads, Python callers): labels as 16-bit PNG and
+``.npy``, the boundary overlay, the binary map and a JSON record; on request the hierarchy as a
+BSDS ``ucm2`` (``.mat`` and 16-bit PNG) and the region table (CSV), and one COCO file per run
+(:mod:`binmap_tf.segmentation.interchange` encodes those). Each file is written atomically, and the
+same result gives the same bytes wherever it is written."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
 from binmap_tf.binary_map.tiling import row_bands
-from binmap_tf.common.files import write_json, write_npy, write_png
+from binmap_tf.common.files import write_json, write_mat, write_npy, write_png, write_text
 from binmap_tf.common.images import as_rgb_uint8
+from binmap_tf.segmentation.interchange import coco_document, coco_entries, region_table, table_csv, ucm2_png
 
 # The suffixes of the files write_segmentation writes for one image stem.
 OUTPUT_SUFFIXES = ("_labels.npy", "_labels.png", "_overlay.png", "_binary_map.png", ".json")
+# The outputs asked for by name (--ucm, --regions) and their files; the JSON record stays last.
+EXTRA_SUFFIXES = {"ucm": ("_ucm2.mat", "_ucm2.png"), "regions": ("_regions.csv",)}
+# The extra outputs that need the merge tree, not just labels.
+NEEDS_TREE = ("ucm",)
+# One COCO file per run, beside the images' files (an image with this stem is refused: its JSON
+# record would have the same name).
+COCO_FILE = "coco.json"
+# The variable of a ucm2 .mat, as in the BSDS benchmark's and gPb-owt-ucm's files.
+UCM2_VARIABLE = "ucm2"
 
 
 def boundary_overlay(image: np.ndarray, labels: np.ndarray, color: tuple[float, float, float] = (1.0, 1.0, 0.0)
@@ -42,20 +56,74 @@ def label_image_uint16(labels: np.ndarray) -> np.ndarray:
     return labels.astype(np.uint16)
 
 
-def output_paths(out: str | os.PathLike, stem: str) -> list[Path]:
-    """The files :func:`write_segmentation` writes for ``stem`` in folder ``out``."""
-    return [Path(out) / f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES]
+def check_extras(extras: Iterable[str], merge: str) -> tuple[str, ...]:
+    """``extras`` (names in :data:`EXTRA_SUFFIXES`) as a tuple; ``ValueError`` naming the fix for an
+    unknown one, or for a UCM asked of ``merge`` other than the hierarchy (a flat merge has no tree)."""
+    extras = tuple(extras)
+    unknown = sorted(set(extras) - set(EXTRA_SUFFIXES))
+    if unknown:
+        raise ValueError(f"unknown outputs {unknown}; choose among {sorted(EXTRA_SUFFIXES)}")
+    if merge != "hierarchy" and any(name in NEEDS_TREE for name in extras):
+        raise ValueError(f"the UCM is the merge hierarchy's, and merge {merge!r} builds none: segment with the "
+                         "hierarchy (merge='hierarchy', the default) or leave the UCM out; the labels, COCO file "
+                         "and region table work with any merge")
+    return extras
+
+
+def _paths(out: str | os.PathLike, stem: str, extras: Iterable[str]) -> dict[str, Path]:
+    """Suffix -> file of ``stem`` in ``out``, the JSON record last."""
+    suffixes = [*OUTPUT_SUFFIXES[:-1], *(suffix for name in extras for suffix in EXTRA_SUFFIXES[name]),
+                OUTPUT_SUFFIXES[-1]]
+    return {suffix: Path(out) / f"{stem}{suffix}" for suffix in suffixes}
+
+
+def output_paths(out: str | os.PathLike, stem: str, extras: Iterable[str] = ()) -> list[Path]:
+    """The files :func:`write_segmentation` writes for ``stem`` in folder ``out`` (with ``extras``),
+    the JSON record last."""
+    return list(_paths(out, stem, extras).values())
+
+
+def write_ucm(mat_path: str | os.PathLike, png_path: str | os.PathLike, result: Any) -> None:
+    """``result.ucm()`` as ``mat_path`` (variable ``ucm2``, float64, as the BSDS files) and as a 16-bit
+    PNG at ``png_path`` (:func:`~binmap_tf.segmentation.interchange.ucm2_png`)."""
+    ucm2 = result.ucm()
+    write_mat(mat_path, {UCM2_VARIABLE: ucm2})
+    write_png(png_path, ucm2_png(ucm2))
+
+
+def write_regions(path: str | os.PathLike, image: np.ndarray, result: Any) -> None:
+    """The region table of ``result`` (:func:`~binmap_tf.segmentation.interchange.region_table`) as CSV."""
+    write_text(path, table_csv(region_table(image, result)))
 
 
 def write_segmentation(out: str | os.PathLike, stem: str, image: np.ndarray, result: Any,
-                       record: dict[str, Any]) -> None:
+                       record: dict[str, Any], extras: Iterable[str] = ()) -> None:
     """Write ``result`` (a :class:`~binmap_tf.segmentation.pipeline.SegmentationResult` of ``image``) as
     ``<stem>_labels.npy``, ``<stem>_labels.png`` (16-bit), ``<stem>_overlay.png``,
-    ``<stem>_binary_map.png`` and ``<stem>.json`` (``record``, then the result's summary) in ``out``.
-    The JSON is written last, so its presence means the image is complete."""
-    labels_npy, labels_png, overlay, binary_map, summary = output_paths(out, stem)
-    write_npy(labels_npy, result.labels)
-    write_png(labels_png, label_image_uint16(result.labels))
-    write_png(overlay, boundary_overlay(image, result.labels))
-    write_png(binary_map, result.binary_map.to_image())
-    write_json(summary, {**record, "scale": result.binary_map.scale, **result.summary()})
+    ``<stem>_binary_map.png``, the ``extras`` asked for (``"ucm"``: ``<stem>_ucm2.mat`` and
+    ``<stem>_ucm2.png``; ``"regions"``: ``<stem>_regions.csv``) and ``<stem>.json`` (``record``, then
+    the result's summary) in ``out``. The JSON is written last, so its presence means the image is
+    complete."""
+    extras = check_extras(extras, result.options["merge"])
+    paths = _paths(out, stem, extras)
+    write_npy(paths["_labels.npy"], result.labels)
+    write_png(paths["_labels.png"], label_image_uint16(result.labels))
+    write_png(paths["_overlay.png"], boundary_overlay(image, result.labels))
+    write_png(paths["_binary_map.png"], result.binary_map.to_image())
+    if "ucm" in extras:
+        write_ucm(paths["_ucm2.mat"], paths["_ucm2.png"], result)
+    if "regions" in extras:
+        write_regions(paths["_regions.csv"], image, result)
+    write_json(paths[".json"], {**record, "scale": result.binary_map.scale, **result.summary()})
+
+
+def read_coco(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """The images of a COCO file :func:`write_coco` wrote, by file name (empty when it is missing)."""
+    path = Path(path)
+    return coco_entries(json.loads(path.read_text())) if path.is_file() else {}
+
+
+def write_coco(path: str | os.PathLike, entries: Iterable[dict[str, Any]]) -> None:
+    """One COCO file of the images ``entries`` (:func:`~binmap_tf.segmentation.interchange.coco_entry`
+    each), numbered by file name (:func:`~binmap_tf.segmentation.interchange.coco_document`)."""
+    write_json(path, coco_document(entries))
