@@ -338,9 +338,9 @@ def output_extras(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     """The per-image extra outputs the arguments ask for (``"ucm"``, ``"regions"``), checked against the
     merge :func:`segment_options` resolved (call it first): a usage error, before any model is built,
     names the fix for a UCM without a hierarchy."""
-    from binmap_tf.segmentation.outputs import check_extras
+    from binmap_tf.segmentation.outputs import EXTRA_OUTPUTS, check_extras
 
-    extras = tuple(name for name in ("ucm", "regions") if getattr(args, name))
+    extras = tuple(name for name in EXTRA_OUTPUTS if getattr(args, name))
     try:
         return check_extras(extras, args.merge)
     except ValueError:

@@ -19,10 +19,15 @@ from binmap_tf.common.files import write_json, write_mat, write_npy, write_png, 
 from binmap_tf.common.images import as_rgb_uint8
 from binmap_tf.segmentation.interchange import coco_document, coco_entries, region_table, table_csv, ucm2_png
 
-# The suffixes of the files write_segmentation writes for one image stem.
-OUTPUT_SUFFIXES = ("_labels.npy", "_labels.png", "_overlay.png", "_binary_map.png", ".json")
-# The outputs asked for by name (--ucm, --regions) and their files; the JSON record stays last.
-EXTRA_SUFFIXES = {"ucm": ("_ucm2.mat", "_ucm2.png"), "regions": ("_regions.csv",)}
+# The files of each output, by name: those every image gets, then those asked for (--ucm, --regions).
+FILE_SUFFIXES = {"labels": ("_labels.npy", "_labels.png"), "overlay": ("_overlay.png",),
+                 "binary_map": ("_binary_map.png",), "ucm": ("_ucm2.mat", "_ucm2.png"), "regions": ("_regions.csv",)}
+BASE_OUTPUTS = ("labels", "overlay", "binary_map")
+EXTRA_OUTPUTS = ("ucm", "regions")
+# The JSON record, written last: its presence means the image is complete.
+RECORD_SUFFIX = ".json"
+# The suffixes of the files write_segmentation writes for one image stem without extras.
+OUTPUT_SUFFIXES = (*(suffix for name in BASE_OUTPUTS for suffix in FILE_SUFFIXES[name]), RECORD_SUFFIX)
 # The extra outputs that need the merge tree, not just labels.
 NEEDS_TREE = ("ucm",)
 # One COCO file per run, beside the images' files (an image with this stem is refused: its JSON
@@ -57,12 +62,12 @@ def label_image_uint16(labels: np.ndarray) -> np.ndarray:
 
 
 def check_extras(extras: Iterable[str], merge: str) -> tuple[str, ...]:
-    """``extras`` (names in :data:`EXTRA_SUFFIXES`) as a tuple; ``ValueError`` naming the fix for an
+    """``extras`` (names in :data:`EXTRA_OUTPUTS`) as a tuple; ``ValueError`` naming the fix for an
     unknown one, or for a UCM asked of ``merge`` other than the hierarchy (a flat merge has no tree)."""
     extras = tuple(extras)
-    unknown = sorted(set(extras) - set(EXTRA_SUFFIXES))
+    unknown = sorted(set(extras) - set(EXTRA_OUTPUTS))
     if unknown:
-        raise ValueError(f"unknown outputs {unknown}; choose among {sorted(EXTRA_SUFFIXES)}")
+        raise ValueError(f"unknown outputs {unknown}; choose among {list(EXTRA_OUTPUTS)}")
     if merge != "hierarchy" and any(name in NEEDS_TREE for name in extras):
         raise ValueError(f"the UCM is the merge hierarchy's, and merge {merge!r} builds none: segment with the "
                          "hierarchy (merge='hierarchy', the default) or leave the UCM out; the labels, COCO file "
@@ -70,30 +75,56 @@ def check_extras(extras: Iterable[str], merge: str) -> tuple[str, ...]:
     return extras
 
 
-def _paths(out: str | os.PathLike, stem: str, extras: Iterable[str]) -> dict[str, Path]:
-    """Suffix -> file of ``stem`` in ``out``, the JSON record last."""
-    suffixes = [*OUTPUT_SUFFIXES[:-1], *(suffix for name in extras for suffix in EXTRA_SUFFIXES[name]),
-                OUTPUT_SUFFIXES[-1]]
-    return {suffix: Path(out) / f"{stem}{suffix}" for suffix in suffixes}
+def _files(out: str | os.PathLike, stem: str, name: str) -> list[Path]:
+    return [Path(out) / f"{stem}{suffix}" for suffix in FILE_SUFFIXES[name]]
 
 
 def output_paths(out: str | os.PathLike, stem: str, extras: Iterable[str] = ()) -> list[Path]:
     """The files :func:`write_segmentation` writes for ``stem`` in folder ``out`` (with ``extras``),
     the JSON record last."""
-    return list(_paths(out, stem, extras).values())
+    files = [path for name in (*BASE_OUTPUTS, *extras) for path in _files(out, stem, name)]
+    return [*files, Path(out) / f"{stem}{RECORD_SUFFIX}"]
 
 
-def write_ucm(mat_path: str | os.PathLike, png_path: str | os.PathLike, result: Any) -> None:
-    """``result.ucm()`` as ``mat_path`` (variable ``ucm2``, float64, as the BSDS files) and as a 16-bit
-    PNG at ``png_path`` (:func:`~binmap_tf.segmentation.interchange.ucm2_png`)."""
+def _write_labels(npy: Path, png: Path, image: np.ndarray, result: Any) -> None:
+    write_npy(npy, result.labels)
+    write_png(png, label_image_uint16(result.labels))
+
+
+def _write_overlay(path: Path, image: np.ndarray, result: Any) -> None:
+    write_png(path, boundary_overlay(image, result.labels))
+
+
+def _write_binary_map(path: Path, image: np.ndarray, result: Any) -> None:
+    write_png(path, result.binary_map.to_image())
+
+
+def _write_ucm(mat: Path, png: Path, image: np.ndarray, result: Any) -> None:
+    """``result.ucm()`` as ``mat`` (variable ``ucm2``, float64, as the BSDS files) and as a 16-bit PNG
+    (:func:`~binmap_tf.segmentation.interchange.ucm2_png`)."""
     ucm2 = result.ucm()
-    write_mat(mat_path, {UCM2_VARIABLE: ucm2})
-    write_png(png_path, ucm2_png(ucm2))
+    write_mat(mat, {UCM2_VARIABLE: ucm2})
+    write_png(png, ucm2_png(ucm2))
 
 
-def write_regions(path: str | os.PathLike, image: np.ndarray, result: Any) -> None:
-    """The region table of ``result`` (:func:`~binmap_tf.segmentation.interchange.region_table`) as CSV."""
+def _write_regions(path: Path, image: np.ndarray, result: Any) -> None:
     write_text(path, table_csv(region_table(image, result)))
+
+
+_WRITERS = {"labels": _write_labels, "overlay": _write_overlay, "binary_map": _write_binary_map,
+            "ucm": _write_ucm, "regions": _write_regions}
+
+
+def write_files(out: str | os.PathLike, stem: str, image: np.ndarray, result: Any, names: Iterable[str]) -> list[Path]:
+    """Write the files of the outputs ``names`` (keys of :data:`FILE_SUFFIXES`) of ``result`` (a
+    :class:`~binmap_tf.segmentation.pipeline.SegmentationResult` of ``image``) as ``<stem><suffix>`` in
+    ``out``; return their paths. The one writer of each file, for every entry point."""
+    paths: list[Path] = []
+    for name in names:
+        files = _files(out, stem, name)
+        _WRITERS[name](*files, image=image, result=result)
+        paths += files
+    return paths
 
 
 def write_segmentation(out: str | os.PathLike, stem: str, image: np.ndarray, result: Any,
@@ -105,16 +136,8 @@ def write_segmentation(out: str | os.PathLike, stem: str, image: np.ndarray, res
     the result's summary) in ``out``. The JSON is written last, so its presence means the image is
     complete."""
     extras = check_extras(extras, result.options["merge"])
-    paths = _paths(out, stem, extras)
-    write_npy(paths["_labels.npy"], result.labels)
-    write_png(paths["_labels.png"], label_image_uint16(result.labels))
-    write_png(paths["_overlay.png"], boundary_overlay(image, result.labels))
-    write_png(paths["_binary_map.png"], result.binary_map.to_image())
-    if "ucm" in extras:
-        write_ucm(paths["_ucm2.mat"], paths["_ucm2.png"], result)
-    if "regions" in extras:
-        write_regions(paths["_regions.csv"], image, result)
-    write_json(paths[".json"], {**record, "scale": result.binary_map.scale, **result.summary()})
+    write_files(out, stem, image, result, (*BASE_OUTPUTS, *extras))
+    write_json(Path(out) / f"{stem}{RECORD_SUFFIX}", {**record, "scale": result.binary_map.scale, **result.summary()})
 
 
 def read_coco(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
