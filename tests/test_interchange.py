@@ -28,6 +28,8 @@ from binmap_tf.segmentation.pipeline import StageCache, segment, segment_with_ma
 
 STRIDE = 16
 IMAGE_IDS = ("100007", "10081")
+# pycocotools' decoder predates numpy 2's copy keyword.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.*")
 
 
 def sobel_map(image: np.ndarray, bits: int = 8) -> BinaryMap:
@@ -184,7 +186,7 @@ def test_region_table_is_regionprops(segmented):
     np.testing.assert_allclose(table[["centroid_row", "centroid_col"]], np.stack(
         [expected["centroid-0"], expected["centroid-1"]], axis=1), rtol=1e-12)
     np.testing.assert_allclose(table[["mean_L", "mean_a", "mean_b"]], np.stack(
-        [expected[f"intensity_mean-{c}"] for c in range(3)], axis=1), rtol=1e-9, atol=1e-9)
+        [expected[f"intensity_mean-{c}"] for c in range(3)], axis=1), atol=0.01)  # float32 CIELAB; 1 is just visible
     # Each segment lives between the height that made it and the height at which it is merged away.
     tree, threshold = result.hierarchy, result.options["cut"]["threshold"]
     assert np.all(table["height"] <= threshold)

@@ -148,15 +148,17 @@ TREE_COLUMNS = ("node", "height", "parent", "parent_height")
 
 def mean_lab(image: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
     """Mean CIELAB colour ``(n, 3)`` of each label ``0 .. n-1``: ``regionprops_table``'s
-    ``intensity_mean`` on ``rgb2lab`` of the image, in row bands weighted by area (CIELAB is 24 bytes
-    a pixel; one band for images up to about a megapixel)."""
+    ``intensity_mean`` on ``rgb2lab`` of the image, in row bands weighted by area (one band for
+    images up to about a megapixel). CIELAB in float32: a third of float64's time and half its
+    memory; the means stay within 0.01 of float64's (a difference of 1 is about the smallest visible)."""
     from skimage.color import rgb2lab
     from skimage.measure import regionprops_table
 
     rgb = as_rgb_uint8(image)
     sums, areas = np.zeros((n, 3)), np.zeros(n)
     for start, stop in row_bands(*labels.shape):
-        band = regionprops_table(labels[start:stop] + 1, intensity_image=rgb2lab(rgb[start:stop]),
+        lab = rgb2lab(rgb[start:stop].astype(np.float32) / np.float32(255))
+        band = regionprops_table(labels[start:stop] + 1, intensity_image=lab,
                                  properties=("label", "area", "intensity_mean"))
         index = band["label"] - 1
         areas[index] += band["area"]

@@ -35,6 +35,8 @@ NEEDS_TREE = ("ucm",)
 COCO_FILE = "coco.json"
 # The variable of a ucm2 .mat, as in the BSDS benchmark's and gPb-owt-ucm's files.
 UCM2_VARIABLE = "ucm2"
+# zlib level of the ucm2 PNG: half the time of PIL's default 6 on a 321x481 ucm2, files 40 % larger.
+UCM_PNG_COMPRESSION = 1
 
 
 def boundary_overlay(image: np.ndarray, labels: np.ndarray, color: tuple[float, float, float] = (1.0, 1.0, 0.0)
@@ -103,8 +105,8 @@ def _write_ucm(mat: Path, png: Path, image: np.ndarray, result: Any) -> None:
     """``result.ucm()`` as ``mat`` (variable ``ucm2``, float64, as the BSDS files) and as a 16-bit PNG
     (:func:`~binmap_tf.segmentation.interchange.ucm2_png`)."""
     ucm2 = result.ucm()
-    write_mat(mat, {UCM2_VARIABLE: ucm2})
-    write_png(png, ucm2_png(ucm2))
+    write_mat(mat, UCM2_VARIABLE, ucm2)
+    write_png(png, ucm2_png(ucm2), compress_level=UCM_PNG_COMPRESSION)
 
 
 def _write_regions(path: Path, image: np.ndarray, result: Any) -> None:
