@@ -34,6 +34,9 @@ _EXPORTS = {
     "BinaryMap": "binmap_tf.binary_map.maps",
     "BinaryMapper": "binmap_tf.binary_map.model",
     "load_image": "binmap_tf.common.images",
+    "write_segmentation": "binmap_tf.segmentation.outputs",
+    "write_coco": "binmap_tf.segmentation.outputs",
+    "coco_entry": "binmap_tf.segmentation.interchange",
 }
 __all__ = [*_EXPORTS, "__version__"]
 
@@ -43,6 +46,8 @@ if TYPE_CHECKING:
     from binmap_tf.common.images import load_image
     from binmap_tf.segmentation.hierarchy import MergeTree, MergeWeights
     from binmap_tf.segmentation.merge_scorer import MergeScorer
+    from binmap_tf.segmentation.interchange import coco_entry
+    from binmap_tf.segmentation.outputs import write_coco, write_segmentation
     from binmap_tf.segmentation.pipeline import SegmentationResult, segment, segment_labels, segment_with_map
 
 

@@ -10,8 +10,10 @@ built at start-up, the 24-bit one on first use; with ``--hashing``, one mapper w
 layer, e.g. the fine-tuned one); with ``--serving``, binary maps come from a TF Serving /
 ``serving.server`` endpoint and only superpixels and merging run here. Each session keeps its
 image's binary maps in ``gr.State``, so moving a superpixel or merge control re-merges without
-running the CNN again. The steps themselves are in :mod:`demo.pipeline`; this module is the page
-and its wiring.
+running the CNN again, and moving the number of segments re-cuts the stored merge tree (no CNN, no
+re-merge). Clicking the segments image highlights the segment under the pointer and shows its row of
+the region table; the downloads are the command line's files (labels PNG, UCM, region table, COCO).
+The steps themselves are in :mod:`demo.pipeline`; this module is the page and its wiring.
 """
 
 from __future__ import annotations
@@ -38,12 +40,15 @@ from demo.pipeline import (
     MapSource,
     ServedMaps,
     Settings,
+    UploadNames,
     check_upload,
     example_images,
     hashing_mappers,
     render,
     segment_upload,
-    write_label_png,
+    select_segment,
+    shown,
+    write_downloads,
 )
 
 log = logging.getLogger(__name__)
@@ -77,9 +82,10 @@ def _error(message: str) -> gr.Error:
     return gr.Error(html.escape(message), print_exception=False)
 
 
-def upload_image(**kwargs: Any) -> gr.Image:
+def upload_image(names: UploadNames | None = None, **kwargs: Any) -> gr.Image:
     """A ``gr.Image(type="numpy")`` that checks an upload before decoding it, so a non-image, corrupt
-    or oversized file gives a readable message instead of a failed request.
+    or oversized file gives a readable message instead of a failed request; the file's name goes to
+    ``names`` (the downloads are named after it).
 
     The check wraps this instance's ``preprocess``: a ``gr.Image`` subclass would do the same, but
     Gradio writes a ``.pyi`` stub beside the module of every component class it sees.
@@ -98,6 +104,8 @@ def upload_image(**kwargs: Any) -> gr.Image:
                 raise _error(str(error)) from None
             for notice in notices:
                 gr.Warning(notice)
+            if names is not None:
+                names.add(pixels, payload.orig_name)
             return pixels
         try:
             return decode(payload)
@@ -109,17 +117,21 @@ def upload_image(**kwargs: Any) -> gr.Image:
 
 
 class Segmenter:
-    """The page's segmentation event: control values -> :func:`segment_upload` -> what the page shows.
+    """The page's segmentation event: control values -> :func:`segment_upload` -> what the page shows;
+    and the click on a segment (:meth:`select`).
 
-    Writes the 16-bit label PNG of each result to a temporary folder it owns (removed with it);
-    turns :data:`USER_ERRORS` into a message on the page.
+    Writes each result's downloads (:func:`write_downloads`, named after the upload as ``names``
+    recorded it) to a temporary folder it owns (removed with it); turns :data:`USER_ERRORS` into a
+    message on the page.
     """
 
-    OUTPUTS = 7  # binary map, superpixels, segments, table, label file, summary, cache
+    OUTPUTS = 8  # binary map, superpixels, segments, table, downloads, summary, selected segment, cache
 
-    def __init__(self, source: MapSource, max_pixels: int = DEMO_MAX_PIXELS) -> None:
+    def __init__(self, source: MapSource, max_pixels: int = DEMO_MAX_PIXELS, names: UploadNames | None = None
+                 ) -> None:
         self.source = source
         self.max_pixels = max_pixels
+        self.names = UploadNames() if names is None else names
         self._folder = tempfile.TemporaryDirectory(prefix="binmap_demo_")
         self.folder = Path(self._folder.name)
 
@@ -133,19 +145,35 @@ class Segmenter:
         try:
             run = segment_upload(upload, settings, self.source, cache, self.max_pixels)
             views = render(run, self.max_pixels)
-            labels_path = write_label_png(run.result.labels, self.folder)
+            downloads = write_downloads(run, self.folder, self.names.get(run.cache.digest))
         except USER_ERRORS as error:
             raise _error(str(error)) from None
         for notice in run.notices:
             gr.Warning(html.escape(notice))
-        return (views.binary_map, views.superpixels, views.segments, views.table, str(labels_path),
-                views.summary, run.cache)
+        run.cache.shown = shown(run, views, downloads)
+        return (views.binary_map, views.superpixels, views.segments, views.table, [str(path) for path in downloads],
+                views.summary, _row_table(run.cache.shown.header, []), run.cache)
+
+    @staticmethod
+    def select(cache: MapCache | None, event: gr.SelectData) -> tuple:
+        """A click on the segments image at ``event.index`` (column, row): that segment highlighted, and
+        its row of the region table."""
+        if cache is None or cache.shown is None:
+            return gr.skip(), gr.skip()
+        x, y = (int(value) for value in event.index)
+        image, header, row = select_segment(cache.shown, x, y)
+        return image, _row_table(header, [row])
 
     def rerun(self, upload: np.ndarray | None, *controls: Any) -> tuple:
         """:meth:`run` after a control changed; nothing happens while no image is loaded."""
         if upload is None:
             return tuple(gr.skip() for _ in range(self.OUTPUTS))
         return self.run(upload, *controls)
+
+
+def _row_table(header: list[str], rows: list[list[str]]) -> dict[str, Any]:
+    """The selected-segment table's value: the region table's ``header`` and ``rows``."""
+    return {"headers": header, "data": rows}
 
 
 def _superpixel_controls(method: str) -> tuple[dict, dict]:
@@ -162,14 +190,16 @@ def _merge_controls(merge: str) -> tuple[dict, dict, dict]:
 def build_app(source: MapSource, max_pixels: int = DEMO_MAX_PIXELS, examples: list[str] | None = None) -> gr.Blocks:
     """The demo page for binary maps from ``source``; ``examples`` (image files) default to
     :func:`~demo.pipeline.example_images`."""
-    segmenter = Segmenter(source, max_pixels)
+    names = UploadNames()
+    segmenter = Segmenter(source, max_pixels, names)
     with gr.Blocks(title="binmap_tf: CNN-aware binary map segmentation", analytics_enabled=False,
                    delete_cache=(3600, 3600)) as app:
         gr.Markdown(INTRO)
         cache = gr.State(MapCache(), time_to_live=STATE_TTL_S)
         with gr.Row():
             with gr.Column(scale=1):
-                image = upload_image(label="Image", sources=["upload", "webcam", "clipboard"], elem_id="input-image")
+                image = upload_image(names, label="Image", sources=["upload", "webcam", "clipboard"],
+                                     elem_id="input-image")
                 # The defaults are the package's (Settings()) where the maps carry edges; a model server
                 # without them gets the paper's EGS + adjacent merge.
                 default = Settings() if source.has_edges else Settings(superpixels="egs", merge="adjacent")
@@ -190,8 +220,8 @@ def build_app(source: MapSource, max_pixels: int = DEMO_MAX_PIXELS, examples: li
                 scorer = gr.Radio(list(MERGE_ORDERS), value=default.scorer, visible=hierarchy, label="Merge order",
                                   elem_id="scorer")
                 segments_count = gr.Slider(AUTOMATIC_CUT, 200, value=AUTOMATIC_CUT, step=1, visible=hierarchy,
-                                           label="Number of segments (0: the cut chosen on BSDS500 val)",
-                                           elem_id="segments-count")
+                                           label="Number of segments: a cut of the stored merge tree (0: the cut "
+                                                 "chosen on BSDS500 val)", elem_id="segments-count")
                 if source.bits_choices:
                     bits = gr.Radio([(f"{k} bits ({'grey' if k <= 8 else 'RGB'})", k) for k in source.bits_choices],
                                     value=source.bits_choices[0], label="Binary map code length")
@@ -207,16 +237,19 @@ def build_app(source: MapSource, max_pixels: int = DEMO_MAX_PIXELS, examples: li
                     binary_map = gr.Image(label="Binary map", format="png", interactive=False, elem_id="binary-map")
                     superpixels = gr.Image(label="Superpixels", format="png", interactive=False,
                                            elem_id="superpixels")
-                segments = gr.Image(label="Merged segments (mean colour)", format="png", interactive=False,
-                                    elem_id="segments")
+                segments = gr.Image(label="Merged segments (mean colour): click one to select it", format="png",
+                                    interactive=False, elem_id="segments")
+                segment_row = gr.Dataframe(label="Selected segment (its row of the region table)", interactive=False,
+                                           elem_id="segment-row")
                 with gr.Row():
                     table = gr.Dataframe(headers=["quantity", "value"], label="Counts and seconds per stage",
                                          interactive=False, elem_id="stats")
-                    labels_file = gr.File(label="Segment labels (16-bit PNG)", interactive=False,
-                                          elem_id="labels-file")
+                    downloads = gr.File(label="Downloads: labels (16-bit PNG), UCM (16-bit PNG, .mat), region "
+                                              "table (CSV), COCO (JSON)", file_count="multiple", interactive=False,
+                                        elem_id="downloads")
 
         inputs = [image, method, scale, n_segments, hamming, merge, segments_count, scorer, bits, cache]
-        outputs = [binary_map, superpixels, segments, table, labels_file, summary, cache]
+        outputs = [binary_map, superpixels, segments, table, downloads, summary, segment_row, cache]
         run.click(segmenter.run, inputs, outputs, api_name="segment")
         triggers = [method.change, scale.release, n_segments.release, hamming.release, merge.change,
                     segments_count.release, scorer.change]
@@ -224,6 +257,8 @@ def build_app(source: MapSource, max_pixels: int = DEMO_MAX_PIXELS, examples: li
             triggers.append(bits.change)
         gr.on(triggers, segmenter.rerun, inputs, outputs, api_name="resegment", trigger_mode="always_last",
               api_visibility="undocumented")  # the page's own re-merge; clients call /segment
+        segments.select(Segmenter.select, cache, [segments, segment_row], api_name="select_segment",
+                        api_visibility="private")
         method.change(_superpixel_controls, method, [scale, n_segments], api_name="superpixel_controls",
                       queue=False, api_visibility="private")
         merge.change(_merge_controls, merge, [hamming, segments_count, scorer], api_name="merge_controls",

@@ -6,13 +6,16 @@ Command line (needs the ``dev`` extra and the system Chromium, ``apt-get install
 
 serves the demo on a free loopback port, uploads IMAGE (default: BSDS500 test image 100007),
 presses *Segment*, prints the segment count and the seconds from upload to result, and saves a
-screenshot of the page to OUT.png.
+screenshot of the page to OUT.png. The browser test also drives the hierarchy slider, clicks a
+segment and reads the page's images and downloads with the helpers here.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import io
 import re
 import socket
 import time
@@ -21,6 +24,8 @@ from pathlib import Path
 from typing import Iterator
 
 import gradio as gr
+import numpy as np
+from PIL import Image
 from playwright.sync_api import Page, expect, sync_playwright
 
 from binmap_tf.common.paths import data_root
@@ -105,6 +110,67 @@ def segment_in_page(page: Page, url: str, image: str | Path, timeout_s: float = 
     text = summary_after(page, SEGMENTS_PATTERN, timeout_s)
     seconds = time.perf_counter() - start
     return BrowserRun(n_segments=int(SEGMENTS_PATTERN.search(text).group(1)), summary=text, seconds=seconds)
+
+
+def set_segment_count(page: Page, count: int, timeout_s: float = 300.0) -> tuple[str, float]:
+    """Move the hierarchy slider to ``count`` segments (typed into its box, then released as a drag
+    would) and wait for the page to show them; return the summary and the seconds it took."""
+    box = page.locator("#segments-count input[type=number]")
+    box.fill(str(count))
+    start = time.perf_counter()
+    box.blur()  # the slider's release: the page re-cuts the stored tree
+    text = summary_after(page, re.compile(rf"\b{count} segments merged .* cut at the number of segments asked for"),
+                         timeout_s)
+    return text, time.perf_counter() - start
+
+
+def fetch(page: Page, url: str) -> bytes:
+    """The bytes behind a URL the page shows (a file the server serves, or a ``data:`` URL)."""
+    if url.startswith("data:"):
+        return base64.b64decode(url.split(",", 1)[1])
+    response = page.request.get(url)
+    if not response.ok:
+        raise RuntimeError(f"{url}: HTTP {response.status}")
+    return response.body()
+
+
+def shown_image(page: Page, element: str) -> tuple[np.ndarray, str]:
+    """The image the page shows in ``element`` (an elem_id, ``#segments``) as uint8 RGB, and its URL."""
+    url = page.locator(f"{element} img").first.get_attribute("src")
+    return np.asarray(Image.open(io.BytesIO(fetch(page, url))).convert("RGB")), url
+
+
+def click_pixel(page: Page, element: str, x: int, y: int) -> None:
+    """Click image pixel (column ``x``, row ``y``) of the image in ``element``, wherever the page scaled
+    and placed it (``object-fit: contain``)."""
+    image = page.locator(f"{element} img").first
+    natural_width, natural_height, width, height = image.evaluate(
+        "e => [e.naturalWidth, e.naturalHeight, e.clientWidth, e.clientHeight]")
+    scale = min(width / natural_width, height / natural_height)
+    left, top = (width - natural_width * scale) / 2, (height - natural_height * scale) / 2
+    image.click(position={"x": left + (x + 0.5) * scale, "y": top + (y + 0.5) * scale})
+
+
+def selected_row(page: Page, previous: dict[str, str] | None = None, timeout_s: float = 60.0) -> dict[str, str]:
+    """The selected segment's row of the region table (column -> text) once the page shows one other
+    than ``previous`` (the table fills in after the highlighted image)."""
+    # The shown cells of the first row (the table also keeps a hidden copy to size its columns).
+    headers, cells = page.locator("#segment-row thead th"), page.locator('#segment-row [data-testid^="cell-0-"]')
+    deadline = time.perf_counter() + timeout_s
+    while True:
+        row = dict(zip(headers.all_inner_texts(), cells.all_inner_texts()))
+        if row and all(row.values()) and row != previous:
+            return row
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"no new row of the selected segment within {timeout_s} s (last: {row})")
+        page.wait_for_timeout(100)
+
+
+def download_links(page: Page) -> dict[str, str]:
+    """The files offered for download: file name -> URL."""
+    links = page.locator("#downloads a")
+    urls = [links.nth(i).get_attribute("href") for i in range(links.count())]
+    return {url.rsplit("/", 1)[-1]: url for url in urls}
 
 
 def main(argv: list[str] | None = None) -> int:

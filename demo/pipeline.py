@@ -1,14 +1,19 @@
 """The demo's steps as plain functions and small classes, without Gradio, so tests can call them:
 check and prepare an upload, get its binary map (cached per image and code length), segment it
-on the host, and render what the page shows.
+on the host (re-cutting the stored merge tree when only the number of segments changes), render
+what the page shows, highlight a clicked segment and write the downloads (the command line's files).
 """
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import hashlib
+import json
 import os
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -16,16 +21,17 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from binmap_tf.binary_map.maps import BinaryMap
-from binmap_tf.common.files import write_png
 from binmap_tf.common.images import ImageError, as_rgb_uint8
 from binmap_tf.common.paths import data_root
+from binmap_tf.segmentation.interchange import coco_entry
 from binmap_tf.segmentation.labels import channel_sums
-from binmap_tf.segmentation.outputs import boundary_overlay, label_image_uint16
+from binmap_tf.segmentation.outputs import COCO_FILE, FILE_SUFFIXES, boundary_overlay, write_coco, write_files
 from binmap_tf.segmentation.pipeline import (
     DEFAULT_MERGE,
     DEFAULT_SCORER,
     HAND_SET,
     SegmentationResult,
+    StageCache,
     choose_scorer,
     needs_edges,
     resolve_options,
@@ -53,6 +59,15 @@ AUTOMATIC_CUT = 0
 MERGE_ORDERS = (("learned scorer (codes, edges, colour, texture)", DEFAULT_SCORER),
                 ("hand-set weights (codes + edges + colour)", HAND_SET))
 EXAMPLE_BSDS_IDS = ("100007", "106047", "108004")
+# The name downloads take when the upload's file name is unknown (webcam, clipboard).
+UNNAMED_UPLOAD = "upload.png"
+# Upload names kept by pixel digest (UploadNames): as many as the sessions whose state the page keeps.
+NAMES_KEPT = 200
+# A clicked segment is painted half-way to this colour (RGB) in the segments image.
+HIGHLIGHT = (255, 0, 255)
+# The files a result offers for download, the command line's: labels, the UCM (with a hierarchy), the
+# region table, and a COCO file of the one image.
+DOWNLOADS = ("labels", "ucm", "regions")
 EXAMPLE_SKIMAGE_FILES = ("astronaut.png", "coffee.png", "chelsea.png")
 
 
@@ -224,13 +239,51 @@ def display_shape(shape: tuple[int, int], max_pixels: int) -> tuple[int, int]:
     return working_shape(shape, max(max_pixels, 32 * 32))
 
 
+class UploadNames:
+    """File names of recent uploads by :func:`array_digest` of their pixels: the page hands the
+    segmentation a numpy image without its file name, which the downloads and the COCO file keep, as
+    the command line names them. Holds the last :data:`NAMES_KEPT`; thread-safe."""
+
+    def __init__(self, capacity: int = NAMES_KEPT) -> None:
+        self._names: OrderedDict[str, str] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def add(self, pixels: np.ndarray, name: str | None) -> None:
+        """Remember ``name`` (a file name; any folder is dropped) for the uint8 RGB ``pixels``."""
+        if name:
+            with self._lock:
+                self._names[array_digest(pixels)] = Path(name).name
+                while len(self._names) > self._capacity:
+                    self._names.popitem(last=False)
+
+    def get(self, digest: str) -> str:
+        """The file name of the upload with ``digest``, or :data:`UNNAMED_UPLOAD`."""
+        with self._lock:
+            return self._names.get(digest, UNNAMED_UPLOAD)
+
+
+@dataclass
+class Shown:
+    """What the page shows of the current result, for a click on it: the labels, the segments image
+    and the region table's header and rows (as in the downloaded CSV)."""
+
+    labels: np.ndarray
+    segments: np.ndarray
+    header: list[str]
+    rows: list[list[str]]
+
+
 @dataclass
 class MapCache:
-    """The session's current image, prepared, and its binary maps by code length (kept in ``gr.State``).
+    """The session's current image, prepared, its binary maps by code length, the stages of its last
+    segmentation and what the page shows of it (kept in ``gr.State``).
 
     ``digest`` is :func:`array_digest` of the uploaded pixels, so changing a superpixel or merge control
-    reuses the map instead of running the CNN again. A new image replaces the whole entry: one
-    image per session bounds the memory a session holds.
+    reuses the map instead of running the CNN again, and ``stages`` keeps the superpixels and the merge
+    tree while only the number of segments changes (``stages_key``: the other settings), so the
+    hierarchy slider re-cuts the stored tree. A new image replaces the whole entry: one image per
+    session bounds the memory a session holds.
     """
 
     digest: str = ""
@@ -238,6 +291,9 @@ class MapCache:
     working: np.ndarray | None = None  # the image the CNN and the merge run on (working_image)
     notices: tuple[str, ...] = ()
     maps: dict[int | None, BinaryMap] = field(default_factory=dict)
+    stages: StageCache = field(default_factory=StageCache)
+    stages_key: Settings | None = None
+    shown: Shown | None = None
 
 
 @dataclass
@@ -274,7 +330,10 @@ def segment_upload(upload: np.ndarray, settings: Settings, source: MapSource, ca
         binary_map = source(cache.working, settings.bits)
         cnn_seconds = time.perf_counter() - start
         cache.maps[settings.bits] = binary_map
-    result = segment_with_map(cache.image, binary_map, working=cache.working, **options)
+    stages_key = dataclasses.replace(settings, segments=AUTOMATIC_CUT)  # all but the cut
+    if cache.stages_key != stages_key:  # keep one setting's stages: the memory a session holds stays bounded
+        cache.stages, cache.stages_key = StageCache(), stages_key
+    result = segment_with_map(cache.image, binary_map, working=cache.working, stages=cache.stages, **options)
     return DemoRun(image=cache.image, result=result, cnn_seconds=cnn_seconds, notices=cache.notices, cache=cache)
 
 
@@ -296,7 +355,7 @@ class Views:
 
     binary_map: np.ndarray  # the map upsampled to the image: grey (8 bits) or RGB (24 bits)
     superpixels: np.ndarray  # superpixel boundaries on the image
-    segments: np.ndarray  # segments in their mean colour, with boundaries
+    segments: np.ndarray  # segments in their mean colour, with boundaries (a click highlights one)
     table: list[list[str]]  # counts and seconds per stage
     summary: str  # Markdown: counts, settings and notices
 
@@ -351,13 +410,43 @@ def render(run: DemoRun, max_pixels: int = DEMO_MAX_PIXELS) -> Views:
                  table=stats_table(run), summary=summary_text(run))
 
 
-def write_label_png(labels: np.ndarray, folder: str | os.PathLike) -> Path:
-    """Save ``labels`` as a 16-bit PNG in ``folder``, atomically, named by content (equal results
-    share a file, so repeated runs do not pile up files)."""
-    data = label_image_uint16(labels)
-    path = Path(folder) / f"segments_{array_digest(data)[:16]}.png"
-    write_png(path, data)
-    return path
+def write_downloads(run: DemoRun, folder: str | os.PathLike, file_name: str) -> list[Path]:
+    """Write the command line's files of ``run`` for the upload ``file_name``: ``<stem>_labels.png``,
+    with a hierarchy ``<stem>_ucm2.png`` and ``.mat``, ``<stem>_regions.csv`` and a COCO file of the one
+    image, ``coco.json`` (byte for byte what ``binmap-segment --ucm --regions --coco`` writes for the
+    same image and options). They go to a subfolder of ``folder`` named by the image, name and
+    options, so equal results share files and repeated runs do not pile them up. Returns the files
+    offered for download (not the ``.npy`` labels)."""
+    result = run.result
+    key = json.dumps([array_digest(run.image), file_name, result.options], sort_keys=True, default=str)
+    subfolder = Path(folder) / hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+    names = [name for name in DOWNLOADS if name != "ucm" or result.hierarchy is not None]
+    paths = write_files(subfolder, Path(file_name).stem, run.image, result, names)
+    write_coco(subfolder / COCO_FILE, [coco_entry(result, file_name)])
+    return [path for path in paths if path.suffix != ".npy"] + [subfolder / COCO_FILE]
+
+
+def shown(run: DemoRun, views: Views, downloads: list[Path]) -> Shown:
+    """What a click on ``run``'s segments image reads: its labels and image, and the region table as
+    downloaded (the ``_regions.csv`` among ``downloads``)."""
+    (table,) = [path for path in downloads if path.name.endswith(FILE_SUFFIXES["regions"][0])]
+    header, *rows = list(csv.reader(table.read_text().splitlines()))
+    labels = upsample_labels(run.result.labels, views.segments.shape[:2])  # as drawn: clicks are in the view
+    return Shown(labels=labels, segments=views.segments, header=header, rows=rows)
+
+
+def highlight(segments: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``segments`` (uint8 RGB) with the pixels of ``mask`` painted half-way to :data:`HIGHLIGHT`."""
+    painted = segments.copy()
+    painted[mask] = (segments[mask].astype(np.uint16) + np.array(HIGHLIGHT, np.uint16) + 1) // 2
+    return painted
+
+
+def select_segment(view: Shown, x: int, y: int) -> tuple[np.ndarray, list[str], list[str]]:
+    """The segment at pixel column ``x``, row ``y``: the segments image with it highlighted, and its row
+    of the region table with the header."""
+    label = int(view.labels[y, x])
+    return highlight(view.segments, view.labels == label), view.header, view.rows[label]
 
 
 def example_images() -> list[str]:

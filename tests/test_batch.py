@@ -76,6 +76,20 @@ def test_plan_skips_done_and_refuses_clashing_names(tmp_path):
     assert todo == [("a/done.jpg", "done")] and done == []
 
 
+def test_plan_with_extra_outputs_and_coco(tmp_path):
+    """An image is done when its extra files are written and, with --coco, the run's earlier COCO file
+    holds it; an image named like the COCO file is refused."""
+    for suffix in OUTPUT_SUFFIXES:
+        (tmp_path / f"done{suffix}").write_text("")
+    inputs = ["a/done.jpg", "a/coco.jpg"]
+    todo, done, failures = plan(inputs, tmp_path, extras=("regions",))
+    assert todo == [("a/done.jpg", "done")] and [failure.input for failure in failures] == ["a/coco.jpg"]
+    (tmp_path / "done_regions.csv").write_text("")
+    assert plan(inputs, tmp_path, extras=("regions",))[1] == ["a/done.jpg"]
+    assert plan(inputs, tmp_path, extras=("regions",), coco_names={"other.jpg"})[1] == []
+    assert plan(inputs, tmp_path, extras=("regions",), coco_names={"done.jpg"})[1] == ["a/done.jpg"]
+
+
 class _Spec:
     """A model that refuses images under 8 pixels, as the CNN's size check does."""
 

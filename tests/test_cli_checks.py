@@ -36,6 +36,11 @@ SEGMENT_MISTAKES = {
     "hashing not an npz": (["--out", "{dir}/o", "--hashing", "{dir}/notes.npy"], "not a hashing layer"),
     "hashing missing": (["--out", "{dir}/o", "--hashing", "{dir}/gone.npz"], "hashing file not found"),
     "negative segments": (["--out", "{dir}/o", "--merge", "hierarchy", "--segments", "-1"], "integer >= 1"),
+    "ucm of the flat merge": (["--out", "{dir}/o", "--merge", "adjacent", "--ucm", "--coco"],
+                              "--merge adjacent does not build: use --merge hierarchy"),
+    "ucm without a merge": (["--out", "{dir}/o", "--merge", "none", "--ucm", "--regions"], "or leave out --ucm"),
+    "coco file named like a record": (["{dir}/coco.png", "--out", "{dir}/o", "--coco"],
+                                      "would be the run's COCO file coco.json: rename"),
 }
 
 
@@ -43,11 +48,22 @@ SEGMENT_MISTAKES = {
 def test_segment_refuses_mistakes_before_any_work(case, files, capsys):
     folder, image = files
     arguments, message = SEGMENT_MISTAKES[case]
+    (folder / "coco.png").write_bytes(image.read_bytes())
     with pytest.raises(SystemExit) as exit_info:
         segment_main([str(image)] + [a.format(dir=folder) for a in arguments])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2
     assert message in err and "Traceback" not in err
+    assert not (folder / "o").exists()
+
+
+def test_batch_refuses_a_ucm_without_the_hierarchy(files, capsys):
+    from binmap_tf.cli.batch import main as batch_main
+
+    folder, image = files
+    with pytest.raises(SystemExit) as exit_info:
+        batch_main(["--input", str(image), "--out", str(folder / "o"), "--merge", "global", "--ucm"])
+    assert exit_info.value.code == 2 and "--merge global does not build" in capsys.readouterr().err
     assert not (folder / "o").exists()
 
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import json
+from pathlib import Path
+
 import gradio as gr
 import numpy as np
+import pandas as pd
 import pytest
 from gradio.data_classes import ImageData
 from PIL import Image
@@ -19,6 +24,7 @@ from demo.pipeline import (
     MapCache,
     ServedMaps,
     Settings,
+    UploadNames,
     array_digest,
     average_colours,
     build_local_mapper,
@@ -148,19 +154,82 @@ def test_fine_tuned_hashing_source(small_image):
         make_source(None, "no-such-layer.npz")
 
 
-def test_outputs_and_label_png(small_image):
+def test_outputs_and_downloads(small_image):
     settings = Settings(superpixels="egs", merge="adjacent", hamming=1)
-    segmenter = Segmenter(CountingMaps())  # owns the folder of label files
-    binary_map, superpixels, segments, table, label_file, summary, _ = segmenter.run(
+    segmenter = Segmenter(CountingMaps())  # owns the folder of downloads
+    binary_map, superpixels, segments, table, downloads, summary, row, _ = segmenter.run(
         small_image, *controls(settings), None)
     expected = segment_upload(small_image, settings, CountingMaps()).result
-    labels = np.asarray(Image.open(label_file))
+    files = {Path(path).name: Path(path) for path in downloads}
+    assert set(files) == {"upload_labels.png", "upload_regions.csv", "coco.json"}  # no UCM: a flat merge
+    labels = np.asarray(Image.open(files["upload_labels.png"]))
     assert labels.dtype == np.uint16
     np.testing.assert_array_equal(labels, expected.labels)
+    document = json.loads(files["coco.json"].read_text())
+    assert document["images"][0]["file_name"] == "upload.png"
+    assert len(document["annotations"]) == expected.n_segments
     assert binary_map.shape == small_image.shape[:2]
     assert superpixels.shape == segments.shape == small_image.shape
     assert dict(table)["segments"] == str(expected.n_segments)
     assert f"{expected.n_segments} segments" in summary and f"{expected.n_superpixels} EGS" in summary
+    assert row["headers"][:2] == ["label", "area"] and row["data"] == []
+    _, _, _, _, downloads, *_ = segmenter.run(small_image, *controls(Settings()), None)
+    assert {Path(path).name for path in downloads} >= {"upload_ucm2.png", "upload_ucm2.mat"}  # the hierarchy's
+
+
+def test_slider_recuts_the_stored_tree(small_image, monkeypatch):
+    """Moving the number of segments cuts the stored tree again: no CNN, no superpixels, no merging."""
+    from binmap_tf.segmentation import pipeline
+
+    source, calls = CountingMaps(), []
+    for name in ("build_hierarchy", "compute_superpixels"):
+        original = getattr(pipeline, name)
+        monkeypatch.setattr(pipeline, name, lambda *args, _original=original, _name=name, **kwargs: (
+            calls.append(_name), _original(*args, **kwargs))[1])
+    segmenter = Segmenter(source)
+    outputs = segmenter.run(small_image, *controls(Settings()), None)
+    assert calls == ["compute_superpixels", "build_hierarchy"]
+    for count in (3, 9, 25, 4):
+        outputs = segmenter.run(small_image, *controls(Settings(segments=count)), outputs[-1])
+        assert f"**{count} segments**" in outputs[5]
+        expected = segment(small_image, lambda image: source(image, 8), segments=count)
+        labels = [path for path in outputs[4] if path.endswith("_labels.png")][0]
+        np.testing.assert_array_equal(np.asarray(Image.open(labels)), expected.labels)
+    assert source.calls == 1 + 4  # the page's one map, then one per segment() call above
+    assert calls.count("build_hierarchy") == 1 + 4 and calls.count("compute_superpixels") == 1 + 4
+    segmenter.run(small_image, *controls(Settings(scorer="hand-set", segments=4)), outputs[-1])
+    assert calls.count("build_hierarchy") == 1 + 4 + 1  # another order: another tree
+
+
+def test_click_highlights_the_segment_and_shows_its_row(small_image):
+    segmenter = Segmenter(CountingMaps())
+    outputs = segmenter.run(small_image, *controls(Settings(segments=6)), None)
+    cache = outputs[-1]
+    labels = cache.shown.labels
+    table = pd.read_csv([path for path in outputs[4] if path.endswith("_regions.csv")][0])
+    for y, x in ((5, 7), (100, 90), (64, 120)):
+        event = gr.SelectData(None, {"index": [x, y], "value": None, "selected": True})
+        image, row = Segmenter.select(cache, event)
+        mask = labels == labels[y, x]
+        changed = np.any(image != outputs[2], axis=-1)
+        np.testing.assert_array_equal(changed, mask)  # the segment's pixels, and only those
+        assert row["headers"] == list(table.columns) and len(row["data"]) == 1
+        assert int(row["data"][0][0]) == labels[y, x]
+        assert int(row["data"][0][1]) == table["area"][labels[y, x]] == mask.sum()
+    assert Segmenter.select(None, event) == (gr.skip(), gr.skip())
+
+
+def test_downloads_are_named_after_the_upload(small_image, tmp_path):
+    path = tmp_path / "astronaut.png"
+    Image.fromarray(small_image).save(path)
+    names = UploadNames()
+    upload = upload_image(names, render=False).preprocess(ImageData(path=str(path), orig_name=path.name))
+    segmenter = Segmenter(CountingMaps(), names=names)  # owns the folder of downloads
+    outputs = segmenter.run(upload, *controls(Settings()), None)
+    assert {Path(name).name for name in outputs[4]} == {"astronaut_labels.png", "astronaut_ucm2.png",
+                                                         "astronaut_ucm2.mat", "astronaut_regions.csv", "coco.json"}
+    coco = json.loads(Path([name for name in outputs[4] if name.endswith("coco.json")][0]).read_text())
+    assert coco["images"][0]["file_name"] == "astronaut.png"
 
 
 def test_average_colours_paints_segment_means():
@@ -239,7 +308,7 @@ def test_example_images_exist():
 def test_app_builds_with_named_events():
     app = build_app(CountingMaps(), examples=[])
     names = {dependency.get("api_name") for dependency in app.config["dependencies"]}
-    assert {"segment", "resegment", "superpixel_controls", "merge_controls"} <= names
+    assert {"segment", "resegment", "select_segment", "superpixel_controls", "merge_controls"} <= names
 
 
 def test_segment_endpoint_for_gradio_client(bsds_image_path):
@@ -254,7 +323,8 @@ def test_segment_endpoint_for_gradio_client(bsds_image_path):
     settings = Settings(superpixels="slic", n_segments=300, hamming=1, merge="global", bits=24)
     expected = segment_upload(load_image(bsds_image_path), settings, CountingMaps()).result
     assert f"**{expected.n_segments} segments**" in outputs[5] and "24-bit" in outputs[5]
-    np.testing.assert_array_equal(np.asarray(Image.open(outputs[4])), expected.labels)
+    labels = [path for path in outputs[4] if path.endswith(f"{bsds_image_path.stem}_labels.png")]
+    np.testing.assert_array_equal(np.asarray(Image.open(labels[0])), expected.labels)
     assert source.calls == 1
 
 
@@ -267,18 +337,38 @@ def test_served_app_has_no_code_length_control():
                    for block in app.blocks.values())
 
 
+def interior_pixels(labels: np.ndarray, count: int) -> list[tuple[int, int]]:
+    """(row, column) of the pixel farthest from any segment boundary in each of the ``count`` segments
+    where that distance is largest: clicks there hit the segment whatever the page's rounding."""
+    from scipy import ndimage
+    from skimage.segmentation import find_boundaries
+
+    distance = ndimage.distance_transform_edt(~find_boundaries(labels, mode="inner"))
+    segments = np.arange(labels.max() + 1)
+    farthest = ndimage.maximum_position(distance, labels, segments)
+    depth = ndimage.maximum(distance, labels, segments)
+    return [tuple(int(v) for v in farthest[i]) for i in np.argsort(depth)[::-1][:count]]
+
+
 @pytest.mark.slow
 def test_browser_upload_segments_like_the_library(tmp_path, bsds_image_path):
     """The page in headless Chromium: a bad file gives a message, then a BSDS500 image is segmented
-    exactly as :func:`binmap_tf.segmentation.pipeline.segment` does, and switching the merge mode re-merges
-    from the cached map."""
+    exactly as :func:`binmap_tf.segmentation.pipeline.segment` does, switching the merge mode re-merges
+    from the cached map, the hierarchy slider re-cuts the stored tree into the library's labels (the
+    labels download), and a click highlights exactly the library's segment under it and shows its row."""
     try:
         from demo.browser import (
             SEGMENTS_PATTERN,
             chromium_page,
             chromium_path,
+            click_pixel,
+            download_links,
+            fetch,
             segment_in_page,
+            selected_row,
             serve,
+            set_segment_count,
+            shown_image,
             summary_after,
         )
 
@@ -299,7 +389,12 @@ def test_browser_upload_segments_like_the_library(tmp_path, bsds_image_path):
             return mapper(image)
         return call
 
-    default_mapper(edges=True)  # the page's 8-bit mapper: built before the clock starts
+    image = load_image(bsds_image_path)
+    expected = segment(image, default_mapper(edges=True), **Settings().segment_options())  # the mapper, built
+    count = 2 * expected.n_segments  # a finer level of the hand-set tree the slider re-cuts
+    recut = segment(image, binary_map=expected.binary_map,
+                    **Settings(scorer="hand-set", segments=count).segment_options()).labels
+    clicks = interior_pixels(recut, 2)
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("not an image")
     with serve(build_app(LocalMappers(build=counting_mapper))) as url, chromium_page() as page:
@@ -320,8 +415,19 @@ def test_browser_upload_segments_like_the_library(tmp_path, bsds_image_path):
         page.get_by_label("hand-set weights (codes + edges + colour)").check()
         hand_set_summary = summary_after(page, "hand-set weights")
 
-    image = load_image(bsds_image_path)
-    expected = segment(image, default_mapper(edges=True), **Settings().segment_options())
+        recut_summary, recut_seconds = set_segment_count(page, count)
+        print(f"slider -> {count} segments shown: {recut_seconds:.2f} s")
+        labels_url = download_links(page)[f"{bsds_image_path.stem}_labels.png"]
+        downloaded = np.asarray(Image.open(io.BytesIO(fetch(page, labels_url))))
+        highlighted, rows = [], []
+        shown, url = shown_image(page, "#segments")  # the cut, nothing highlighted
+        for y, x in clicks:
+            click_pixel(page, "#segments", x, y)
+            expect(page.locator("#segments img").first).not_to_have_attribute("src", url)
+            after, url = shown_image(page, "#segments")
+            highlighted.append(np.any(after != shown, axis=-1))
+            rows.append(selected_row(page, rows[-1] if rows else None))
+
     assert run.n_segments == expected.n_segments
     assert calls == [8], "the CNN must run once: switching the merge mode reuses the cached map"
     expected_global = segment(image, binary_map=expected.binary_map, **Settings(merge="global").segment_options())
@@ -331,6 +437,11 @@ def test_browser_upload_segments_like_the_library(tmp_path, bsds_image_path):
     assert int(SEGMENTS_PATTERN.search(hierarchy_summary).group(1)) == expected.n_segments
     expected_hand_set = segment(image, binary_map=expected.binary_map, **Settings(scorer="hand-set").segment_options())
     assert int(SEGMENTS_PATTERN.search(hand_set_summary).group(1)) == expected_hand_set.n_segments
+    assert "reused" in recut_summary and calls == [8]  # the slider re-cut the stored tree: no CNN
+    np.testing.assert_array_equal(downloaded, recut)
+    for (y, x), mask, row in zip(clicks, highlighted, rows):
+        np.testing.assert_array_equal(mask, recut == recut[y, x])  # the library's segment, every pixel of it
+        assert int(row["label"]) == recut[y, x] and int(row["area"]) == mask.sum()  # its row of the table
 
 
 @pytest.mark.slow

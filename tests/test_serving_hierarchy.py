@@ -43,14 +43,20 @@ def samples():
 
 
 def test_segment_command_line_served_equals_local(server, samples, tmp_path):
+    """Served and local runs write the same labels, and the same bytes for the UCM, region table and
+    COCO file (issue 24)."""
     paths = [str(sample.image_path) for sample in samples]
+    outputs = ("--ucm", "--regions", "--coco")
     for number, options in enumerate(HIERARCHIES):
         served, local = tmp_path / f"served{number}", tmp_path / f"local{number}"
-        assert segment_main([*paths, "--out", str(served), "--serving", server.target, *options]) == 0
-        assert segment_main([*paths, "--out", str(local), *options]) == 0
+        assert segment_main([*paths, "--out", str(served), "--serving", server.target, *options, *outputs]) == 0
+        assert segment_main([*paths, "--out", str(local), *options, *outputs]) == 0
+        assert (served / "coco.json").read_bytes() == (local / "coco.json").read_bytes()
         for sample in samples:
             labels = np.load(served / f"{sample.id}_labels.npy")
             np.testing.assert_array_equal(labels, np.load(local / f"{sample.id}_labels.npy"), err_msg=str(options))
+            for suffix in ("_ucm2.mat", "_ucm2.png", "_regions.csv"):
+                assert (served / f"{sample.id}{suffix}").read_bytes() == (local / f"{sample.id}{suffix}").read_bytes()
             served_record, local_record = (json.loads((folder / f"{sample.id}.json").read_text())
                                            for folder in (served, local))
             assert served_record["serving"] == server.target

@@ -14,8 +14,10 @@ over processes by an existing engine rather than a home-made pool:
 4. the host side (superpixels, codes, merging) runs in parallel tasks through
    :func:`~binmap_tf.segmentation.pipeline.segment_with_map`, the one segmentation pipeline, and each image is
    written by :func:`~binmap_tf.segmentation.outputs.write_segmentation`: the same files as ``segment``;
-5. the driver writes :data:`FAILED_FILE` (one JSON line per failed input) and
-   :data:`SUMMARY_FILE` (counts, throughput, settings).
+5. the driver writes :data:`FAILED_FILE` (one JSON line per failed input),
+   :data:`SUMMARY_FILE` (counts, throughput, settings) and, when asked for, the run's COCO file
+   (:data:`~binmap_tf.segmentation.outputs.COCO_FILE`: the images segmented now and those a
+   resumed run skips, read back from the earlier file).
 
 Why Ray Data and not Apache Beam: see README, "Large collections" (Beam's Python SDK needs
 protobuf < 7, this project's TensorFlow environment has protobuf 7).
@@ -39,8 +41,8 @@ import numpy as np
 from binmap_tf.common.errors import expected_failure, failure_message
 from binmap_tf.common.files import write_json, write_text
 from binmap_tf.common.images import ImageError, decode_image, find_images, load_image, warn_notices
-from binmap_tf.segmentation.outputs import output_paths
-from binmap_tf.segmentation.pipeline import needs_edges, working_image
+from binmap_tf.segmentation.outputs import COCO_FILE, check_extras, output_paths, read_coco, write_coco
+from binmap_tf.segmentation.pipeline import DEFAULT_MERGE, needs_edges, working_image
 from binmap_tf.segmentation.resolution import DEFAULT_WORKING_PIXELS
 
 if TYPE_CHECKING:
@@ -151,21 +153,28 @@ def stem_of(uri: str) -> str:
     return PurePosixPath(uri.rstrip("/")).stem if _is_uri(uri) else Path(uri).stem
 
 
-def is_done(out: str | os.PathLike, stem: str) -> bool:
-    """Whether every file ``segment`` writes for ``stem`` is already in ``out``."""
-    return all(path.exists() for path in output_paths(out, stem))
+def file_name_of(uri: str) -> str:
+    """The file name of ``uri``, as the COCO file names its image (``segment`` names it the same way)."""
+    return PurePosixPath(uri.rstrip("/")).name if _is_uri(uri) else Path(uri).name
 
 
-def plan(inputs: Sequence[str], out: str | os.PathLike, overwrite: bool = False
-         ) -> tuple[list[tuple[str, str]], list[str], list[Failure]]:
+def is_done(out: str | os.PathLike, stem: str, extras: Sequence[str] = ()) -> bool:
+    """Whether every file ``segment`` writes for ``stem`` (with the ``extras`` outputs) is already in ``out``."""
+    return all(path.exists() for path in output_paths(out, stem, extras))
+
+
+def plan(inputs: Sequence[str], out: str | os.PathLike, overwrite: bool = False, extras: Sequence[str] = (),
+         coco_names: set[str] | None = None) -> tuple[list[tuple[str, str]], list[str], list[Failure]]:
     """Split ``inputs`` into ``(input, stem)`` pairs to segment, inputs already done (skipped unless
     ``overwrite``) and failures: a second input with the same stem would overwrite the first's
-    files, a stem naming the summary files would overwrite them."""
+    files, a stem naming the summary (or COCO) files would overwrite them. With the ``extras``
+    outputs an input is done when they are written too; with ``coco_names`` (the file names in the
+    run's earlier COCO file) when its annotations are in that file too."""
     todo: list[tuple[str, str]] = []
     done: list[str] = []
     failures: list[Failure] = []
     owner: dict[str, str] = {}
-    reserved = {Path(SUMMARY_FILE).stem, Path(FAILED_FILE).stem}
+    reserved = {Path(SUMMARY_FILE).stem, Path(FAILED_FILE).stem, Path(COCO_FILE).stem}
     for uri in inputs:
         stem = stem_of(uri)
         if stem in owner:
@@ -173,7 +182,8 @@ def plan(inputs: Sequence[str], out: str | os.PathLike, overwrite: bool = False
                                          "overwrite each other: segment them into separate --out folders"))
         elif stem in reserved:
             failures.append(Failure(uri, f"its outputs would overwrite the batch's {stem} file; rename it"))
-        elif not overwrite and is_done(out, stem):
+        elif not overwrite and is_done(out, stem, extras) and (coco_names is None
+                                                                or file_name_of(uri) in coco_names):
             owner[stem] = uri
             done.append(uri)
         else:
@@ -268,18 +278,22 @@ class MapperStage:
 
 class SegmentStage:
     """Stage 4: segment one image from its binary map with
-    :func:`~binmap_tf.segmentation.pipeline.segment_with_map` and write its files with
-    :func:`~binmap_tf.segmentation.outputs.write_segmentation`; returns a small record for the summary."""
+    :func:`~binmap_tf.segmentation.pipeline.segment_with_map` and write its files (with the ``extras``
+    outputs) with :func:`~binmap_tf.segmentation.outputs.write_segmentation`; returns a small record for
+    the summary, holding the image's COCO entry as JSON text when ``coco``."""
 
-    def __init__(self, out: str, options: dict[str, Any], record: dict[str, Any]) -> None:
-        self.out, self.options, self.record = out, options, record
+    def __init__(self, out: str, options: dict[str, Any], record: dict[str, Any], extras: Sequence[str] = (),
+                 coco: bool = False) -> None:
+        self.out, self.options, self.record, self.extras, self.coco = out, options, record, tuple(extras), coco
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        from binmap_tf.segmentation.interchange import coco_entry
         from binmap_tf.segmentation.outputs import write_segmentation
         from binmap_tf.segmentation.pipeline import segment_with_map
 
         outcome = {"input": row["input"], "stem": row["stem"], "error": row["error"], "n_segments": -1,
-                   "cnn_seconds": float(row.get("cnn_seconds") or 0.0), "host_seconds": 0.0, "write_seconds": 0.0}
+                   "cnn_seconds": float(row.get("cnn_seconds") or 0.0), "host_seconds": 0.0, "write_seconds": 0.0,
+                   "coco": ""}
         if row["error"]:
             return outcome
         try:
@@ -288,7 +302,10 @@ class SegmentStage:
             # As segment() records them: the CNN first, "total" over every stage.
             result.timings = {"cnn": cnn, **result.timings, "total": cnn + result.timings["total"]}
             start = time.perf_counter()
-            write_segmentation(self.out, row["stem"], image, result, {"image": row["input"], **self.record})
+            write_segmentation(self.out, row["stem"], image, result, {"image": row["input"], **self.record},
+                               self.extras)
+            if self.coco:
+                outcome["coco"] = json.dumps(coco_entry(result, file_name_of(row["input"])))
         except Exception as error:  # noqa: BLE001  (recorded; a bug also logs its trace)
             if not expected_failure(error):
                 log.exception("segmenting %s failed", row["input"])
@@ -330,9 +347,10 @@ def _start_ray(workers: Workers) -> bool:
 
 
 def run_pipeline(todo: Sequence[tuple[str, str]], out: str | os.PathLike, options: dict[str, Any],
-                 model: ModelSpec, workers: Workers, progress: Callable[[dict[str, Any]], None] | None = None
-                 ) -> list[dict[str, Any]]:
-    """Run stages 2-4 on Ray Data for ``todo`` (``(input, stem)`` pairs); return one record per input."""
+                 model: ModelSpec, workers: Workers, progress: Callable[[dict[str, Any]], None] | None = None,
+                 extras: Sequence[str] = (), coco: bool = False) -> list[dict[str, Any]]:
+    """Run stages 2-4 on Ray Data for ``todo`` (``(input, stem)`` pairs), writing the ``extras`` outputs
+    too; return one record per input (with its COCO entry as JSON text when ``coco``)."""
     import ray
     import ray.data
 
@@ -350,12 +368,13 @@ def run_pipeline(todo: Sequence[tuple[str, str]], out: str | os.PathLike, option
                                 batch_size=workers.batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(
                                     size=workers.cnn), num_cpus=1)
                    .map(SegmentStage, fn_constructor_kwargs={"out": str(out), "options": options,
-                                                             "record": model.record()},
+                                                             "record": model.record(), "extras": tuple(extras),
+                                                             "coco": coco},
                         compute=ray.data.ActorPoolStrategy(size=workers.host), num_cpus=1))
         records = []
         for row in dataset.iter_rows():
             record = {key: row[key] for key in ("input", "stem", "error", "n_segments", "cnn_seconds",
-                                                "host_seconds", "write_seconds")}
+                                                "host_seconds", "write_seconds", "coco")}
             records.append(record)
             if progress is not None:
                 progress(record)
@@ -368,29 +387,38 @@ def run_pipeline(todo: Sequence[tuple[str, str]], out: str | os.PathLike, option
 
 def segment_collection(patterns: Sequence[str], out: str | os.PathLike, options: dict[str, Any] | None = None,
                        model: ModelSpec | None = None, workers: Workers | None = None, overwrite: bool = False,
-                       progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                       progress: Callable[[dict[str, Any]], None] | None = None, extras: Sequence[str] = (),
+                       coco: bool = False) -> dict[str, Any]:
     """Segment every image ``patterns`` match into ``out``; return the summary also written there.
 
     ``options`` are those of :func:`~binmap_tf.segmentation.pipeline.segment` (superpixels, hamming, merge, ...),
     ``model`` where the maps come from (default: the default :class:`~binmap_tf.binary_map.model.BinaryMapper`),
-    ``workers`` the processes (see :class:`Workers`). Images whose files are all in ``out`` are
-    skipped unless ``overwrite``; when nothing is left to do, Ray is not started. Failed inputs are
-    listed in ``out/batch_failed.jsonl``; ``progress`` is called with each image's record.
+    ``workers`` the processes (see :class:`Workers`), ``extras`` the optional per-image outputs
+    (``"ucm"``, ``"regions"``; :func:`~binmap_tf.segmentation.outputs.write_segmentation`) and ``coco``
+    whether to write the run's COCO file. Images whose files are all in ``out`` (and, with ``coco``,
+    in its COCO file) are skipped unless ``overwrite``; when nothing is left to do, Ray is not
+    started. Failed inputs are listed in ``out/batch_failed.jsonl``; ``progress`` is called with each
+    image's record.
     """
     options = dict(options or {})
+    extras = check_extras(extras, options.get("merge", DEFAULT_MERGE))
     model = model or ModelSpec()
     workers = workers or Workers()
     if needs_edges(options.get("superpixels"), options.get("merge")):
         model = dataclasses.replace(model, mapper_options={**model.mapper_options, "edges": True})
     start = time.perf_counter()
     inputs = match_inputs(patterns)
-    todo, done, failures = plan(inputs, out, overwrite)
+    earlier = read_coco(Path(out) / COCO_FILE) if coco else {}
+    todo, done, failures = plan(inputs, out, overwrite, extras, set(earlier) if coco else None)
     log.info("%d inputs: %d to segment, %d already done, %d refused", len(inputs), len(todo), len(done), len(failures))
-    records = run_pipeline(todo, out, options, model, workers, progress) if todo else []
+    records = run_pipeline(todo, out, options, model, workers, progress, extras, coco) if todo else []
     seconds = time.perf_counter() - start
     failures += [Failure(record["input"], record["error"]) for record in records if record["error"]]
     written = [record for record in records if not record["error"]]
     write_text(Path(out) / FAILED_FILE, "".join(json.dumps(vars(failure)) + "\n" for failure in failures))
+    if coco:
+        write_coco(Path(out) / COCO_FILE, [earlier[file_name_of(uri)] for uri in done]
+                   + [json.loads(record["coco"]) for record in written])
     summary = {
         "inputs": len(inputs), "written": len(written), "skipped": len(done), "failed": len(failures),
         "seconds": round(seconds, 3), "images_per_second": round(len(written) / seconds, 4) if written else 0.0,

@@ -15,8 +15,9 @@ from binmap_tf.cli import common as cli
 from binmap_tf.segmentation.pipeline import needs_edges
 
 
-def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
-    """Parse the command line; return the arguments and the keyword options of ``segment``."""
+def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any], tuple[str, ...]]:
+    """Parse the command line; return the arguments, the keyword options of ``segment`` and the extra
+    per-image outputs (see :func:`~binmap_tf.cli.common.output_extras`)."""
     parser = argparse.ArgumentParser(
         prog="binmap-batch",
         description="Segment every image that --input matches, as `binmap-segment` does (the same "
@@ -33,6 +34,7 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, A
     cli.add_segment_arguments(parser)
     cli.add_model_arguments(parser)
     cli.add_server_argument(parser, "--model-server", instead="in the workers")
+    cli.add_output_arguments(parser)
     engine = parser.add_argument_group("workers (Ray)")
     cores = os.cpu_count() or 1
     engine.add_argument("--address", default=None,
@@ -49,7 +51,7 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, A
                              "%(default)s)")
     args = cli.parse(parser, argv)
     options = cli.segment_options(parser, args, served=bool(args.model_server))
-    return args, options
+    return args, options, cli.output_extras(parser, args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: {error}; install the batch extra: pip install -e \".[batch]\"") from None
     from tqdm import tqdm
 
-    args, options = _parse_args(argv)
+    args, options, extras = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.model_server:
         # Fail now, with the client's message, if unreachable or without the edge map the options need.
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                       batch_size=args.batch_size, address=args.address)
     with tqdm(desc="segmenting", unit="image", disable=not sys.stderr.isatty()) as bar:
         summary = segment_collection(args.input, args.out, options, model, workers, args.overwrite,
-                                     progress=lambda record: bar.update())
+                                     progress=lambda record: bar.update(), extras=extras, coco=args.coco)
     print(f"{summary['written']} written, {summary['skipped']} already done, {summary['failed']} failed "
           f"in {summary['seconds']:.1f} s ({summary['images_per_second']:.2f} images/s) -> {args.out}",
           file=sys.stderr)

@@ -331,6 +331,49 @@ def segment_options(parser: argparse.ArgumentParser, args: argparse.Namespace, s
             "working_pixels": None if args.native else args.working_pixels, **params}
 
 
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the optional outputs (README, "Outputs"): ``--ucm``, ``--coco`` and ``--regions``."""
+    from binmap_tf.segmentation.interchange import UCM_PNG_SCALE
+    from binmap_tf.segmentation.outputs import COCO_FILE
+
+    group = parser.add_argument_group("more outputs")
+    group.add_argument("--ucm", action="store_true",
+                       help="also write the merge hierarchy as a BSDS ucm2 contour map: <stem>_ucm2.mat (variable "
+                            f"ucm2, float64 heights in [0, 1]) and <stem>_ucm2.png (16-bit, height x {UCM_PNG_SCALE}); "
+                            "needs --merge hierarchy")
+    group.add_argument("--coco", action="store_true",
+                       help=f"also write one COCO file for the run, {COCO_FILE}: each segment's mask as RLE, its area "
+                            "and box, and as score the merge height at which it appears")
+    group.add_argument("--regions", action="store_true",
+                       help="also write <stem>_regions.csv: area, box, centroid and mean CIELAB colour of each "
+                            "segment (scikit-image's regionprops) and, with the hierarchy, its node, height and parent")
+
+
+def output_extras(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[str, ...]:
+    """The per-image extra outputs the arguments ask for (``"ucm"``, ``"regions"``), checked against the
+    merge :func:`segment_options` resolved (call it first): a usage error, before any model is built,
+    names the fix for a UCM without a hierarchy."""
+    from binmap_tf.segmentation.outputs import EXTRA_OUTPUTS, check_extras
+
+    extras = tuple(name for name in EXTRA_OUTPUTS if getattr(args, name))
+    try:
+        return check_extras(extras, args.merge)
+    except ValueError:
+        parser.error(f"--ucm writes the merge hierarchy, which --merge {args.merge} does not build: use --merge "
+                     "hierarchy (the default with vgg16-hed) or leave out --ucm; --coco and --regions work with "
+                     "any merge")
+
+
+def check_coco_stems(parser: argparse.ArgumentParser, paths: list[Path]) -> None:
+    """Usage error when an image's JSON record would have the name of the run's COCO file."""
+    from binmap_tf.segmentation.outputs import COCO_FILE
+
+    clashing = [str(path) for path in paths if f"{path.stem}.json" == COCO_FILE]
+    if clashing:
+        parser.error(f"the record of {', '.join(clashing)} would be the run's COCO file {COCO_FILE}: rename the image "
+                     "or segment it into another --out")
+
+
 def default_merge(backbone: str | None) -> str:
     """The merge a command line runs without ``--merge``: the learned hierarchy where the maps carry
     an edge map (``backbone`` None: a served model, whose maps carry one), else the paper's adjacent

@@ -172,22 +172,54 @@ class MergeTree:
         """Number of segments :meth:`cut` gives at ``threshold``."""
         return self.n_superpixels - int(np.count_nonzero(self.heights <= threshold))
 
-    def segment_of(self, n_segments: int | None = None, threshold: float | None = None) -> np.ndarray:
-        """Segment ``0 .. K-1`` of every superpixel for a cut (see :meth:`cut`), shape (n,)."""
+    def _chosen(self, n_segments: int | None, threshold: float | None) -> np.ndarray:
+        """Indices of the merges a cut keeps (see :meth:`cut`)."""
         if (n_segments is None) == (threshold is None):
             raise ValueError("pass exactly one of n_segments and threshold")
-        n = self.n_superpixels
         if threshold is not None:
-            chosen = np.flatnonzero(self.heights <= threshold)
-        else:
-            count = check_segment_count(n_segments)
-            # Lowest merges first; ties in merge order, so a merge never precedes its children.
-            order = np.lexsort((np.arange(len(self.heights)), self.heights))
-            chosen = order[:max(n - count, 0)]
+            return np.flatnonzero(self.heights <= threshold)
+        count = check_segment_count(n_segments)
+        # Lowest merges first; ties in merge order, so a merge never precedes its children.
+        order = np.lexsort((np.arange(len(self.heights)), self.heights))
+        return order[:max(self.n_superpixels - count, 0)]
+
+    def _groups(self, chosen: np.ndarray) -> np.ndarray:
+        """Component of every node (leaves, then merges) when the ``chosen`` merges are kept."""
+        n = self.n_superpixels
         # Each chosen merge links its two children to its node. Components are numbered in order
-        # of their smallest node, so leaves come first.
+        # of their smallest node, so the components holding leaves come first.
         links = np.stack([self.children[chosen].ravel(), np.repeat(n + chosen, 2)], axis=1)
-        return connected_groups(n + len(self.children), links)[:n]
+        return connected_groups(n + len(self.children), links)
+
+    def segment_of(self, n_segments: int | None = None, threshold: float | None = None) -> np.ndarray:
+        """Segment ``0 .. K-1`` of every superpixel for a cut (see :meth:`cut`), shape (n,)."""
+        return self._groups(self._chosen(n_segments, threshold))[:self.n_superpixels]
+
+    @property
+    def node_heights(self) -> np.ndarray:
+        """Height of every node, shape (2n-1,): 0 for the superpixels, then each merge's height."""
+        return np.concatenate([np.zeros(self.n_superpixels), self.heights])
+
+    @property
+    def parents(self) -> np.ndarray:
+        """Parent node of every node, shape (2n-1,); -1 for the root (and for every node of a forest's
+        top, when the superpixels do not all touch)."""
+        parents = np.full(self.n_superpixels + len(self.children), -1, np.int64)
+        parents[self.children.ravel()] = np.repeat(self.n_superpixels + np.arange(len(self.children)), 2)
+        return parents
+
+    def segment_nodes(self, n_segments: int | None = None, threshold: float | None = None) -> np.ndarray:
+        """The tree node each segment of a cut is, shape (K,), in the numbering of :meth:`segment_of`:
+        a superpixel ``0 .. n-1`` never merged below the cut, or the merge ``n + i`` that made it.
+        Its height (:attr:`node_heights`) is the height at which the segment appears, its parent's
+        the height at which it is merged away."""
+        chosen = self._chosen(n_segments, threshold)
+        groups, n = self._groups(chosen), self.n_superpixels
+        kept = np.concatenate([np.arange(n), n + chosen])  # the nodes of the cut's forest
+        # A merge's node number is above its children's, so each segment's top node is its largest.
+        nodes = np.full(int(groups[:n].max()) + 1, -1, np.int64)
+        np.maximum.at(nodes, groups[kept], kept)
+        return nodes
 
     def cut(self, n_segments: int | None = None, threshold: float | None = None) -> np.ndarray:
         """Segmentation at one level of the hierarchy.

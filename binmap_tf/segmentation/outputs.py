@@ -1,21 +1,40 @@
 """The files one segmented image is written as, by every entry point that writes them (the
-``segment`` CLI, the batch pipeline): labels as 16-bit PNG and ``.npy``, the boundary overlay,
-the binary map and a JSON record. Each file is written atomically."""
+``segment`` CLI, the batch pipeline, the demo's downloads, Python callers): labels as 16-bit PNG and
+``.npy``, the boundary overlay, the binary map and a JSON record; on request the hierarchy as a
+BSDS ``ucm2`` (``.mat`` and 16-bit PNG) and the region table (CSV), and one COCO file per run
+(:mod:`binmap_tf.segmentation.interchange` encodes those). Each file is written atomically, and the
+same result gives the same bytes wherever it is written."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
 from binmap_tf.binary_map.tiling import row_bands
-from binmap_tf.common.files import write_json, write_npy, write_png
+from binmap_tf.common.files import write_json, write_mat, write_npy, write_png, write_text
 from binmap_tf.common.images import as_rgb_uint8
+from binmap_tf.segmentation.interchange import coco_document, coco_entries, region_table, table_csv, ucm2_png
 
-# The suffixes of the files write_segmentation writes for one image stem.
-OUTPUT_SUFFIXES = ("_labels.npy", "_labels.png", "_overlay.png", "_binary_map.png", ".json")
+# The files of each output, by name: those every image gets, then those asked for (--ucm, --regions).
+FILE_SUFFIXES = {"labels": ("_labels.npy", "_labels.png"), "overlay": ("_overlay.png",),
+                 "binary_map": ("_binary_map.png",), "ucm": ("_ucm2.mat", "_ucm2.png"), "regions": ("_regions.csv",)}
+BASE_OUTPUTS = ("labels", "overlay", "binary_map")
+EXTRA_OUTPUTS = ("ucm", "regions")
+# The JSON record, written last: its presence means the image is complete.
+RECORD_SUFFIX = ".json"
+# The suffixes of the files write_segmentation writes for one image stem without extras.
+OUTPUT_SUFFIXES = (*(suffix for name in BASE_OUTPUTS for suffix in FILE_SUFFIXES[name]), RECORD_SUFFIX)
+# The extra outputs that need the merge tree, not just labels.
+NEEDS_TREE = ("ucm",)
+# One COCO file per run, beside the images' files (an image with this stem is refused: its JSON
+# record would have the same name).
+COCO_FILE = "coco.json"
+# The variable of a ucm2 .mat, as in the BSDS benchmark's and gPb-owt-ucm's files.
+UCM2_VARIABLE = "ucm2"
 
 
 def boundary_overlay(image: np.ndarray, labels: np.ndarray, color: tuple[float, float, float] = (1.0, 1.0, 0.0)
@@ -42,20 +61,92 @@ def label_image_uint16(labels: np.ndarray) -> np.ndarray:
     return labels.astype(np.uint16)
 
 
-def output_paths(out: str | os.PathLike, stem: str) -> list[Path]:
-    """The files :func:`write_segmentation` writes for ``stem`` in folder ``out``."""
-    return [Path(out) / f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES]
+def check_extras(extras: Iterable[str], merge: str) -> tuple[str, ...]:
+    """``extras`` (names in :data:`EXTRA_OUTPUTS`) as a tuple; ``ValueError`` naming the fix for an
+    unknown one, or for a UCM asked of ``merge`` other than the hierarchy (a flat merge has no tree)."""
+    extras = tuple(extras)
+    unknown = sorted(set(extras) - set(EXTRA_OUTPUTS))
+    if unknown:
+        raise ValueError(f"unknown outputs {unknown}; choose among {list(EXTRA_OUTPUTS)}")
+    if merge != "hierarchy" and any(name in NEEDS_TREE for name in extras):
+        raise ValueError(f"the UCM is the merge hierarchy's, and merge {merge!r} builds none: segment with the "
+                         "hierarchy (merge='hierarchy', the default) or leave the UCM out; the labels, COCO file "
+                         "and region table work with any merge")
+    return extras
+
+
+def _files(out: str | os.PathLike, stem: str, name: str) -> list[Path]:
+    return [Path(out) / f"{stem}{suffix}" for suffix in FILE_SUFFIXES[name]]
+
+
+def output_paths(out: str | os.PathLike, stem: str, extras: Iterable[str] = ()) -> list[Path]:
+    """The files :func:`write_segmentation` writes for ``stem`` in folder ``out`` (with ``extras``),
+    the JSON record last."""
+    files = [path for name in (*BASE_OUTPUTS, *extras) for path in _files(out, stem, name)]
+    return [*files, Path(out) / f"{stem}{RECORD_SUFFIX}"]
+
+
+def _write_labels(npy: Path, png: Path, image: np.ndarray, result: Any) -> None:
+    write_npy(npy, result.labels)
+    write_png(png, label_image_uint16(result.labels))
+
+
+def _write_overlay(path: Path, image: np.ndarray, result: Any) -> None:
+    write_png(path, boundary_overlay(image, result.labels))
+
+
+def _write_binary_map(path: Path, image: np.ndarray, result: Any) -> None:
+    write_png(path, result.binary_map.to_image())
+
+
+def _write_ucm(mat: Path, png: Path, image: np.ndarray, result: Any) -> None:
+    """``result.ucm()`` as ``mat`` (variable ``ucm2``, float64, as the BSDS files) and as a 16-bit PNG
+    (:func:`~binmap_tf.segmentation.interchange.ucm2_png`)."""
+    ucm2 = result.ucm()
+    write_mat(mat, UCM2_VARIABLE, ucm2)
+    write_png(png, ucm2_png(ucm2))
+
+
+def _write_regions(path: Path, image: np.ndarray, result: Any) -> None:
+    write_text(path, table_csv(region_table(image, result)))
+
+
+_WRITERS = {"labels": _write_labels, "overlay": _write_overlay, "binary_map": _write_binary_map,
+            "ucm": _write_ucm, "regions": _write_regions}
+
+
+def write_files(out: str | os.PathLike, stem: str, image: np.ndarray, result: Any, names: Iterable[str]) -> list[Path]:
+    """Write the files of the outputs ``names`` (keys of :data:`FILE_SUFFIXES`) of ``result`` (a
+    :class:`~binmap_tf.segmentation.pipeline.SegmentationResult` of ``image``) as ``<stem><suffix>`` in
+    ``out``; return their paths. The one writer of each file, for every entry point."""
+    paths: list[Path] = []
+    for name in names:
+        files = _files(out, stem, name)
+        _WRITERS[name](*files, image=image, result=result)
+        paths += files
+    return paths
 
 
 def write_segmentation(out: str | os.PathLike, stem: str, image: np.ndarray, result: Any,
-                       record: dict[str, Any]) -> None:
+                       record: dict[str, Any], extras: Iterable[str] = ()) -> None:
     """Write ``result`` (a :class:`~binmap_tf.segmentation.pipeline.SegmentationResult` of ``image``) as
     ``<stem>_labels.npy``, ``<stem>_labels.png`` (16-bit), ``<stem>_overlay.png``,
-    ``<stem>_binary_map.png`` and ``<stem>.json`` (``record``, then the result's summary) in ``out``.
-    The JSON is written last, so its presence means the image is complete."""
-    labels_npy, labels_png, overlay, binary_map, summary = output_paths(out, stem)
-    write_npy(labels_npy, result.labels)
-    write_png(labels_png, label_image_uint16(result.labels))
-    write_png(overlay, boundary_overlay(image, result.labels))
-    write_png(binary_map, result.binary_map.to_image())
-    write_json(summary, {**record, "scale": result.binary_map.scale, **result.summary()})
+    ``<stem>_binary_map.png``, the ``extras`` asked for (``"ucm"``: ``<stem>_ucm2.mat`` and
+    ``<stem>_ucm2.png``; ``"regions"``: ``<stem>_regions.csv``) and ``<stem>.json`` (``record``, then
+    the result's summary) in ``out``. The JSON is written last, so its presence means the image is
+    complete."""
+    extras = check_extras(extras, result.options["merge"])
+    write_files(out, stem, image, result, (*BASE_OUTPUTS, *extras))
+    write_json(Path(out) / f"{stem}{RECORD_SUFFIX}", {**record, "scale": result.binary_map.scale, **result.summary()})
+
+
+def read_coco(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """The images of a COCO file :func:`write_coco` wrote, by file name (empty when it is missing)."""
+    path = Path(path)
+    return coco_entries(json.loads(path.read_text())) if path.is_file() else {}
+
+
+def write_coco(path: str | os.PathLike, entries: Iterable[dict[str, Any]]) -> None:
+    """One COCO file of the images ``entries`` (:func:`~binmap_tf.segmentation.interchange.coco_entry`
+    each), numbered by file name (:func:`~binmap_tf.segmentation.interchange.coco_document`)."""
+    write_json(path, coco_document(entries))
