@@ -103,7 +103,8 @@ class _Spec:
 
 def test_an_image_the_model_refuses_fails_alone():
     images = [np.zeros((16, 16, 3), np.uint8), np.zeros((4, 16, 3), np.uint8), None]
-    batch = {"image": _objects(images), "error": np.array(["", "", "bad file"], dtype=object)}
+    batch = {"image": _objects(images), "working": _objects(images),  # small: the working image is the image
+             "error": np.array(["", "", "bad file"], dtype=object)}
     result = MapperStage(_Spec())(batch)
     assert list(result["binary_map"]) == ["map of (16, 16, 3)", None, None]
     assert list(result["error"]) == ["", "image is too small", "bad file"]
