@@ -1,8 +1,13 @@
-"""Shared fixtures: quiet TensorFlow, a real BSDS image, small random hashing parameters."""
+"""Shared fixtures: quiet TensorFlow, a real BSDS image, small random hashing parameters; process
+checks (what a test started, and nothing left running when the run ends)."""
 
 from __future__ import annotations
 
 import os
+import sys
+import time
+from pathlib import Path
+from typing import Iterable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -40,3 +45,66 @@ def random_itq(dim: int, bits: int, seed: int = 0) -> ITQParams:
     pcs, _ = np.linalg.qr(rng.standard_normal((dim, bits)))
     rotation, _ = np.linalg.qr(rng.standard_normal((bits, bits)))
     return ITQParams(mean=rng.standard_normal(dim).astype(np.float32), pcs=pcs, rotation=rotation)
+
+
+# -- processes ---------------------------------------------------------------------------------
+def descendants(pid: int) -> dict[int, str]:
+    """Live (not zombie) processes below ``pid``, ``{pid: command name}``, read from /proc (Linux)."""
+    parents: dict[int, tuple[int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # it ended meanwhile
+            continue
+        name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        if rest[0] != "Z":
+            parents[int(entry.name)] = (int(rest[1]), name)
+    found: dict[int, str] = {}
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, (ppid, name) in parents.items():
+            if ppid == parent and child not in found:
+                found[child] = name
+                frontier.append(child)
+    return found
+
+
+def wait_until_gone(pids: Iterable[int], seconds: float) -> set[int]:
+    """Wait up to ``seconds`` for processes ``pids`` to end; return those still alive (zombies count as ended)."""
+    deadline = time.monotonic() + seconds
+    alive = set(pids)
+    while alive:
+        alive = {pid for pid in alive if _alive(pid)}
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    return alive
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+# Seconds a process started by a test may take to exit after its test stopped it (Ray's workers
+# finish their shutdown shortly after ray.shutdown() returns).
+EXIT_GRACE_SECONDS = 10.0
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Fail the run if a test left a process running (a Ray node, a model server, a browser): every
+    test stops what it starts, by the process ids it started."""
+    if not Path("/proc").is_dir():
+        return
+    stray = descendants(os.getpid())
+    still = wait_until_gone(stray, EXIT_GRACE_SECONDS)
+    if still:
+        names = ", ".join(f"{pid} {stray[pid]}" for pid in sorted(still))
+        print(f"\nERROR: processes left running after the tests: {names}; the test that started them must stop "
+              "them by their ids", file=sys.stderr)
+        session.exitstatus = 1

@@ -225,7 +225,9 @@ def decode_row(row: dict[str, Any], working_pixels: int | None = DEFAULT_WORKING
 
 class MapperStage:
     """Stage 3, one per CNN actor: adds ``binary_map`` and ``cnn_seconds`` (its share of the batch's
-    forward pass) to a batch of decoded images. An image the model refuses fails alone."""
+    forward pass) to a batch of decoded images. An image the model refuses fails alone; an error
+    whose ``retryable`` attribute is true (a model server's client's, after its own retries) is
+    about the server, not the images, so the batch fails as a whole without trying each image."""
 
     def __init__(self, model: ModelSpec, threads: int | None = None) -> None:
         self._model, self._threads = model, threads
@@ -254,7 +256,11 @@ class MapperStage:
             share = (time.perf_counter() - start) / max(len(todo), 1)  # the batch's forward time, shared
             for index, binary_map in zip(todo, computed):
                 maps[index], seconds[index] = binary_map, share
-        except Exception:  # noqa: BLE001  (find the image(s) at fault: one at a time)
+        except Exception as error:  # noqa: BLE001  (find the image(s) at fault: one at a time)
+            if getattr(error, "retryable", False):
+                for index in todo:
+                    errors[index] = failure_message(error)
+                todo = []
             for index in todo:
                 start = time.perf_counter()
                 try:
@@ -323,8 +329,8 @@ def _start_ray(workers: Workers) -> bool:
     quiet = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}}
     if workers.address:
         ray.init(address=workers.address, runtime_env=quiet, logging_level=logging.WARNING)
-    else:
-        ray.init(num_cpus=workers.cnn + workers.host, include_dashboard=False, runtime_env=quiet,
+    else:  # "local": a Ray of its own, even where `ray start` left a cluster that ray.init would join
+        ray.init(address="local", num_cpus=workers.cnn + workers.host, include_dashboard=False, runtime_env=quiet,
                  logging_level=logging.WARNING, object_store_memory=512 * 2**20)
     return True
 

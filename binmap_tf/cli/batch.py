@@ -67,11 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.model_server:
         # Fail now, with the client's message, if unreachable or without the edge map the options need.
         edges = needs_edges(options["superpixels"], options["merge"])
-        cli.served_mapper(args.model_server, args.verbose, edges).close()
+        cli.served_mapper(args.model_server, args.verbose, edges, args.max_tile_pixels, args.retry).close()
         from serving.client import connect
 
         model = ModelSpec(server=args.model_server, connect=functools.partial(
-            connect, args.model_server, edges=edges, max_tile_pixels=args.max_tile_pixels))
+            connect, args.model_server, edges=edges, max_tile_pixels=args.max_tile_pixels, retry=args.retry))
     else:
         model = ModelSpec(cli.mapper_options(args))
     workers = Workers(cnn=args.cnn_workers, host=args.host_workers, cnn_threads=args.cnn_threads,
@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
           f"in {summary['seconds']:.1f} s ({summary['images_per_second']:.2f} images/s) -> {args.out}",
           file=sys.stderr)
     if summary["failed"]:
-        print(f"failed inputs and why: {args.out / FAILED_FILE}", file=sys.stderr)
+        print(f"failed inputs and why: {args.out / FAILED_FILE}; once the causes are fixed, run the same command "
+              "again: it segments only the images not yet written", file=sys.stderr)
         return 1
     return 0
 
