@@ -6,10 +6,11 @@ Needs the ``batch`` extra."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
-import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 pytest.importorskip("ray", reason="the batch extra is not installed: pip install -e '.[batch]'")
 
 from conftest import random_itq  # noqa: E402
-from faults import FULL_DISK_FLAG  # noqa: E402
+from faults import FULL_DISK_FLAG, full_disk_writer  # noqa: E402
 
 from binmap_tf.batch.collection import FAILED_FILE, SUMMARY_FILE  # noqa: E402
 from binmap_tf.cli.batch import main  # noqa: E402
@@ -137,6 +138,55 @@ def test_a_server_failure_fails_the_batch_at_once_not_image_by_image():
     assert list(result["error"]) == ["RuntimeError: the model server at host:8500 is unavailable"] * 3
 
 
+def test_files_that_belong_together_appear_together_or_not_at_all(tmp_path, monkeypatch):
+    from binmap_tf.common import files
+
+    targets = [tmp_path / name for name in ("a.npy", "a.png", "a.json")]
+    with pytest.raises(OSError, match="No space left"):
+        with files.atomic_paths(targets) as tmps:
+            tmps[0].write_bytes(b"written")
+            raise OSError(28, "No space left on device")  # the disk fills up while the second one is written
+    assert list(tmp_path.iterdir()) == []
+
+    real_replace, moves = os.replace, []
+
+    def replace_fails_on_the_second(source, target):
+        moves.append(target)
+        if len(moves) == 2:
+            raise PermissionError(1, "Operation not permitted")  # the folder turned read-only meanwhile
+        real_replace(source, target)
+
+    monkeypatch.setattr(files.os, "replace", replace_fails_on_the_second)
+    with pytest.raises(PermissionError):
+        with files.atomic_paths(targets) as tmps:
+            for tmp in tmps:
+                tmp.write_text(tmp.name)
+    assert [Path(target).name for target in moves] == ["a.npy", "a.png"]  # in order, the JSON last
+    assert list(tmp_path.iterdir()) == []  # the one moved before the failure was taken back
+    monkeypatch.undo()
+    with files.atomic_paths(targets) as tmps:
+        for tmp in tmps:
+            tmp.write_text("complete")
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(target.name for target in targets)
+
+
+def test_leftovers_of_an_interrupted_run_are_recognised_and_removed(tmp_path):
+    from binmap_tf.batch.collection import remove_leftovers
+    from binmap_tf.common.files import atomic_path, temporary_target
+
+    with atomic_path(tmp_path / "img_labels.npy") as tmp:
+        assert temporary_target(tmp.name) == "img_labels.npy"  # the names atomic_path really makes
+        tmp.write_bytes(b"complete")
+    assert temporary_target("img_labels.npy") is None and temporary_target(".bashrc") is None
+    (tmp_path / ".img_overlay.png.abcd1234.png").write_bytes(b"half")  # ours: an output of img
+    (tmp_path / f".{SUMMARY_FILE}.abcd1234.json").write_text("{")  # ours: the run's record
+    (tmp_path / ".other_overlay.png.abcd1234.png").write_bytes(b"")  # an image this run does not write
+    (tmp_path / ".bashrc").write_text("")  # not a temporary file at all
+    assert remove_leftovers(tmp_path, ["img"]) == 2
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith(".")) == [
+        ".bashrc", ".other_overlay.png.abcd1234.png"]
+
+
 class Outage:
     """Stops a :class:`~serving.server.LoopbackServer` when it receives Predict request number ``at``
     and, when ``restart_after`` is given, serves the same model on the same port again that many
@@ -249,3 +299,101 @@ def test_a_model_server_gone_for_good_fails_the_rest_quickly_and_by_name(photos,
     summary = json.loads((out / SUMMARY_FILE).read_text())
     assert (summary["written"], summary["skipped"], summary["failed"]) == (len(failed), N_IMAGES - len(failed), 0)
     assert complete(out) == set(stems(photos)) and failed_inputs(out) == {}
+
+
+class FullDisk:
+    """The disk fills up: every atomic write fails with ENOSPC while the flag file exists, in Ray's
+    workers (:mod:`faults`, installed by the module's Ray) and in this process (the driver)."""
+
+    reason = os.strerror(errno.ENOSPC)
+
+    def __init__(self, flag: Path, monkeypatch) -> None:
+        from binmap_tf.common import files
+
+        self.flag = flag
+        monkeypatch.setattr(files, "atomic_path", full_disk_writer(flag, files.atomic_path))
+
+    def start(self) -> None:
+        self.flag.touch()
+
+    def stop(self) -> None:
+        self.flag.unlink(missing_ok=True)
+
+
+class ReadOnlyFolder:
+    """The output folder turns read-only: its mode for a user, ``chattr +i`` for root (whom the mode
+    does not stop); skips where neither can be done."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.as_root = folder, os.geteuid() == 0
+        self.reason = os.strerror(errno.EPERM if self.as_root else errno.EACCES)
+        if self.as_root:
+            try:
+                self._chattr("+i")
+            except (OSError, subprocess.CalledProcessError) as error:
+                pytest.skip(f"the tests run as root, whom a read-only folder mode does not stop, and `chattr +i` "
+                            f"cannot make {folder} immutable here ({error})")
+            self._chattr("-i")
+
+    def _chattr(self, flag: str) -> None:
+        subprocess.run(["chattr", flag, str(self.folder)], check=True, capture_output=True)
+
+    def start(self) -> None:
+        self._chattr("+i") if self.as_root else self.folder.chmod(0o555)
+
+    def stop(self) -> None:
+        self._chattr("-i") if self.as_root else self.folder.chmod(0o755)
+
+
+def when_written(out: Path, count: int, action, done: threading.Event) -> None:
+    """Call ``action`` once ``count`` images are complete in ``out`` (unless ``done`` is set first)."""
+    while not done.is_set():
+        if len(complete(out)) >= count:
+            action()
+            return
+        time.sleep(POLL_SECONDS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["full disk", "read-only folder"])
+def test_output_that_cannot_be_written_fails_by_image_and_the_rerun_completes(fault, photos, served_model,
+                                                                               ray_with_fault_hooks, tmp_path,
+                                                                               monkeypatch, capsys):
+    """Half-way through, the disk fills up (or the folder turns read-only): each image not written is
+    named with the reason and the fix (on stderr: the run's records cannot be written either), no
+    image is half-written, and once fixed the same command writes exactly the missing ones."""
+    from serving.server import LoopbackServer
+
+    out = tmp_path / "out"
+    out.mkdir()
+    breaker = FullDisk(ray_with_fault_hooks, monkeypatch) if fault == "full disk" else ReadOnlyFolder(out)
+    done = threading.Event()
+    with LoopbackServer(served_model[1], warmup=False) as server:
+        # One host worker: images are written one after the other, so half of them are still to come.
+        command = ["--input", str(photos / "*.png"), "--out", str(out), "--model-server", server.target,
+                   "--host-workers", "1", "--retry-attempts", "1"]
+        watcher = threading.Thread(target=when_written, args=(out, N_IMAGES // 2, breaker.start, done))
+        watcher.start()
+        try:
+            status = main(command)
+        finally:
+            done.set()
+            watcher.join()
+            visible = {path.name for path in out.iterdir() if not path.name.startswith(".")}
+            breaker.stop()
+        err = capsys.readouterr().err
+        written = complete(out)
+        assert status == 1 and written != set(stems(photos)), "the fault hit no image: the run ended before it"
+        assert len(written) >= N_IMAGES // 2
+        for stem in set(stems(photos)) - written:
+            assert f"failed: {photos / stem}.png: cannot write the outputs of {stem} into {out}: {breaker.reason}; " \
+                   "free space there or make it writable" in err, stem
+        assert f"cannot write {FAILED_FILE} and {SUMMARY_FILE} into {out}: {breaker.reason}" in err
+        assert "then run the same command again" in err
+        assert visible == {f"{stem}{suffix}" for stem in written for suffix in OUTPUT_SUFFIXES}  # no part of an image
+
+        assert main(command) == 0  # after the fix
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    assert (summary["written"], summary["skipped"], summary["failed"]) == (N_IMAGES - len(written), len(written), 0)
+    assert complete(out) == set(stems(photos)) and failed_inputs(out) == {}
+    assert_whole_images_only(out)  # temporary files a read-only folder kept are gone too

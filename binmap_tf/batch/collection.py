@@ -23,6 +23,7 @@ protobuf < 7, this project's TensorFlow environment has protobuf 7).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import io
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 import numpy as np
 
 from binmap_tf.common.errors import expected_failure, failure_message
-from binmap_tf.common.files import write_json, write_text
+from binmap_tf.common.files import temporary_target, write_json, write_text
 from binmap_tf.common.images import ImageError, decode_image, find_images, load_image, warn_notices
 from binmap_tf.segmentation.outputs import output_paths
 from binmap_tf.segmentation.pipeline import needs_edges, working_image
@@ -96,6 +97,16 @@ class Failure:
 
     input: str
     error: str
+
+
+class RecordsNotWritten(RuntimeError):
+    """The run ended but its own records (:data:`FAILED_FILE`, :data:`SUMMARY_FILE`) could not be
+    written, e.g. on a full disk: ``summary`` and ``failures`` are what they would have said, so that
+    the caller can report them another way."""
+
+    def __init__(self, message: str, summary: dict[str, Any], failures: list[Failure]) -> None:
+        super().__init__(message)
+        self.summary, self.failures = summary, failures
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -180,6 +191,23 @@ def plan(inputs: Sequence[str], out: str | os.PathLike, overwrite: bool = False
             owner[stem] = uri
             todo.append((uri, stem))
     return todo, done, failures
+
+
+def remove_leftovers(out: str | os.PathLike, stems: Iterable[str]) -> int:
+    """Remove the temporary files that an interrupted run (killed, or its folder turned read-only
+    mid-write) left for the outputs of ``stems`` and for the run's records in ``out``; return how
+    many. Their images are either written whole or about to be, so no other writer can own them
+    (two runs writing the same images into one folder at once are not supported). A file that
+    cannot be removed (the folder is still read-only) is left; the images then fail by name."""
+    names = {path.name for stem in stems for path in output_paths(out, stem)} | {SUMMARY_FILE, FAILED_FILE}
+    removed = 0
+    with contextlib.suppress(FileNotFoundError), os.scandir(out) as entries:
+        for entry in entries:
+            if entry.name.startswith(".") and temporary_target(entry.name) in names:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
 
 
 def read_image(uri: str) -> np.ndarray:
@@ -381,7 +409,8 @@ def segment_collection(patterns: Sequence[str], out: str | os.PathLike, options:
     ``model`` where the maps come from (default: the default :class:`~binmap_tf.binary_map.model.BinaryMapper`),
     ``workers`` the processes (see :class:`Workers`). Images whose files are all in ``out`` are
     skipped unless ``overwrite``; when nothing is left to do, Ray is not started. Failed inputs are
-    listed in ``out/batch_failed.jsonl``; ``progress`` is called with each image's record.
+    listed in ``out/batch_failed.jsonl``; ``progress`` is called with each image's record. Raises
+    :class:`RecordsNotWritten` when the run's own records cannot be written (its images are).
     """
     options = dict(options or {})
     model = model or ModelSpec()
@@ -391,19 +420,27 @@ def segment_collection(patterns: Sequence[str], out: str | os.PathLike, options:
     start = time.perf_counter()
     inputs = match_inputs(patterns)
     todo, done, failures = plan(inputs, out, overwrite)
-    log.info("%d inputs: %d to segment, %d already done, %d refused", len(inputs), len(todo), len(done), len(failures))
+    leftovers = remove_leftovers(out, [stem for _, stem in todo] + [stem_of(uri) for uri in done])
+    log.info("%d inputs: %d to segment, %d already done, %d refused; %d temporary files of an interrupted run "
+             "removed", len(inputs), len(todo), len(done), len(failures), leftovers)
     records = run_pipeline(todo, out, options, model, workers, progress) if todo else []
     seconds = time.perf_counter() - start
     failures += [Failure(record["input"], record["error"]) for record in records if record["error"]]
     written = [record for record in records if not record["error"]]
-    write_text(Path(out) / FAILED_FILE, "".join(json.dumps(vars(failure)) + "\n" for failure in failures))
     summary = {
         "inputs": len(inputs), "written": len(written), "skipped": len(done), "failed": len(failures),
+        "leftovers_removed": leftovers,
         "seconds": round(seconds, 3), "images_per_second": round(len(written) / seconds, 4) if written else 0.0,
         "mean_seconds": {stage: round(float(np.mean([r[f"{stage}_seconds"] for r in written])), 4)
                          for stage in ("cnn", "host", "write")} if written else {},
         "patterns": list(patterns), "engine": "ray.data", "workers": vars(workers), **model.record(),
         "options": options,
     }
-    write_json(Path(out) / SUMMARY_FILE, summary)
+    try:
+        write_text(Path(out) / FAILED_FILE, "".join(json.dumps(vars(failure)) + "\n" for failure in failures))
+        write_json(Path(out) / SUMMARY_FILE, summary)
+    except OSError as error:  # a full disk or a read-only folder: what the records say goes to the caller
+        raise RecordsNotWritten(f"cannot write {FAILED_FILE} and {SUMMARY_FILE} into {out}: {error.strerror or error}; "
+                                "free space there or make it writable, then run the same command again: it segments "
+                                "only the images not yet written", summary, failures) from error
     return summary

@@ -1,6 +1,6 @@
 """The files one segmented image is written as, by every entry point that writes them (the
 ``segment`` CLI, the batch pipeline): labels as 16-bit PNG and ``.npy``, the boundary overlay,
-the binary map and a JSON record. Each file is written atomically."""
+the binary map and a JSON record. An image's files are written atomically, together."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from binmap_tf.binary_map.tiling import row_bands
-from binmap_tf.common.files import write_json, write_npy, write_png
+from binmap_tf.common.errors import OutputError
+from binmap_tf.common.files import atomic_paths, save_json, save_npy, save_png
 from binmap_tf.common.images import as_rgb_uint8
 
 # The suffixes of the files write_segmentation writes for one image stem.
@@ -51,11 +52,18 @@ def write_segmentation(out: str | os.PathLike, stem: str, image: np.ndarray, res
                        record: dict[str, Any]) -> None:
     """Write ``result`` (a :class:`~binmap_tf.segmentation.pipeline.SegmentationResult` of ``image``) as
     ``<stem>_labels.npy``, ``<stem>_labels.png`` (16-bit), ``<stem>_overlay.png``,
-    ``<stem>_binary_map.png`` and ``<stem>.json`` (``record``, then the result's summary) in ``out``.
-    The JSON is written last, so its presence means the image is complete."""
-    labels_npy, labels_png, overlay, binary_map, summary = output_paths(out, stem)
-    write_npy(labels_npy, result.labels)
-    write_png(labels_png, label_image_uint16(result.labels))
-    write_png(overlay, boundary_overlay(image, result.labels))
-    write_png(binary_map, result.binary_map.to_image())
-    write_json(summary, {**record, "scale": result.binary_map.scale, **result.summary()})
+    ``<stem>_binary_map.png`` and ``<stem>.json`` (``record``, then the result's summary) in ``out``,
+    or raise :class:`~binmap_tf.common.errors.OutputError` naming the folder and the fix. The five files appear together or not at all (:func:`~binmap_tf.common.files.atomic_paths`: a
+    full disk or a read-only folder fails the image before any of its files is in place), the JSON
+    last, so its presence means the image is complete."""
+    labels = label_image_uint16(result.labels)  # refuses too many segments before anything is written
+    try:
+        with atomic_paths(output_paths(out, stem)) as (labels_npy, labels_png, overlay, binary_map, summary):
+            save_npy(labels_npy, result.labels)
+            save_png(labels_png, labels)
+            save_png(overlay, boundary_overlay(image, result.labels))
+            save_png(binary_map, result.binary_map.to_image())
+            save_json(summary, {**record, "scale": result.binary_map.scale, **result.summary()})
+    except OSError as error:
+        raise OutputError(f"cannot write the outputs of {stem} into {out}: {error.strerror or error}; free space "
+                          "there or make it writable, then segment it again") from error
