@@ -6,11 +6,15 @@ Needs the ``batch`` extra."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import os
+import re
+import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,7 +24,7 @@ import pytest
 
 pytest.importorskip("ray", reason="the batch extra is not installed: pip install -e '.[batch]'")
 
-from conftest import random_itq  # noqa: E402
+from conftest import EXIT_GRACE_SECONDS, descendants, random_itq, wait_until_gone  # noqa: E402
 from faults import FULL_DISK_FLAG, full_disk_writer  # noqa: E402
 
 from binmap_tf.batch.collection import FAILED_FILE, SUMMARY_FILE  # noqa: E402
@@ -33,6 +37,7 @@ N_IMAGES = 12  # BSDS500 test images, cropped: enough for "mid-run" to leave hal
 CROP = (160, 240)  # small, so that a run takes seconds; equal sizes, so that CNN batches stack
 RESTART_SECONDS = 5.0  # how long a stopped model server stays down before it is started again
 POLL_SECONDS = 0.05
+DRIVER_SECONDS = 300  # a killed-run test gives up waiting for half of the images after this long
 
 
 @pytest.fixture(scope="module")
@@ -397,3 +402,99 @@ def test_output_that_cannot_be_written_fails_by_image_and_the_rerun_completes(fa
     assert (summary["written"], summary["skipped"], summary["failed"]) == (N_IMAGES - len(written), len(written), 0)
     assert complete(out) == set(stems(photos)) and failed_inputs(out) == {}
     assert_whole_images_only(out)  # temporary files a read-only folder kept are gone too
+
+
+class Driver:
+    """``binmap-batch`` in a process of its own (with the Ray it starts), to be killed with SIGKILL;
+    the processes below it are tracked by id, so that the test can stop whatever outlives it."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self._log = open(log, "w")
+        self.process = subprocess.Popen([sys.executable, "-m", "binmap_tf.cli.batch", *args], stdout=self._log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.tree: dict[int, str] = {}
+
+    def kill(self) -> None:
+        """SIGKILL the driver alone, as the kernel's OOM killer or a lost login would."""
+        self.tree = descendants(self.process.pid)
+        self.process.kill()
+        self.process.wait()
+
+    def close(self) -> tuple[set[int], set[int]]:
+        """Kill the driver if it still runs; give what it started :data:`EXIT_GRACE_SECONDS` to exit,
+        then SIGKILL the rest by id. Returns the ids that had to be killed, and those still alive."""
+        if self.process.poll() is None:
+            self.kill()
+        self._log.close()
+        left = wait_until_gone(self.tree, EXIT_GRACE_SECONDS)
+        for pid in left:
+            if process_name(pid) == self.tree[pid]:  # the same process, not a new one with its id
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        return left, wait_until_gone(left, EXIT_GRACE_SECONDS)
+
+
+def process_name(pid: int) -> str | None:
+    """The command name of process ``pid``, or None when there is none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.index("(") + 1:stat.rindex(")")]
+
+
+def file_bytes(out: Path, stem: str) -> dict[str, bytes | dict]:
+    """The outputs of ``stem``: the bytes of each file, the JSON parsed and without its timings."""
+    found: dict[str, bytes | dict] = {}
+    for path in output_paths(out, stem):
+        if path.suffix == ".json":
+            record = json.loads(path.read_text())
+            del record["timings"]
+            found[path.name] = record
+        else:
+            found[path.name] = path.read_bytes()
+    return found
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_with_the_missing_images_only(photos, served_model, ray_with_fault_hooks, tmp_path):
+    """SIGKILL the driver half-way: the same command then writes only the images not yet complete,
+    leaves the others untouched, and the union equals a clean run byte for byte (the JSON but for
+    its timings); nothing the killed run started outlives the test."""
+    from serving.server import LoopbackServer
+
+    clean, out = tmp_path / "clean", tmp_path / "out"
+    with LoopbackServer(served_model[1], warmup=False) as server:
+        command = ["--input", str(photos / "*.png"), "--model-server", server.target, "--host-workers", "1"]
+        assert main([*command, "--out", str(clean)]) == 0
+
+        driver = Driver([*command, "--out", str(out)], tmp_path / "killed_driver.log")
+        try:
+            deadline = time.monotonic() + DRIVER_SECONDS
+            while len(complete(out)) < N_IMAGES // 2 and driver.process.poll() is None and time.monotonic() < deadline:
+                time.sleep(POLL_SECONDS)
+            assert driver.process.poll() is None, f"the run ended before it was killed: {driver.process.returncode}"
+            driver.kill()
+        finally:
+            killed_by_test, alive = driver.close()
+        assert alive == set(), f"processes of the killed run left: {sorted(driver.tree[pid] for pid in alive)}"
+        if killed_by_test:  # Ray's agents outlive their killed node by up to a minute; the test stopped them
+            print(f"stopped after the killed run: {sorted(driver.tree[pid] for pid in killed_by_test)}")
+
+        survivors = complete(out)
+        assert N_IMAGES // 2 <= len(survivors) < N_IMAGES
+        before = {path: path.stat().st_mtime_ns for stem in survivors for path in output_paths(out, stem)}
+        assert main([*command, "--out", str(out)]) == 0
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    assert (summary["written"], summary["skipped"], summary["failed"]) == (N_IMAGES - len(survivors), len(survivors), 0)
+    assert {path: path.stat().st_mtime_ns for path in before} == before  # written once, not again
+    assert_whole_images_only(out)
+    for stem in stems(photos):
+        assert file_bytes(out, stem) == file_bytes(clean, stem), stem
+
+
+def test_the_fault_tests_the_docs_name_exist():
+    root = Path(__file__).resolve().parents[1]
+    named = set(re.findall(r"`(test_\w+)`", (root / "docs/large_collections.md").read_text()))
+    assert named and named <= set(globals()), sorted(named - set(globals()))
+    assert "tests/test_batch_faults.py" in (root / "README.md").read_text()
