@@ -3,7 +3,9 @@ checks (what a test started, and nothing left running when the run ends)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -91,6 +93,30 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def process_name(pid: int) -> str | None:
+    """The command name of process ``pid``, or None when there is none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.index("(") + 1:stat.rindex(")")]
+
+
+def stop_leftovers(tree: dict[int, str]) -> tuple[dict[int, str], set[int]]:
+    """Give the processes of ``tree`` (``{pid: name}``, taken while their parent ran) a grace period to
+    exit, then SIGTERM and at last SIGKILL, by id, those still running under the same name (not a new
+    process that took a freed id). Returns the processes that needed a signal and the ids still alive."""
+    left = wait_until_gone(tree, EXIT_GRACE_SECONDS)
+    alive = left
+    for signal_number in (signal.SIGTERM, signal.SIGKILL):
+        for pid in alive:
+            if process_name(pid) == tree[pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal_number)
+        alive = wait_until_gone(alive, EXIT_GRACE_SECONDS)
+    return {pid: tree[pid] for pid in left}, alive
+
+
 # Seconds a process started by a test may take to exit after its test stopped it (Ray's workers
 # finish their shutdown shortly after ray.shutdown() returns).
 EXIT_GRACE_SECONDS = 10.0
@@ -108,3 +134,32 @@ def pytest_sessionfinish(session, exitstatus) -> None:
         print(f"\nERROR: processes left running after the tests: {names}; the test that started them must stop "
               "them by their ids", file=sys.stderr)
         session.exitstatus = 1
+
+
+# -- small collections and a quick served model (batch tests) -----------------------------------
+BSDS_CROP = (160, 240)  # small, so that a batch run takes seconds; one size, so that CNN batches stack
+
+
+def write_bsds_crops(folder: Path, count: int) -> Path:
+    """Write crops of the first ``count`` BSDS500 test images into ``folder`` as PNG; return it."""
+    from PIL import Image
+
+    from binmap_tf.common.images import load_image
+
+    sources = sorted((data_root() / "bsds500/images/test").glob("*.jpg"))[:count]
+    assert len(sources) == count, "shared data missing: set BINMAP_TF_DATA to the data root"
+    for source in sources:
+        Image.fromarray(load_image(source)[:BSDS_CROP[0], :BSDS_CROP[1]]).save(folder / f"{source.stem}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def served_model(tmp_path_factory):
+    """A quickly built model (random backbone weights, with the edge map) and its exported base folder,
+    for a :class:`serving.server.LoopbackServer`."""
+    from binmap_tf.binary_map.model import BinaryMapper
+    from serving import export
+
+    mapper = BinaryMapper("vgg16-hed", bits=8, hashing=random_itq(512, 8), weights=None, edges=True)
+    version = export.export_model(mapper, tmp_path_factory.mktemp("models") / "binmap", warmup=False)
+    return mapper, version.parent

@@ -6,13 +6,11 @@ Needs the ``batch`` extra."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -24,17 +22,15 @@ import pytest
 
 pytest.importorskip("ray", reason="the batch extra is not installed: pip install -e '.[batch]'")
 
-from conftest import EXIT_GRACE_SECONDS, descendants, random_itq, wait_until_gone  # noqa: E402
+from conftest import descendants, stop_leftovers, write_bsds_crops  # noqa: E402
 from faults import FULL_DISK_FLAG, full_disk_writer  # noqa: E402
 
 from binmap_tf.batch.collection import FAILED_FILE, SUMMARY_FILE  # noqa: E402
 from binmap_tf.cli.batch import main  # noqa: E402
 from binmap_tf.common.images import load_image  # noqa: E402
-from binmap_tf.common.paths import data_root  # noqa: E402
 from binmap_tf.segmentation.outputs import OUTPUT_SUFFIXES, output_paths  # noqa: E402
 
 N_IMAGES = 12  # BSDS500 test images, cropped: enough for "mid-run" to leave half of them to do
-CROP = (160, 240)  # small, so that a run takes seconds; equal sizes, so that CNN batches stack
 RESTART_SECONDS = 5.0  # how long a stopped model server stays down before it is started again
 POLL_SECONDS = 0.05
 DRIVER_SECONDS = 300  # a killed-run test gives up waiting for half of the images after this long
@@ -43,14 +39,7 @@ DRIVER_SECONDS = 300  # a killed-run test gives up waiting for half of the image
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
     """A folder of :data:`N_IMAGES` crops of distinct BSDS500 test images, as PNG."""
-    from PIL import Image
-
-    folder = tmp_path_factory.mktemp("photos")
-    sources = sorted((data_root() / "bsds500/images/test").glob("*.jpg"))[:N_IMAGES]
-    assert len(sources) == N_IMAGES, "shared data missing: set BINMAP_TF_DATA to the data root"
-    for source in sources:
-        Image.fromarray(load_image(source)[:CROP[0], :CROP[1]]).save(folder / f"{source.stem}.png")
-    return folder
+    return write_bsds_crops(tmp_path_factory.mktemp("photos"), N_IMAGES)
 
 
 @pytest.fixture(scope="module")
@@ -75,17 +64,6 @@ def ray_with_fault_hooks(tmp_path_factory):
         yield flag
     finally:
         ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def served_model(tmp_path_factory):
-    """A quickly built model (random backbone weights, with the edge map) and its exported base folder."""
-    from binmap_tf.binary_map.model import BinaryMapper
-    from serving import export
-
-    mapper = BinaryMapper("vgg16-hed", bits=8, hashing=random_itq(512, 8), weights=None, edges=True)
-    version = export.export_model(mapper, tmp_path_factory.mktemp("models") / "binmap", warmup=False)
-    return mapper, version.parent
 
 
 def stems(folder: Path) -> list[str]:
@@ -420,27 +398,13 @@ class Driver:
         self.process.kill()
         self.process.wait()
 
-    def close(self) -> tuple[set[int], set[int]]:
-        """Kill the driver if it still runs; give what it started :data:`EXIT_GRACE_SECONDS` to exit,
-        then SIGKILL the rest by id. Returns the ids that had to be killed, and those still alive."""
+    def close(self) -> tuple[dict[int, str], set[int]]:
+        """Kill the driver if it still runs, then stop by id whatever of its tree outlives it
+        (:func:`conftest.stop_leftovers`): the processes that needed a signal, the ids still alive."""
         if self.process.poll() is None:
             self.kill()
         self._log.close()
-        left = wait_until_gone(self.tree, EXIT_GRACE_SECONDS)
-        for pid in left:
-            if process_name(pid) == self.tree[pid]:  # the same process, not a new one with its id
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        return left, wait_until_gone(left, EXIT_GRACE_SECONDS)
-
-
-def process_name(pid: int) -> str | None:
-    """The command name of process ``pid``, or None when there is none."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.index("(") + 1:stat.rindex(")")]
+        return stop_leftovers(self.tree)
 
 
 def file_bytes(out: Path, stem: str) -> dict[str, bytes | dict]:
@@ -476,10 +440,10 @@ def test_a_killed_run_resumes_with_the_missing_images_only(photos, served_model,
             assert driver.process.poll() is None, f"the run ended before it was killed: {driver.process.returncode}"
             driver.kill()
         finally:
-            killed_by_test, alive = driver.close()
+            signalled, alive = driver.close()
         assert alive == set(), f"processes of the killed run left: {sorted(driver.tree[pid] for pid in alive)}"
-        if killed_by_test:  # Ray's agents outlive their killed node by up to a minute; the test stopped them
-            print(f"stopped after the killed run: {sorted(driver.tree[pid] for pid in killed_by_test)}")
+        if signalled:  # Ray's agents outlive their killed node by up to a minute; the test stopped them
+            print(f"stopped after the killed run: {sorted(signalled.values())}")
 
         survivors = complete(out)
         assert N_IMAGES // 2 <= len(survivors) < N_IMAGES

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
@@ -251,6 +252,13 @@ def decode_row(row: dict[str, Any], working_pixels: int | None = DEFAULT_WORKING
         return {**row, "image": None, "working": None, "error": failure_message(error)}
 
 
+def _node_id() -> str:
+    """The Ray node this worker runs on, for the summary (which machines did the work); "" outside Ray."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+
 class MapperStage:
     """Stage 3, one per CNN actor: adds ``binary_map`` and ``cnn_seconds`` (its share of the batch's
     forward pass) to a batch of decoded images. An image the model refuses fails alone; an error
@@ -297,7 +305,7 @@ class MapperStage:
                 except Exception as error:  # noqa: BLE001
                     errors[index] = failure_message(error)
         return {**batch, "error": np.array(errors, dtype=object), "binary_map": _objects(maps),
-                "cnn_seconds": np.array(seconds)}
+                "cnn_seconds": np.array(seconds), "cnn_node": np.array([_node_id()] * len(images), dtype=object)}
 
 
 class SegmentStage:
@@ -313,7 +321,8 @@ class SegmentStage:
         from binmap_tf.segmentation.pipeline import segment_with_map
 
         outcome = {"input": row["input"], "stem": row["stem"], "error": row["error"], "n_segments": -1,
-                   "cnn_seconds": float(row.get("cnn_seconds") or 0.0), "host_seconds": 0.0, "write_seconds": 0.0}
+                   "cnn_seconds": float(row.get("cnn_seconds") or 0.0), "host_seconds": 0.0, "write_seconds": 0.0,
+                   "cnn_node": row.get("cnn_node") or "", "host_node": _node_id()}
         if row["error"]:
             return outcome
         try:
@@ -389,7 +398,7 @@ def run_pipeline(todo: Sequence[tuple[str, str]], out: str | os.PathLike, option
         records = []
         for row in dataset.iter_rows():
             record = {key: row[key] for key in ("input", "stem", "error", "n_segments", "cnn_seconds",
-                                                "host_seconds", "write_seconds")}
+                                                "host_seconds", "write_seconds", "cnn_node", "host_node")}
             records.append(record)
             if progress is not None:
                 progress(record)
@@ -433,6 +442,7 @@ def segment_collection(patterns: Sequence[str], out: str | os.PathLike, options:
         "seconds": round(seconds, 3), "images_per_second": round(len(written) / seconds, 4) if written else 0.0,
         "mean_seconds": {stage: round(float(np.mean([r[f"{stage}_seconds"] for r in written])), 4)
                          for stage in ("cnn", "host", "write")} if written else {},
+        "images_per_node": {stage: dict(Counter(r[f"{stage}_node"] for r in written)) for stage in ("cnn", "host")},
         "patterns": list(patterns), "engine": "ray.data", "workers": vars(workers), **model.record(),
         "options": options,
     }

@@ -112,8 +112,9 @@ def check_hamming(parser: argparse.ArgumentParser, hamming: int, bits: int) -> N
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None, outputs: tuple[str, ...] = ("out",)
           ) -> argparse.Namespace:
     """Add ``--verbose`` and ``--debug``, parse ``argv``, check the output folders named in
-    ``outputs`` and gather the retry options into ``args.retry``: a user's mistakes are found here, as usage errors, before any model is built
-    (commands check the rest of their options with ``parser.error`` before building one)."""
+    ``outputs`` and gather the retry options into ``args.retry``: a user's mistakes are found here,
+    as usage errors, before any model is built (commands check the rest of their options with
+    ``parser.error`` before building one)."""
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow's log (its start-up lines stay "
                                                                    "hidden once a model option has loaded it)")
     parser.add_argument("--debug", action="store_true", help="print a traceback for every failure")

@@ -53,9 +53,10 @@ def write_segmentation(out: str | os.PathLike, stem: str, image: np.ndarray, res
     """Write ``result`` (a :class:`~binmap_tf.segmentation.pipeline.SegmentationResult` of ``image``) as
     ``<stem>_labels.npy``, ``<stem>_labels.png`` (16-bit), ``<stem>_overlay.png``,
     ``<stem>_binary_map.png`` and ``<stem>.json`` (``record``, then the result's summary) in ``out``,
-    or raise :class:`~binmap_tf.common.errors.OutputError` naming the folder and the fix. The five files appear together or not at all (:func:`~binmap_tf.common.files.atomic_paths`: a
-    full disk or a read-only folder fails the image before any of its files is in place), the JSON
-    last, so its presence means the image is complete."""
+    or raise :class:`~binmap_tf.common.errors.OutputError` naming the folder and the fix. The five
+    files appear together or not at all (:func:`~binmap_tf.common.files.atomic_paths`: a full disk
+    or a read-only folder fails the image before any of its files is in place), the JSON last, so
+    its presence means the image is complete."""
     labels = label_image_uint16(result.labels)  # refuses too many segments before anything is written
     try:
         with atomic_paths(output_paths(out, stem)) as (labels_npy, labels_png, overlay, binary_map, summary):
