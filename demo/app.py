@@ -3,7 +3,7 @@
 Command line::
 
     binmap-demo [--serving HOST:PORT | --hashing PATH|fine-tuned] [--host 127.0.0.1] [--port 7860]
-        [--max-pixels N]
+        [--max-pixels N] [--retry-attempts N] [--retry-base-delay S] [--retry-max-delay S]
 
 Without ``--serving`` the CNN runs in this process (one mapper per code length: the 8-bit one is
 built at start-up, the 24-bit one on first use; with ``--hashing``, one mapper with that hashing
@@ -50,6 +50,7 @@ from demo.pipeline import (
     shown,
     write_downloads,
 )
+from serving.retry import add_retry_arguments, retry_policy
 
 log = logging.getLogger(__name__)
 
@@ -273,9 +274,10 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, **k
                state_session_capacity=SESSION_CAPACITY, theme=THEME, **kwargs)
 
 
-def make_source(serving: str | None, hashing: str | None = None) -> MapSource:
-    """A client of the model server at ``serving`` (``host:port``), or local mappers when None (with
-    the ``hashing`` layer when given; the first code length's mapper built now, so the first request
+def make_source(serving: str | None, hashing: str | None = None, retry: Any = None) -> MapSource:
+    """A client of the model server at ``serving`` (``host:port``) retrying as ``retry`` says (a
+    :class:`serving.retry.RetryPolicy`, None: its defaults), or local mappers when None (with the
+    ``hashing`` layer when given; the first code length's mapper built now, so the first request
     does not wait for it)."""
     if serving is None:
         try:
@@ -285,7 +287,7 @@ def make_source(serving: str | None, hashing: str | None = None) -> MapSource:
             raise SystemExit(f"error: {error}") from None
         return source
     try:
-        return ServedMaps(serving)
+        return ServedMaps(serving, retry=retry)
     except ImportError as error:
         raise SystemExit(f"error: --serving needs the serving extra ({error}); "
                          "install it with: pip install -e '.[serving]'") from None
@@ -306,12 +308,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-pixels", type=int, default=DEMO_MAX_PIXELS,
                         help="the page draws its views at most this many pixels large; uploads of any size are "
                              "segmented and their label download is full-size (default: %(default)s)")
+    add_retry_arguments(parser)
     args = parser.parse_args(argv)
+    retry = retry_policy(parser, args)
     if args.max_pixels < 1:
         parser.error(f"--max-pixels must be positive, got {args.max_pixels}")
     if args.serving and args.hashing:
         parser.error("--hashing applies to the local CNN; the served model has its own hashing layer")
-    launch(build_app(make_source(args.serving, args.hashing), max_pixels=args.max_pixels), args.host, args.port)
+    launch(build_app(make_source(args.serving, args.hashing, retry), max_pixels=args.max_pixels), args.host, args.port)
     return 0
 
 

@@ -137,18 +137,21 @@ class ServedMaps:
     """Binary maps from a model server through :class:`serving.client.BinmapClient`.
 
     The served model fixes the code length. Maps carry the edge map (the ``with_edges`` signature),
-    as the local mappers' do, so switching to the hierarchy does not ask the server again. Every
+    as the local mappers' do, so switching to the hierarchy does not ask the server again. ``retry``
+    (a :class:`serving.retry.RetryPolicy`, None: its defaults) rides out a restarting server. Every
     failure of the server becomes a :class:`DemoError` whose message names ``target``.
     """
 
     bits_choices: tuple[int, ...] = ()
     has_edges = True
 
-    def __init__(self, target: str, timeout: float = SERVING_TIMEOUT) -> None:
+    def __init__(self, target: str, timeout: float = SERVING_TIMEOUT, retry: Any = None) -> None:
         from serving.client import BinmapClient  # needs the [serving] extra, only with --serving
+        from serving.retry import RetryPolicy
 
         self.target = target
-        self._client = BinmapClient(target, timeout=timeout, edges=True)
+        # The same client, retries included, as `segment --serving` and `batch --model-server`.
+        self._client = BinmapClient(target, timeout=timeout, edges=True, retry=retry or RetryPolicy())
 
     def __call__(self, image: np.ndarray, bits: int | None) -> BinaryMap:
         from serving.client import ServingError

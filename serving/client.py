@@ -14,6 +14,8 @@ maps carry HED's edge map, as a local ``BinaryMapper(edges=True)``'s do: the mer
 from __future__ import annotations
 
 import functools
+import random
+import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import grpc
@@ -43,6 +45,7 @@ from serving.protocol import (
     SIGNATURES,
     ModelInfo,
 )
+from serving.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from binmap_tf.segmentation.pipeline import SegmentationResult
@@ -86,7 +89,9 @@ class ServerBusyError(ServingError):
 
 
 class DeadlineExceededError(ServingError, TimeoutError):
-    """The server did not answer within the client's timeout."""
+    """The server did not answer within the client's timeout (overloaded or hung: a later try may succeed)."""
+
+    retryable = True
 
 
 class ModelNotFoundError(ServingError, LookupError):
@@ -149,13 +154,20 @@ class BinmapClient:
         served and local maps then agree for every size, and no request exceeds the budget (the
         server's ``--max-pixels``). Default the local one, 1 MP; None sends every image whole
         (up to :data:`SERVED_MAX_PIXELS`), for a server with the memory for it.
+    retry : RetryPolicy
+        How a request that failed with a retryable error (:class:`ServerUnavailableError`,
+        :class:`ServerBusyError`, :class:`DeadlineExceededError`) is sent again: bounded attempts,
+        exponential backoff with jitter (:mod:`serving.retry`; ``RetryPolicy(attempts=1)`` turns it off).
+        When a request has used up its attempts, the client takes the server for down: later
+        requests try once (no waits) until one succeeds, so a collection whose server is gone for
+        good fails image after image at once instead of waiting out every image's retries.
 
     The client is thread-safe; a call may be used as ``mapper`` of :func:`binmap_tf.segmentation.pipeline.segment`.
     """
 
     def __init__(self, target: str = "localhost:8500", model: str = DEFAULT_MODEL_NAME,
                  version: int | None = None, timeout: float = DEFAULT_TIMEOUT, edges: bool = False,
-                 max_tile_pixels: int | None = DEFAULT_MAX_TILE_PIXELS) -> None:
+                 max_tile_pixels: int | None = DEFAULT_MAX_TILE_PIXELS, retry: RetryPolicy = RetryPolicy()) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
         if max_tile_pixels is not None and max_tile_pixels < 1:
@@ -166,8 +178,14 @@ class BinmapClient:
         self.timeout = float(timeout)
         self.edges = edges
         self.max_tile_pixels = max_tile_pixels
+        self.retry = retry
         self._info: ModelInfo | None = None  # the served model's, from the latest response
-        self._channel = grpc.insecure_channel(target, options=GRPC_OPTIONS)
+        self._random = random.Random()  # seeded by the OS: workers that lose the server together spread out
+        self._server_down = False  # the last request used up its attempts (see ``retry``)
+        # gRPC reconnects a broken channel with its own backoff, growing to 120 s by default: capped
+        # at the retries' longest wait, the channel is reconnecting by the time a retry is sent.
+        reconnect = (("grpc.max_reconnect_backoff_ms", max(1, round(retry.max_delay * 1000))),)
+        self._channel = grpc.insecure_channel(target, options=GRPC_OPTIONS + reconnect)
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
 
     # -- maps and segmentations ------------------------------------------------------------
@@ -281,11 +299,34 @@ class BinmapClient:
             spec.signature_name = signature
 
     def _call(self, method: Callable, request: Any, signature: str | None = None) -> Any:
-        """Send ``request`` (to ``signature``); turn gRPC failures into :class:`ServingError` subclasses."""
-        try:
-            return method(request, timeout=self.timeout)
-        except grpc.RpcError as error:
-            raise self._error(error.code(), error.details(), signature) from error
+        """Send ``request`` (to ``signature``), again after a retryable failure as ``retry`` says; turn
+        gRPC failures into :class:`ServingError` subclasses whose message counts the attempts."""
+        attempts = 1 if self._server_down else self.retry.attempts
+        start, attempt = time.monotonic(), 0
+        while True:
+            attempt += 1
+            try:
+                response = method(request, timeout=self.timeout)
+            except grpc.RpcError as rpc_error:
+                error = self._error(rpc_error.code(), rpc_error.details(), signature)
+                if not error.retryable:
+                    raise error from rpc_error
+                if attempt < attempts:
+                    time.sleep(self.retry.delay(attempt - 1, self._random))
+                    continue
+                raise self._give_up(error, attempts, time.monotonic() - start) from rpc_error
+            self._server_down = False
+            return response
+
+    def _give_up(self, error: ServingError, attempts: int, seconds: float) -> ServingError:
+        """``error``, its message saying how long the request tried; later requests try once (see ``retry``)."""
+        if attempts < self.retry.attempts:
+            tried = "1 attempt: an earlier request used up its retries, so requests try once until the server answers"
+        else:
+            tried = f"{attempts} attempt(s) over {seconds:.1f} s"
+        self._server_down = True
+        error.args = (f"{error} [{tried}; more --retry-attempts or a longer --retry-max-delay wait longer]",)
+        return error
 
     def _error(self, code: grpc.StatusCode, details: str, signature: str | None = None) -> ServingError:
         model = self.model if self.version is None else f"{self.model} version {self.version}"

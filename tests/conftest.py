@@ -1,8 +1,15 @@
-"""Shared fixtures: quiet TensorFlow, a real BSDS image, small random hashing parameters."""
+"""Shared fixtures: quiet TensorFlow, a real BSDS image, small random hashing parameters; process
+checks (what a test started, and nothing left running when the run ends)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Iterable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -40,3 +47,119 @@ def random_itq(dim: int, bits: int, seed: int = 0) -> ITQParams:
     pcs, _ = np.linalg.qr(rng.standard_normal((dim, bits)))
     rotation, _ = np.linalg.qr(rng.standard_normal((bits, bits)))
     return ITQParams(mean=rng.standard_normal(dim).astype(np.float32), pcs=pcs, rotation=rotation)
+
+
+# -- processes ---------------------------------------------------------------------------------
+def descendants(pid: int) -> dict[int, str]:
+    """Live (not zombie) processes below ``pid``, ``{pid: command name}``, read from /proc (Linux)."""
+    parents: dict[int, tuple[int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # it ended meanwhile
+            continue
+        name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        if rest[0] != "Z":
+            parents[int(entry.name)] = (int(rest[1]), name)
+    found: dict[int, str] = {}
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, (ppid, name) in parents.items():
+            if ppid == parent and child not in found:
+                found[child] = name
+                frontier.append(child)
+    return found
+
+
+def wait_until_gone(pids: Iterable[int], seconds: float) -> set[int]:
+    """Wait up to ``seconds`` for processes ``pids`` to end; return those still alive (zombies count as ended)."""
+    deadline = time.monotonic() + seconds
+    alive = set(pids)
+    while alive:
+        alive = {pid for pid in alive if _alive(pid)}
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    return alive
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def process_name(pid: int) -> str | None:
+    """The command name of process ``pid``, or None when there is none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.index("(") + 1:stat.rindex(")")]
+
+
+def stop_leftovers(tree: dict[int, str]) -> tuple[dict[int, str], set[int]]:
+    """Give the processes of ``tree`` (``{pid: name}``, taken while their parent ran) a grace period to
+    exit, then SIGTERM and at last SIGKILL, by id, those still running under the same name (not a new
+    process that took a freed id). Returns the processes that needed a signal and the ids still alive."""
+    left = wait_until_gone(tree, EXIT_GRACE_SECONDS)
+    alive = left
+    for signal_number in (signal.SIGTERM, signal.SIGKILL):
+        for pid in alive:
+            if process_name(pid) == tree[pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal_number)
+        alive = wait_until_gone(alive, EXIT_GRACE_SECONDS)
+    return {pid: tree[pid] for pid in left}, alive
+
+
+# Seconds a process started by a test may take to exit after its test stopped it (Ray's workers
+# finish their shutdown shortly after ray.shutdown() returns).
+EXIT_GRACE_SECONDS = 10.0
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Fail the run if a test left a process running (a Ray node, a model server, a browser): every
+    test stops what it starts, by the process ids it started."""
+    if not Path("/proc").is_dir():
+        return
+    stray = descendants(os.getpid())
+    still = wait_until_gone(stray, EXIT_GRACE_SECONDS)
+    if still:
+        names = ", ".join(f"{pid} {stray[pid]}" for pid in sorted(still))
+        print(f"\nERROR: processes left running after the tests: {names}; the test that started them must stop "
+              "them by their ids", file=sys.stderr)
+        session.exitstatus = 1
+
+
+# -- small collections and a quick served model (batch tests) -----------------------------------
+BSDS_CROP = (160, 240)  # small, so that a batch run takes seconds; one size, so that CNN batches stack
+
+
+def write_bsds_crops(folder: Path, count: int) -> Path:
+    """Write crops of the first ``count`` BSDS500 test images into ``folder`` as PNG; return it."""
+    from PIL import Image
+
+    from binmap_tf.common.images import load_image
+
+    sources = sorted((data_root() / "bsds500/images/test").glob("*.jpg"))[:count]
+    assert len(sources) == count, "shared data missing: set BINMAP_TF_DATA to the data root"
+    for source in sources:
+        Image.fromarray(load_image(source)[:BSDS_CROP[0], :BSDS_CROP[1]]).save(folder / f"{source.stem}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def served_model(tmp_path_factory):
+    """A quickly built model (random backbone weights, with the edge map) and its exported base folder,
+    for a :class:`serving.server.LoopbackServer`."""
+    from binmap_tf.binary_map.model import BinaryMapper
+    from serving import export
+
+    mapper = BinaryMapper("vgg16-hed", bits=8, hashing=random_itq(512, 8), weights=None, edges=True)
+    version = export.export_model(mapper, tmp_path_factory.mktemp("models") / "binmap", warmup=False)
+    return mapper, version.parent

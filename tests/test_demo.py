@@ -293,9 +293,11 @@ def test_bad_upload_files_give_messages(tmp_path, bsds_image_path):
 def test_server_down_message_names_the_target(small_image):
     from demo.browser import free_port
 
+    from serving.retry import RetryPolicy
+
     target = f"127.0.0.1:{free_port()}"
-    segmenter = Segmenter(ServedMaps(target, timeout=5.0))
-    with pytest.raises(gr.Error, match=f"model server at {target}"):
+    segmenter = Segmenter(ServedMaps(target, timeout=5.0, retry=RetryPolicy(attempts=2, base_delay=0.01)))
+    with pytest.raises(gr.Error, match=rf"model server at {target}.*2 attempt\(s\)"):  # retried as the CLIs do
         segmenter.run(small_image, *controls(Settings(superpixels="egs", merge="adjacent", bits=None)), None)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import re
 import socket
 import subprocess
@@ -41,6 +42,7 @@ from serving.client import (
     connect,
 )
 from serving.protocol import INFO_FILE, WARMUP_FILE, ModelInfo
+from serving.retry import DEFAULT_ATTEMPTS, DEFAULT_BASE_DELAY, DEFAULT_MAX_DELAY, NO_RETRY, RetryPolicy
 from serving.server import DEFAULT_MAX_PIXELS, LoopbackServer
 from serving.server import main as server_main
 
@@ -246,19 +248,77 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_unreachable_server():
+# Short waits, so that tests of retries take a fraction of a second.
+QUICK_RETRY = RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.1)
+
+
+def test_unreachable_server_is_tried_with_backoff_then_once_until_it_answers():
     port = free_port()
-    with BinmapClient(f"127.0.0.1:{port}", timeout=5.0) as client:
-        with pytest.raises(ServerUnavailableError, match=rf"127\.0\.0\.1:{port}.*binmap-serve"):
+    with BinmapClient(f"127.0.0.1:{port}", timeout=5.0, retry=QUICK_RETRY) as client:
+        start = time.monotonic()
+        with pytest.raises(ServerUnavailableError, match=rf"127\.0\.0\.1:{port}.*binmap-serve.*3 attempt\(s\)"):
             client.binary_map(synthetic_image())
+        assert time.monotonic() - start >= QUICK_RETRY.shortest_wait()  # it waited between the attempts
+        with pytest.raises(ServerUnavailableError, match="1 attempt: an earlier request used up its retries"):
+            client.binary_map(synthetic_image())  # taken for down: no more waits per request
 
 
-def test_deadline_exceeded(server, image):
-    server.servicer.before_predict = lambda request: time.sleep(1.0)
+def test_retry_policy_backs_off_exponentially_with_jitter():
+    policy = RetryPolicy(attempts=6, base_delay=0.5, max_delay=3.0)
+    assert [policy.cap(retry) for retry in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert policy.longest_wait() == 9.5 and policy.shortest_wait() == 4.75
+    first, second = random.Random(1), random.Random(2)
+    for retry in range(5):
+        delays = {policy.delay(retry, first), policy.delay(retry, second)}
+        assert len(delays) == 2 and all(policy.cap(retry) / 2 <= delay <= policy.cap(retry) for delay in delays)
+    assert RetryPolicy(attempts=10_000).longest_wait() < float("inf")  # no overflow
+    for bad, message in ((dict(attempts=0), "at least 1"), (dict(base_delay=2.0, max_delay=1.0), "base delay <= max")):
+        with pytest.raises(ValueError, match=message):
+            RetryPolicy(**bad)
+
+
+@pytest.mark.parametrize("fault, error", [(QueueFullError("queue is full"), None),  # RESOURCE_EXHAUSTED
+                                          (ValueError("bad input"), InvalidInputError)])  # INVALID_ARGUMENT
+def test_only_retryable_failures_are_sent_again(server, image, fault, error):
+    calls = []
+
+    def flaky(request):
+        calls.append(request)
+        if len(calls) < QUICK_RETRY.attempts:
+            raise fault
+
+    server.servicer.before_predict = flaky
     try:
-        with BinmapClient(server.target, timeout=0.2) as client:
-            with pytest.raises(DeadlineExceededError, match="timeout=0.2 s"):
-                client.binary_map(image)
+        with BinmapClient(server.target, timeout=60.0, retry=QUICK_RETRY) as client:
+            if error is None:
+                assert client.predict(image[None])["bits"].shape[0] == 1  # the last attempt got through
+                assert len(calls) == QUICK_RETRY.attempts
+            else:
+                with pytest.raises(error, match="bad input"):
+                    client.predict(image[None])
+                assert len(calls) == 1
+    finally:
+        server.servicer.before_predict = None
+
+
+@pytest.mark.parametrize("retry", [NO_RETRY, QUICK_RETRY], ids=["no retry", "retries"])
+def test_deadline_exceeded_is_retried(server, image, retry):
+    timeout, calls = 1.0, []
+
+    def slow_first(request):
+        calls.append(request)
+        if len(calls) == 1:
+            time.sleep(2 * timeout)
+
+    server.servicer.before_predict = slow_first
+    try:
+        with BinmapClient(server.target, timeout=timeout, retry=retry) as client:
+            if retry.attempts == 1:
+                with pytest.raises(DeadlineExceededError, match=rf"timeout={timeout:g} s.*1 attempt"):
+                    client.predict(image[None])
+            else:
+                assert client.predict(image[None])["bits"].shape[0] == 1  # the second attempt is answered
+                assert len(calls) == 2
     finally:
         server.servicer.before_predict = None
 
@@ -410,7 +470,7 @@ def test_full_queue_answers_resource_exhausted(server, image):
 
     scheduler.run, scheduler.options = held, BatchingOptions(max_batch_size=1, max_enqueued_batches=1)
     try:
-        with BinmapClient(server.target) as busy, ThreadPoolExecutor(max_workers=2) as pool:
+        with BinmapClient(server.target, retry=NO_RETRY) as busy, ThreadPoolExecutor(max_workers=2) as pool:
             first = pool.submit(busy.binary_map, image)
             assert computing.wait(60)
             second = pool.submit(busy.binary_map, image)
@@ -495,13 +555,16 @@ def test_server_command_line_rejects_bad_limits(version_dir, option, message):
         server_main(["--model-dir", str(version_dir.parent), "--port", "0", *option])
 
 
-def test_default_timeout_is_the_documented_one():
+def test_default_timeout_and_retries_are_the_documented_ones():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
+    defaults = RetryPolicy()
+    documented = [f"timeout={DEFAULT_TIMEOUT:g}", f"attempts={DEFAULT_ATTEMPTS}", f"base_delay={DEFAULT_BASE_DELAY:g}",
+                  f"max_delay={DEFAULT_MAX_DELAY:g}", f"{defaults.shortest_wait():g}to{defaults.longest_wait():g}s"]
     for doc in ("docs/serving.md", "serving/README.md"):
-        text = (root / doc).read_text()
-        assert f"timeout={DEFAULT_TIMEOUT:g}" in text.replace(" ", ""), doc
+        text = "".join((root / doc).read_text().split())  # line breaks too
+        assert [phrase for phrase in documented if phrase not in text] == [], doc
 
 
 @pytest.mark.parametrize("options", [dict(superpixels="egs", hamming=0, merge="adjacent"),
@@ -559,9 +622,9 @@ def test_segment_command_line_with_serving(server, mapper, image, tmp_path):
     np.testing.assert_array_equal(labels, segment(image, mapper).labels)
     record = json.loads((tmp_path / "out" / "picture.json").read_text())
     assert record["serving"] == server.target and "backbone" not in record
-    with pytest.raises(SystemExit, match="unavailable"):
+    with pytest.raises(SystemExit, match=r"unavailable.*2 attempt\(s\)"):
         segment_main([str(tmp_path / "picture.png"), "--out", str(tmp_path / "out"),
-                      "--serving", f"127.0.0.1:{free_port()}"])
+                      "--serving", f"127.0.0.1:{free_port()}", "--retry-attempts", "2", "--retry-base-delay", "0.01"])
     assert segment_main([str(tmp_path / "picture.png"), "--out", str(tmp_path / "learned"), "--serving", server.target,
                          "--merge", "hierarchy", "--scorer", "learned"]) == 0
     np.testing.assert_array_equal(np.load(tmp_path / "learned" / "picture_labels.npy"),

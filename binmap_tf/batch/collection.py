@@ -25,6 +25,7 @@ protobuf < 7, this project's TensorFlow environment has protobuf 7).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import io
@@ -32,6 +33,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
@@ -39,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 import numpy as np
 
 from binmap_tf.common.errors import expected_failure, failure_message
-from binmap_tf.common.files import write_json, write_text
+from binmap_tf.common.files import temporary_target, write_json, write_text
 from binmap_tf.common.images import ImageError, decode_image, find_images, load_image, warn_notices
 from binmap_tf.segmentation.outputs import COCO_FILE, check_extras, output_paths, read_coco, write_coco
 from binmap_tf.segmentation.pipeline import DEFAULT_MERGE, needs_edges, working_image
@@ -98,6 +100,16 @@ class Failure:
 
     input: str
     error: str
+
+
+class RecordsNotWritten(RuntimeError):
+    """The run ended but its own records (:data:`FAILED_FILE`, :data:`SUMMARY_FILE`) could not be
+    written, e.g. on a full disk: ``summary`` and ``failures`` are what they would have said, so that
+    the caller can report them another way."""
+
+    def __init__(self, message: str, summary: dict[str, Any], failures: list[Failure]) -> None:
+        super().__init__(message)
+        self.summary, self.failures = summary, failures
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -192,6 +204,25 @@ def plan(inputs: Sequence[str], out: str | os.PathLike, overwrite: bool = False,
     return todo, done, failures
 
 
+def remove_leftovers(out: str | os.PathLike, stems: Iterable[str], extras: Iterable[str] = ()) -> int:
+    """Remove the temporary files that an interrupted run (killed, or its folder turned read-only
+    mid-write) left for the outputs of ``stems`` (with ``extras``) and for the run's records in ``out``; return how
+    many. Their images are either written whole or about to be, so no other writer can own them
+    (two runs writing the same images into one folder at once are not supported). A file that
+    cannot be removed (the folder is still read-only) is left; the images then fail by name."""
+    extras = tuple(extras)
+    names = {path.name for stem in stems for path in output_paths(out, stem, extras)} | {SUMMARY_FILE, FAILED_FILE,
+                                                                                          COCO_FILE}
+    removed = 0
+    with contextlib.suppress(FileNotFoundError), os.scandir(out) as entries:
+        for entry in entries:
+            if entry.name.startswith(".") and temporary_target(entry.name) in names:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
+
+
 def read_image(uri: str) -> np.ndarray:
     """Read and decode one input as uint8 RGB (H, W, 3): local files by :func:`~binmap_tf.common.images.load_image`,
     URIs through :mod:`pyarrow.fs`. Raises ``FileNotFoundError`` or :class:`~binmap_tf.common.images.ImageError`."""
@@ -233,9 +264,18 @@ def decode_row(row: dict[str, Any], working_pixels: int | None = DEFAULT_WORKING
         return {**row, "image": None, "working": None, "error": failure_message(error)}
 
 
+def _node_id() -> str:
+    """The Ray node this worker runs on, for the summary (which machines did the work); "" outside Ray."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+
 class MapperStage:
     """Stage 3, one per CNN actor: adds ``binary_map`` and ``cnn_seconds`` (its share of the batch's
-    forward pass) to a batch of decoded images. An image the model refuses fails alone."""
+    forward pass) to a batch of decoded images. An image the model refuses fails alone; an error
+    whose ``retryable`` attribute is true (a model server's client's, after its own retries) is
+    about the server, not the images, so the batch fails as a whole without trying each image."""
 
     def __init__(self, model: ModelSpec, threads: int | None = None) -> None:
         self._model, self._threads = model, threads
@@ -264,7 +304,11 @@ class MapperStage:
             share = (time.perf_counter() - start) / max(len(todo), 1)  # the batch's forward time, shared
             for index, binary_map in zip(todo, computed):
                 maps[index], seconds[index] = binary_map, share
-        except Exception:  # noqa: BLE001  (find the image(s) at fault: one at a time)
+        except Exception as error:  # noqa: BLE001  (find the image(s) at fault: one at a time)
+            if getattr(error, "retryable", False):
+                for index in todo:
+                    errors[index] = failure_message(error)
+                todo = []
             for index in todo:
                 start = time.perf_counter()
                 try:
@@ -273,7 +317,7 @@ class MapperStage:
                 except Exception as error:  # noqa: BLE001
                     errors[index] = failure_message(error)
         return {**batch, "error": np.array(errors, dtype=object), "binary_map": _objects(maps),
-                "cnn_seconds": np.array(seconds)}
+                "cnn_seconds": np.array(seconds), "cnn_node": np.array([_node_id()] * len(images), dtype=object)}
 
 
 class SegmentStage:
@@ -293,7 +337,8 @@ class SegmentStage:
 
         outcome = {"input": row["input"], "stem": row["stem"], "error": row["error"], "n_segments": -1,
                    "cnn_seconds": float(row.get("cnn_seconds") or 0.0), "host_seconds": 0.0, "write_seconds": 0.0,
-                   "coco": ""}
+                   "coco": "",
+                   "cnn_node": row.get("cnn_node") or "", "host_node": _node_id()}
         if row["error"]:
             return outcome
         try:
@@ -340,8 +385,8 @@ def _start_ray(workers: Workers) -> bool:
     quiet = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}}
     if workers.address:
         ray.init(address=workers.address, runtime_env=quiet, logging_level=logging.WARNING)
-    else:
-        ray.init(num_cpus=workers.cnn + workers.host, include_dashboard=False, runtime_env=quiet,
+    else:  # "local": a Ray of its own, even where `ray start` left a cluster that ray.init would join
+        ray.init(address="local", num_cpus=workers.cnn + workers.host, include_dashboard=False, runtime_env=quiet,
                  logging_level=logging.WARNING, object_store_memory=512 * 2**20)
     return True
 
@@ -374,7 +419,8 @@ def run_pipeline(todo: Sequence[tuple[str, str]], out: str | os.PathLike, option
         records = []
         for row in dataset.iter_rows():
             record = {key: row[key] for key in ("input", "stem", "error", "n_segments", "cnn_seconds",
-                                                "host_seconds", "write_seconds", "coco")}
+                                                "host_seconds", "write_seconds", "coco",
+                                                "cnn_node", "host_node")}
             records.append(record)
             if progress is not None:
                 progress(record)
@@ -398,7 +444,8 @@ def segment_collection(patterns: Sequence[str], out: str | os.PathLike, options:
     whether to write the run's COCO file. Images whose files are all in ``out`` (and, with ``coco``,
     in its COCO file) are skipped unless ``overwrite``; when nothing is left to do, Ray is not
     started. Failed inputs are listed in ``out/batch_failed.jsonl``; ``progress`` is called with each
-    image's record.
+    image's record. Raises :class:`RecordsNotWritten` when the run's own records cannot be
+    written (its images are).
     """
     options = dict(options or {})
     extras = check_extras(extras, options.get("merge", DEFAULT_MERGE))
@@ -410,22 +457,31 @@ def segment_collection(patterns: Sequence[str], out: str | os.PathLike, options:
     inputs = match_inputs(patterns)
     earlier = read_coco(Path(out) / COCO_FILE) if coco else {}
     todo, done, failures = plan(inputs, out, overwrite, extras, set(earlier) if coco else None)
-    log.info("%d inputs: %d to segment, %d already done, %d refused", len(inputs), len(todo), len(done), len(failures))
+    leftovers = remove_leftovers(out, [stem for _, stem in todo] + [stem_of(uri) for uri in done], extras)
+    log.info("%d inputs: %d to segment, %d already done, %d refused; %d temporary files of an interrupted run "
+             "removed", len(inputs), len(todo), len(done), len(failures), leftovers)
     records = run_pipeline(todo, out, options, model, workers, progress, extras, coco) if todo else []
     seconds = time.perf_counter() - start
     failures += [Failure(record["input"], record["error"]) for record in records if record["error"]]
     written = [record for record in records if not record["error"]]
-    write_text(Path(out) / FAILED_FILE, "".join(json.dumps(vars(failure)) + "\n" for failure in failures))
-    if coco:
-        write_coco(Path(out) / COCO_FILE, [earlier[file_name_of(uri)] for uri in done]
-                   + [json.loads(record["coco"]) for record in written])
     summary = {
         "inputs": len(inputs), "written": len(written), "skipped": len(done), "failed": len(failures),
+        "leftovers_removed": leftovers,
         "seconds": round(seconds, 3), "images_per_second": round(len(written) / seconds, 4) if written else 0.0,
         "mean_seconds": {stage: round(float(np.mean([r[f"{stage}_seconds"] for r in written])), 4)
                          for stage in ("cnn", "host", "write")} if written else {},
+        "images_per_node": {stage: dict(Counter(r[f"{stage}_node"] for r in written)) for stage in ("cnn", "host")},
         "patterns": list(patterns), "engine": "ray.data", "workers": vars(workers), **model.record(),
         "options": options,
     }
-    write_json(Path(out) / SUMMARY_FILE, summary)
+    try:
+        write_text(Path(out) / FAILED_FILE, "".join(json.dumps(vars(failure)) + "\n" for failure in failures))
+        if coco:
+            write_coco(Path(out) / COCO_FILE, [earlier[file_name_of(uri)] for uri in done]
+                       + [json.loads(record["coco"]) for record in written])
+        write_json(Path(out) / SUMMARY_FILE, summary)
+    except OSError as error:  # a full disk or a read-only folder: what the records say goes to the caller
+        raise RecordsNotWritten(f"cannot write {FAILED_FILE} and {SUMMARY_FILE} into {out}: {error.strerror or error}; "
+                                "free space there or make it writable, then run the same command again: it segments "
+                                "only the images not yet written", summary, failures) from error
     return summary

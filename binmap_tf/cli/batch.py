@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import ray  # noqa: F401  (the optional dependency: fail here with the install line)
 
-        from binmap_tf.batch.collection import FAILED_FILE, ModelSpec, Workers, segment_collection
+        from binmap_tf.batch.collection import FAILED_FILE, ModelSpec, RecordsNotWritten, Workers, segment_collection
     except ImportError as error:
         raise SystemExit(f"error: {error}; install the batch extra: pip install -e \".[batch]\"") from None
     from tqdm import tqdm
@@ -69,23 +69,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.model_server:
         # Fail now, with the client's message, if unreachable or without the edge map the options need.
         edges = needs_edges(options["superpixels"], options["merge"])
-        cli.served_mapper(args.model_server, args.verbose, edges).close()
+        cli.served_mapper(args.model_server, args.verbose, edges, args.max_tile_pixels, args.retry).close()
         from serving.client import connect
 
         model = ModelSpec(server=args.model_server, connect=functools.partial(
-            connect, args.model_server, edges=edges, max_tile_pixels=args.max_tile_pixels))
+            connect, args.model_server, edges=edges, max_tile_pixels=args.max_tile_pixels, retry=args.retry))
     else:
         model = ModelSpec(cli.mapper_options(args))
     workers = Workers(cnn=args.cnn_workers, host=args.host_workers, cnn_threads=args.cnn_threads,
                       batch_size=args.batch_size, address=args.address)
-    with tqdm(desc="segmenting", unit="image", disable=not sys.stderr.isatty()) as bar:
-        summary = segment_collection(args.input, args.out, options, model, workers, args.overwrite,
-                                     progress=lambda record: bar.update(), extras=extras, coco=args.coco)
+    try:
+        with tqdm(desc="segmenting", unit="image", disable=not sys.stderr.isatty()) as bar:
+            summary = segment_collection(args.input, args.out, options, model, workers, args.overwrite,
+                                         progress=lambda record: bar.update(), extras=extras,
+                                         coco=args.coco)
+    except RecordsNotWritten as error:  # the failures can only be told here
+        for failure in error.failures:
+            print(f"failed: {failure.input}: {failure.error}", file=sys.stderr)
+        print(f"{error.summary['written']} written, {error.summary['failed']} failed; error: {error}", file=sys.stderr)
+        return 1
     print(f"{summary['written']} written, {summary['skipped']} already done, {summary['failed']} failed "
           f"in {summary['seconds']:.1f} s ({summary['images_per_second']:.2f} images/s) -> {args.out}",
           file=sys.stderr)
     if summary["failed"]:
-        print(f"failed inputs and why: {args.out / FAILED_FILE}", file=sys.stderr)
+        print(f"failed inputs and why: {args.out / FAILED_FILE}; once the causes are fixed, run the same command "
+              "again: it segments only the images not yet written", file=sys.stderr)
         return 1
     return 0
 

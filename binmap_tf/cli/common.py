@@ -111,9 +111,10 @@ def check_hamming(parser: argparse.ArgumentParser, hamming: int, bits: int) -> N
 
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None, outputs: tuple[str, ...] = ("out",)
           ) -> argparse.Namespace:
-    """Add ``--verbose`` and ``--debug``, parse ``argv`` and check the output folders named in
-    ``outputs``: a user's mistakes are found here, as usage errors, before any model is built
-    (commands check the rest of their options with ``parser.error`` before building one)."""
+    """Add ``--verbose`` and ``--debug``, parse ``argv``, check the output folders named in
+    ``outputs`` and gather the retry options into ``args.retry``: a user's mistakes are found here,
+    as usage errors, before any model is built (commands check the rest of their options with
+    ``parser.error`` before building one)."""
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow's log (its start-up lines stay "
                                                                    "hidden once a model option has loaded it)")
     parser.add_argument("--debug", action="store_true", help="print a traceback for every failure")
@@ -121,6 +122,10 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None, outputs: tupl
     for name in outputs:
         if getattr(args, name, None) is not None:
             check_output_folder(parser, getattr(args, name), f"--{name.replace('_', '-')}")
+    if hasattr(args, "retry_attempts"):  # add_server_argument's options, as one policy
+        from serving.retry import retry_policy
+
+        args.retry = retry_policy(parser, args)
     return args
 
 
@@ -186,11 +191,15 @@ def add_model_arguments(parser: argparse.ArgumentParser, runtime: bool = True) -
 
 
 def add_server_argument(parser: argparse.ArgumentParser, flag: str = "--serving", instead: str = "locally") -> None:
-    """Add ``flag`` (``HOST:PORT``): binary maps from a model server instead of the model options."""
+    """Add ``flag`` (``HOST:PORT``): binary maps from a model server instead of the model options, and
+    the client's retry options (:func:`serving.retry.add_retry_arguments`)."""
+    from serving.retry import add_retry_arguments
+
     parser.add_argument(flag, metavar="HOST:PORT", default=None,
                         help="compute binary maps on a model server (TF Serving or binmap-serve) "
                              f"instead of {instead}, with its edge map when the options need it and in tiles of "
                              "--max-tile-pixels; the served model then replaces the other model options")
+    add_retry_arguments(parser)
 
 
 def feature_options(args: argparse.Namespace) -> dict:
@@ -415,16 +424,18 @@ def run_batch(paths: list[Path], process: Callable[[Path], None], desc: str, deb
 
 
 def served_mapper(target: str, verbose: bool = False, edges: bool = False,
-                  max_tile_pixels: int | None = DEFAULT_MAX_TILE_PIXELS) -> Callable:
+                  max_tile_pixels: int | None = DEFAULT_MAX_TILE_PIXELS, retry: Any = None) -> Callable:
     """A connected client of the model server at ``target`` (:func:`serving.client.connect`), whose maps
-    carry the edge map when ``edges`` (the merge hierarchy needs it) and which sends images over
-    ``max_tile_pixels`` in tiles, as the local mapper runs them; exit with its message when the
-    server cannot be reached or serves no edge map. Only command lines call this: the library itself
-    never imports ``serving``."""
+    carry the edge map when ``edges`` (the merge hierarchy needs it), which sends images over
+    ``max_tile_pixels`` in tiles, as the local mapper runs them, and retries as ``retry`` says (a
+    :class:`serving.retry.RetryPolicy`; None: its defaults); exit with its message when the server
+    cannot be reached or serves no edge map. Only command lines call this: the library itself never
+    imports ``serving``."""
     start_tensorflow(verbose)
     from serving.client import ServingError, connect
+    from serving.retry import RetryPolicy
 
     try:
-        return connect(target, edges=edges, max_tile_pixels=max_tile_pixels)
+        return connect(target, edges=edges, max_tile_pixels=max_tile_pixels, retry=retry or RetryPolicy())
     except ServingError as error:
         raise SystemExit(f"error: {error}") from None

@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args, images, options, extras = _parse_args(argv)
     edges = needs_edges(options["superpixels"], options["merge"])  # asked of the server only when needed
-    mapper = cli.served_mapper(args.serving, args.verbose, edges, args.max_tile_pixels) if args.serving else \
-        cli.mapper_from_args(args, **({"edges": True} if edges else {}))
+    mapper = cli.served_mapper(args.serving, args.verbose, edges, args.max_tile_pixels, args.retry) if args.serving \
+        else cli.mapper_from_args(args, **({"edges": True} if edges else {}))
     model = {"serving": args.serving} if args.serving else {"backbone": args.backbone}
     coco: list[dict[str, Any]] = []
 

@@ -1,14 +1,21 @@
-"""How a failed input is told from a bug, and reported: shared by every entry point that keeps
-going past a bad file (the command lines' batches and the Ray Data pipeline)."""
+"""How a failed input (or an output that cannot be written) is told from a bug, and reported: shared
+by every entry point that keeps going past a bad file (the command lines' batches and the Ray Data
+pipeline)."""
 
 from __future__ import annotations
 
 from binmap_tf.common.images import ImageError
 
 
+class OutputError(OSError):
+    """A result that could not be written (a full disk, a read-only or vanished folder): the message
+    names the folder, the system's reason and the fix."""
+
+
 def expected_failure(error: BaseException) -> bool:
-    """Whether ``error`` is about the input (a missing or unreadable file, a bad image), not a bug."""
-    return isinstance(error, (ImageError, FileNotFoundError, ValueError))
+    """Whether ``error`` is about the input (a missing or unreadable file, a bad image) or the output
+    (:class:`OutputError`), not a bug."""
+    return isinstance(error, (ImageError, FileNotFoundError, ValueError, OutputError))
 
 
 def failure_message(error: BaseException) -> str:

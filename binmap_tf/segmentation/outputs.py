@@ -2,8 +2,8 @@
 ``segment`` CLI, the batch pipeline, the demo's downloads, Python callers): labels as 16-bit PNG and
 ``.npy``, the boundary overlay, the binary map and a JSON record; on request the hierarchy as a
 BSDS ``ucm2`` (``.mat`` and 16-bit PNG) and the region table (CSV), and one COCO file per run
-(:mod:`binmap_tf.segmentation.interchange` encodes those). Each file is written atomically, and the
-same result gives the same bytes wherever it is written."""
+(:mod:`binmap_tf.segmentation.interchange` encodes those). An image's files are written atomically,
+together, and the same result gives the same bytes wherever it is written."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from binmap_tf.binary_map.tiling import row_bands
-from binmap_tf.common.files import write_json, write_mat, write_npy, write_png, write_text
+from binmap_tf.common.errors import OutputError
+from binmap_tf.common.files import atomic_paths, save_json, save_mat, save_npy, save_png, write_json
 from binmap_tf.common.images import as_rgb_uint8
 from binmap_tf.segmentation.interchange import coco_document, coco_entries, region_table, table_csv, ucm2_png
 
@@ -86,44 +87,58 @@ def output_paths(out: str | os.PathLike, stem: str, extras: Iterable[str] = ()) 
     return [*files, Path(out) / f"{stem}{RECORD_SUFFIX}"]
 
 
-def _write_labels(npy: Path, png: Path, image: np.ndarray, result: Any) -> None:
-    write_npy(npy, result.labels)
-    write_png(png, label_image_uint16(result.labels))
+def _save_labels(npy: Path, png: Path, image: np.ndarray, result: Any) -> None:
+    save_npy(npy, result.labels)
+    save_png(png, label_image_uint16(result.labels))
 
 
-def _write_overlay(path: Path, image: np.ndarray, result: Any) -> None:
-    write_png(path, boundary_overlay(image, result.labels))
+def _save_overlay(path: Path, image: np.ndarray, result: Any) -> None:
+    save_png(path, boundary_overlay(image, result.labels))
 
 
-def _write_binary_map(path: Path, image: np.ndarray, result: Any) -> None:
-    write_png(path, result.binary_map.to_image())
+def _save_binary_map(path: Path, image: np.ndarray, result: Any) -> None:
+    save_png(path, result.binary_map.to_image())
 
 
-def _write_ucm(mat: Path, png: Path, image: np.ndarray, result: Any) -> None:
+def _save_ucm(mat: Path, png: Path, image: np.ndarray, result: Any) -> None:
     """``result.ucm()`` as ``mat`` (variable ``ucm2``, float64, as the BSDS files) and as a 16-bit PNG
     (:func:`~binmap_tf.segmentation.interchange.ucm2_png`)."""
     ucm2 = result.ucm()
-    write_mat(mat, UCM2_VARIABLE, ucm2)
-    write_png(png, ucm2_png(ucm2))
+    save_mat(mat, UCM2_VARIABLE, ucm2)
+    save_png(png, ucm2_png(ucm2))
 
 
-def _write_regions(path: Path, image: np.ndarray, result: Any) -> None:
-    write_text(path, table_csv(region_table(image, result)))
+def _save_regions(path: Path, image: np.ndarray, result: Any) -> None:
+    Path(path).write_text(table_csv(region_table(image, result)))
 
 
-_WRITERS = {"labels": _write_labels, "overlay": _write_overlay, "binary_map": _write_binary_map,
-            "ucm": _write_ucm, "regions": _write_regions}
+_SAVERS = {"labels": _save_labels, "overlay": _save_overlay, "binary_map": _save_binary_map,
+           "ucm": _save_ucm, "regions": _save_regions}
 
 
-def write_files(out: str | os.PathLike, stem: str, image: np.ndarray, result: Any, names: Iterable[str]) -> list[Path]:
+def write_files(out: str | os.PathLike, stem: str, image: np.ndarray, result: Any, names: Iterable[str],
+                record: dict[str, Any] | None = None) -> list[Path]:
     """Write the files of the outputs ``names`` (keys of :data:`FILE_SUFFIXES`) of ``result`` (a
     :class:`~binmap_tf.segmentation.pipeline.SegmentationResult` of ``image``) as ``<stem><suffix>`` in
-    ``out``; return their paths. The one writer of each file, for every entry point."""
-    paths: list[Path] = []
-    for name in names:
-        files = _files(out, stem, name)
-        _WRITERS[name](*files, image=image, result=result)
-        paths += files
+    ``out``, and ``record`` as ``<stem>.json`` last when given; return the outputs' paths. The one
+    writer of each file, for every entry point. The files appear together or not at all
+    (:func:`~binmap_tf.common.files.atomic_paths`: a full disk or a read-only folder fails the image
+    before any of its files is in place); such a failure raises
+    :class:`~binmap_tf.common.errors.OutputError` naming the folder and the fix."""
+    groups = [(name, _files(out, stem, name)) for name in names]
+    paths = [path for _, files in groups for path in files]
+    targets = [*paths, Path(out) / f"{stem}{RECORD_SUFFIX}"] if record is not None else paths
+    try:
+        with atomic_paths(targets) as temporary:
+            position = 0
+            for name, files in groups:
+                _SAVERS[name](*temporary[position:position + len(files)], image=image, result=result)
+                position += len(files)
+            if record is not None:
+                save_json(temporary[-1], record)
+    except OSError as error:
+        raise OutputError(f"cannot write the outputs of {stem} into {out}: {error.strerror or error}; free space "
+                          "there or make it writable, then segment it again") from error
     return paths
 
 
@@ -133,11 +148,11 @@ def write_segmentation(out: str | os.PathLike, stem: str, image: np.ndarray, res
     ``<stem>_labels.npy``, ``<stem>_labels.png`` (16-bit), ``<stem>_overlay.png``,
     ``<stem>_binary_map.png``, the ``extras`` asked for (``"ucm"``: ``<stem>_ucm2.mat`` and
     ``<stem>_ucm2.png``; ``"regions"``: ``<stem>_regions.csv``) and ``<stem>.json`` (``record``, then
-    the result's summary) in ``out``. The JSON is written last, so its presence means the image is
-    complete."""
+    the result's summary) in ``out``, all together (:func:`write_files`). The JSON is written last, so
+    its presence means the image is complete."""
     extras = check_extras(extras, result.options["merge"])
-    write_files(out, stem, image, result, (*BASE_OUTPUTS, *extras))
-    write_json(Path(out) / f"{stem}{RECORD_SUFFIX}", {**record, "scale": result.binary_map.scale, **result.summary()})
+    write_files(out, stem, image, result, (*BASE_OUTPUTS, *extras),
+                record={**record, "scale": result.binary_map.scale, **result.summary()})
 
 
 def read_coco(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
