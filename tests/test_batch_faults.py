@@ -48,7 +48,7 @@ def ray_with_fault_hooks(tmp_path_factory):
     exists); the commands under test join it. Yields the flag's path."""
     import ray
 
-    from binmap_tf.batch.collection import _start_ray, Workers
+    from binmap_tf.batch.collection import Workers, _start_ray
 
     flag = tmp_path_factory.mktemp("faults") / "disk_is_full"
     tests = str(Path(__file__).parent)

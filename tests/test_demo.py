@@ -292,7 +292,6 @@ def test_bad_upload_files_give_messages(tmp_path, bsds_image_path):
 
 def test_server_down_message_names_the_target(small_image):
     from demo.browser import free_port
-
     from serving.retry import RetryPolicy
 
     target = f"127.0.0.1:{free_port()}"

@@ -12,7 +12,13 @@ import pytest
 from binmap_tf.common.images import load_image
 from binmap_tf.common.paths import data_root
 from binmap_tf.segmentation.interchange import coco_entry
-from binmap_tf.segmentation.outputs import COCO_FILE, RECORD_SUFFIX, output_paths, write_coco, write_segmentation
+from binmap_tf.segmentation.outputs import (
+    COCO_FILE,
+    RECORD_SUFFIX,
+    output_paths,
+    write_coco,
+    write_segmentation,
+)
 from binmap_tf.segmentation.pipeline import default_mapper, segment
 
 N_IMAGES = 4
@@ -39,11 +45,12 @@ def image_files(folder, stem: str) -> dict[str, bytes]:
 @pytest.mark.slow
 def test_segment_batch_api_and_demo_write_the_same_bytes(photos, tmp_path):
     pytest.importorskip("ray", reason="the batch extra is not installed: pip install -e '.[batch]'")
+    from gradio.data_classes import ImageData
+
     from binmap_tf.cli.batch import main as batch_main
     from binmap_tf.cli.segment import main as segment_main
     from demo.app import Segmenter, upload_image
     from demo.pipeline import LocalMappers, Settings, UploadNames
-    from gradio.data_classes import ImageData
 
     cli, batch, api = tmp_path / "cli", tmp_path / "batch", tmp_path / "api"
     assert segment_main([str(path) for path in photos] + ["--out", str(cli), *FLAGS]) == 0

@@ -10,10 +10,10 @@ import importlib
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from binmap_tf.common.paths import REPO_ROOT
 

@@ -59,7 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import ray  # noqa: F401  (the optional dependency: fail here with the install line)
 
-        from binmap_tf.batch.collection import FAILED_FILE, ModelSpec, RecordsNotWritten, Workers, segment_collection
+        from binmap_tf.batch.collection import (
+            FAILED_FILE,
+            ModelSpec,
+            RecordsNotWritten,
+            Workers,
+            segment_collection,
+        )
     except ImportError as error:
         raise SystemExit(f"error: {error}; install the batch extra: pip install -e \".[batch]\"") from None
     from tqdm import tqdm
