@@ -208,7 +208,7 @@ def test_export_command_line(tmp_path, capsys):
     proto = saved_model_pb2.SavedModel.FromString((tmp_path / "1" / "saved_model.pb").read_bytes())
     assert set(SIGNATURES) <= set(proto.meta_graphs[0].signature_def)  # vgg16-hed: exported with its edge map
     with pytest.raises(SystemExit, match="version 1 is taken"):
-        export.main(["--out", str(tmp_path), "--version", "1"])
+        main(["--out", str(tmp_path), "--version", "1"])
 
 
 def assert_same_map(served, local):
