@@ -102,24 +102,35 @@ def process_name(pid: int) -> str | None:
     return stat[stat.index("(") + 1:stat.rindex(")")]
 
 
-def stop_leftovers(tree: dict[int, str]) -> tuple[dict[int, str], set[int]]:
-    """Give the processes of ``tree`` (``{pid: name}``, taken while their parent ran) a grace period to
-    exit, then SIGTERM and at last SIGKILL, by id, those still running under the same name (not a new
-    process that took a freed id). Returns the processes that needed a signal and the ids still alive."""
-    left = wait_until_gone(tree, EXIT_GRACE_SECONDS)
+# Seconds a process started by a test may take to exit after its test stopped it (Ray's workers
+# finish their shutdown shortly after ray.shutdown() returns).
+EXIT_GRACE_SECONDS = 10.0
+
+
+def stop_leftovers(tree: dict[int, str], grace: float = EXIT_GRACE_SECONDS) -> tuple[dict[int, str], set[int]]:
+    """Give the processes of ``tree`` (``{pid: name}``, taken while their parent ran) ``grace`` seconds
+    to exit, then SIGTERM and at last SIGKILL, by id, those still running under the same name (not a
+    new process that took a freed id). Returns the processes that needed a signal and the ids still alive."""
+    left = wait_until_gone(tree, grace)
     alive = left
     for signal_number in (signal.SIGTERM, signal.SIGKILL):
         for pid in alive:
             if process_name(pid) == tree[pid]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal_number)
-        alive = wait_until_gone(alive, EXIT_GRACE_SECONDS)
+        alive = wait_until_gone(alive, grace)
     return {pid: tree[pid] for pid in left}, alive
 
 
-# Seconds a process started by a test may take to exit after its test stopped it (Ray's workers
-# finish their shutdown shortly after ray.shutdown() returns).
-EXIT_GRACE_SECONDS = 10.0
+
+
+def is_resource_tracker(pid: int) -> bool:
+    """Whether ``pid`` is multiprocessing's resource tracker: the first process pool (the evaluation's
+    workers) starts it, and by design it lives as long as its parent, this test run."""
+    try:
+        return b"multiprocessing.resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
@@ -127,7 +138,7 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     test stops what it starts, by the process ids it started."""
     if not Path("/proc").is_dir():
         return
-    stray = descendants(os.getpid())
+    stray = {pid: name for pid, name in descendants(os.getpid()).items() if not is_resource_tracker(pid)}
     still = wait_until_gone(stray, EXIT_GRACE_SECONDS)
     if still:
         names = ", ".join(f"{pid} {stray[pid]}" for pid in sorted(still))

@@ -66,7 +66,8 @@ class Node:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
-        return stop_leftovers(tree)
+        # ray start has stopped its node; what outlives it waits for services that are gone: no long grace
+        return stop_leftovers(tree, grace=2.0)
 
 
 # Waits in a process of its own (Ray reads its authentication settings once per process) until

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import shlex
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from binmap_tf.common.paths import REPO_ROOT
-from tests.test_scripts import SCRIPTS, installed_script
+from tests.test_scripts import SCRIPTS, help_text
 
 README = (REPO_ROOT / "README.md").read_text()
 
@@ -55,12 +53,6 @@ def readme_commands() -> list[list[str]]:
                 if Path(word).name in SCRIPTS:
                     commands.append([Path(word).name, *words[start + 1:]])
     return commands
-
-
-@functools.lru_cache(maxsize=None)
-def help_text(script: str) -> str:
-    return subprocess.run([installed_script(script), "--help"], capture_output=True, text=True, check=True,
-                          timeout=120).stdout
 
 
 @pytest.mark.parametrize("command", readme_commands(), ids=" ".join)
