@@ -216,7 +216,7 @@ def _status_mib(field: str) -> float:
 def ucm_peak(tree_file: Path, implementation: str, megapixels: float) -> dict[str, float]:
     """Peak memory (MiB above the resident set before the call) of the UCM of the saved tree, its labels
     upsampled to ``megapixels``: the high-water mark is reset first (``/proc/self/clear_refs``, Linux)."""
-    from binmap_tf.segmentation.superpixels import upsample_labels
+    from binmap_tf.segmentation.resolution import upsample_labels
 
     with np.load(tree_file) as data:
         small = data["superpixels"]

@@ -299,7 +299,7 @@ def segment_options(parser: argparse.ArgumentParser, args: argparse.Namespace, s
     default is :data:`~binmap_tf.segmentation.pipeline.DEFAULT_MERGE` for a backbone with an edge map (and a
     served model) and the paper's adjacent merge for the others."""
     from binmap_tf.segmentation.pipeline import choose_scorer, first_level, resolve_options
-    from binmap_tf.segmentation.resolution import working_shape
+    from binmap_tf.segmentation.resolution import check_working_pixels
 
     if args.merge is None:
         args.merge = default_merge(None if served else getattr(args, "backbone", None))
@@ -331,10 +331,11 @@ def segment_options(parser: argparse.ArgumentParser, args: argparse.Namespace, s
         parser.error(str(error))
     if not served and args.merge in ("adjacent", "global"):
         check_hamming(parser, args.hamming, args.bits)
-    try:
-        working_shape((4000, 3000), None if args.native else args.working_pixels)
-    except ValueError as error:
-        parser.error(f"--working-pixels: {error}")
+    if not args.native:
+        try:
+            check_working_pixels(args.working_pixels)
+        except ValueError as error:
+            parser.error(f"--working-pixels: {error}")
     return {"superpixels": args.superpixels, "hamming": args.hamming, "merge": args.merge,
             "segments": args.segments, "threshold": args.threshold, "scorer": args.scorer,
             "working_pixels": None if args.native else args.working_pixels, **params}

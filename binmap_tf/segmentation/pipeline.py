@@ -307,7 +307,7 @@ def segment_with_map(image: np.ndarray, binary_map: BinaryMap | None, superpixel
         options["working_shape"] = list(image_shape)
         if working is None or tuple(np.shape(working)[:2]) != image_shape:
             with _stage(timings, "resize"):
-                working = resize_image(as_rgb_uint8(image), image_shape)
+                working = working_image(image, working_pixels)
         image = working
     if working_shape(image_shape) != image_shape:  # recorded with the result, as the warning says
         options["superpixel_working_shape"] = list(working_shape(image_shape))

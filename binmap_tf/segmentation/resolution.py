@@ -36,14 +36,23 @@ DEFAULT_REFINE_BAND = 1
 REFINE_MAX_PIXELS = 4_000_000
 
 
+# The smallest working size: two cells of the CNN's stride-16 grid on each side.
+MIN_WORKING_PIXELS = 32 * 32
+
+
+def check_working_pixels(max_pixels: int) -> None:
+    """``ValueError`` naming the bound when ``max_pixels`` is below :data:`MIN_WORKING_PIXELS`."""
+    if max_pixels < MIN_WORKING_PIXELS:
+        raise ValueError(f"the working size must be at least {MIN_WORKING_PIXELS} pixels, got {max_pixels}")
+
+
 def working_shape(shape: tuple[int, int], max_pixels: int | None = DEFAULT_WORKING_PIXELS) -> tuple[int, int]:
     """(height, width) an image of ``shape`` is segmented at: its own when it has at most
     ``max_pixels`` pixels (or ``max_pixels`` is None), else resized to about that many, aspect kept."""
     height, width = shape
     if max_pixels is None or height * width <= max_pixels:
         return height, width
-    if max_pixels < 32 * 32:
-        raise ValueError(f"the working size must be at least {32 * 32} pixels, got {max_pixels}")
+    check_working_pixels(max_pixels)
     factor = math.sqrt(max_pixels / (height * width))
     return max(1, math.floor(height * factor + 0.5)), max(1, math.floor(width * factor + 0.5))
 
@@ -58,12 +67,6 @@ def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     # reducing_gap: PIL first shrinks by an integer factor with a box filter (fast), then resamples
     # the rest with Lanczos: within rounding of plain Lanczos at these factors, several times faster.
     return np.asarray(Image.fromarray(image).resize(tuple(shape)[::-1], Image.Resampling.LANCZOS, reducing_gap=3.0))
-
-
-def to_working_size(image: np.ndarray, max_pixels: int | None = DEFAULT_WORKING_PIXELS) -> np.ndarray:
-    """``image`` (uint8 RGB) at :func:`working_shape` (:func:`resize_image`); the same object when it
-    is small enough already."""
-    return resize_image(image, working_shape(image.shape[:2], max_pixels))
 
 
 def _source_index(full: int, small: int) -> np.ndarray:

@@ -18,6 +18,7 @@ import numpy as np
 
 from binmap_tf.common.images import as_rgb_uint8
 from binmap_tf.segmentation.labels import sequential_labels
+from binmap_tf.segmentation.resolution import upsample_labels
 
 # The paper runs EGS with "the default parameters (sigma = 1.0, k = 100)".
 EGS_SCALE = 100.0
@@ -240,14 +241,6 @@ def working_shape(shape: tuple[int, int], max_pixels: int | None = SUPERPIXEL_MA
         return height, width
     factor = math.sqrt(max_pixels / (height * width))
     return max(1, int(height * factor)), max(1, int(width * factor))
-
-
-def upsample_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour upsampling of a label image to ``shape`` (every label keeps its pixels,
-    and connected regions stay connected)."""
-    rows = (2 * np.arange(shape[0]) + 1) * labels.shape[0] // (2 * shape[0])
-    cols = (2 * np.arange(shape[1]) + 1) * labels.shape[1] // (2 * shape[1])
-    return labels[rows[:, None], cols[None, :]]
 
 
 def compute_superpixels(image: np.ndarray, method: str = "egs", max_pixels: int | None = SUPERPIXEL_MAX_PIXELS,
