@@ -1,6 +1,6 @@
 """Gradio web demo: upload a photo, see its CNN-aware binary map, superpixels and merged segments.
 
-Command line::
+Command line (:mod:`binmap_tf.cli.demo`)::
 
     binmap-demo [--serving HOST:PORT | --hashing PATH|fine-tuned] [--host 127.0.0.1] [--port 7860]
         [--max-pixels N] [--retry-attempts N] [--retry-base-delay S] [--retry-max-delay S]
@@ -18,7 +18,6 @@ The steps themselves are in :mod:`demo.pipeline`; this module is the page and it
 
 from __future__ import annotations
 
-import argparse
 import html
 import logging
 import tempfile
@@ -50,7 +49,6 @@ from demo.pipeline import (
     shown,
     write_downloads,
 )
-from serving.retry import add_retry_arguments, retry_policy
 
 log = logging.getLogger(__name__)
 
@@ -291,33 +289,3 @@ def make_source(serving: str | None, hashing: str | None = None, retry: Any = No
     except ImportError as error:
         raise SystemExit(f"error: --serving needs the serving extra ({error}); "
                          "install it with: pip install -e '.[serving]'") from None
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line: build the page and serve it until interrupted."""
-    parser = argparse.ArgumentParser(prog="binmap-demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--serving", metavar="HOST:PORT", default=None,
-                        help="get binary maps from this TF Serving / serving.server gRPC endpoint "
-                             "(default: run the CNN in this process)")
-    parser.add_argument("--hashing", default=None,
-                        help="hashing layer of the local CNN: an .npz from fit_itq or train, or 'fine-tuned' for "
-                             "the shipped fine-tuned layer (default: the fitted ITQ, 8 or 24 bits)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default: %(default)s; 0.0.0.0 for every interface)")
-    parser.add_argument("--port", type=int, default=7860, help="port to listen on (default: %(default)s)")
-    parser.add_argument("--max-pixels", type=int, default=DEMO_MAX_PIXELS,
-                        help="the page draws its views at most this many pixels large; uploads of any size are "
-                             "segmented and their label download is full-size (default: %(default)s)")
-    add_retry_arguments(parser)
-    args = parser.parse_args(argv)
-    retry = retry_policy(parser, args)
-    if args.max_pixels < 1:
-        parser.error(f"--max-pixels must be positive, got {args.max_pixels}")
-    if args.serving and args.hashing:
-        parser.error("--hashing applies to the local CNN; the served model has its own hashing layer")
-    launch(build_app(make_source(args.serving, args.hashing, retry), max_pixels=args.max_pixels), args.host, args.port)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

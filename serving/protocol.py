@@ -37,6 +37,14 @@ INFO_FILE = "binmap.json"  # in <version>/assets.extra/
 WARMUP_FILE = "tf_serving_warmup_requests"  # in <version>/assets.extra/, read by TF Serving
 BIT_ORDER = "msb-first"  # codes = sum_j bits[j] << (k - 1 - j), as binmap_tf.binary_map.maps.pack_bits
 
+# vgg16-hed in fp32 on a CPU peaks at about 1.3 KB of activations per input pixel (measured with
+# ru_maxrss: +1.28 GiB for 1024x1024, +2.5 GiB for 1448x1448, over the ~0.8 GiB of the loaded
+# model). A 4000x3000 photo (12 MP) would need ~15 GiB and get the server killed by the kernel;
+# 4 MP per request (or merged batch), e.g. 2048x2048 or 27 BSDS500 images, needs ~5 GiB more,
+# which a 16 GiB host spares. Raise --max-pixels only on a host with that memory to spare.
+ACTIVATION_BYTES_PER_PIXEL = 1300
+DEFAULT_MAX_PIXELS = 4 * 1024 * 1024
+
 # gRPC's default 4 MB message limit is too small for a batch of photos or their logits; TF
 # Serving itself accepts up to 2 GB, so the client and the loopback server raise theirs to match.
 MAX_MESSAGE_BYTES = 1 << 30

@@ -9,12 +9,11 @@ answers RESOURCE_EXHAUSTED. Every request is checked against ``--max-pixels`` be
 images are materialised, so an oversized photo gets INVALID_ARGUMENT instead of exhausting the
 server's memory. It is no replacement for ``tensorflow_model_server``: no version polling, no REST.
 
-``binmap-serve --model-dir serving/models/binmap --port 8500``
+``binmap-serve --model-dir serving/models/binmap --port 8500`` (:mod:`binmap_tf.cli.serve`)
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import warnings
@@ -37,18 +36,18 @@ from tensorflow_serving.apis import (
 
 from serving.batching import BatchingOptions, BatchScheduler, QueueFullError
 from serving.export import SAME_SIZE_MESSAGE, read_warmup, versions
-from serving.protocol import DEFAULT_MODEL_NAME, GRPC_OPTIONS, IMAGES_SIGNATURE, WARMUP_FILE
+from serving.protocol import (
+    ACTIVATION_BYTES_PER_PIXEL,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MODEL_NAME,
+    GRPC_OPTIONS,
+    IMAGES_SIGNATURE,
+    WARMUP_FILE,
+)
 
 # TensorFlow's error codes are gRPC's status codes, number for number.
 _GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
-# vgg16-hed in fp32 on a CPU peaks at about 1.3 KB of activations per input pixel (measured with
-# ru_maxrss: +1.28 GiB for 1024x1024, +2.5 GiB for 1448x1448, over the ~0.8 GiB of the loaded
-# model). A 4000x3000 photo (12 MP) would need ~15 GiB and get the server killed by the kernel;
-# 4 MP per request (or merged batch), e.g. 2048x2048 or 27 BSDS500 images, needs ~5 GiB more,
-# which a 16 GiB host spares. Raise --max-pixels only on a host with that memory to spare.
-ACTIVATION_BYTES_PER_PIXEL = 1300
-DEFAULT_MAX_PIXELS = 4 * 1024 * 1024
 
 
 @dataclass
@@ -297,49 +296,3 @@ class LoopbackServer:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line: serve the latest exported version until interrupted."""
-    parser = argparse.ArgumentParser(prog="binmap-serve",
-                                     description="Loopback gRPC PredictionService for tests and local development.")
-    parser.add_argument("--model-dir", type=Path, default=Path("serving/models/binmap"),
-                        help="model base folder with numbered versions (default: %(default)s)")
-    parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="served model name (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8500, help="gRPC port (default: %(default)s)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    parser.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the warm-up requests")
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                        help="most pixels in one request or merged batch; larger requests get INVALID_ARGUMENT. "
-                             f"The CNN needs about {ACTIVATION_BYTES_PER_PIXEL} bytes per pixel "
-                             "(default: %(default)s, about 5 GiB)")
-    defaults = BatchingOptions()
-    parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size,
-                        help="most images merged into one forward pass (default: %(default)s)")
-    parser.add_argument("--batch-timeout-micros", type=int, default=defaults.batch_timeout_micros,
-                        help="how long a partial batch waits for more requests (default: %(default)s)")
-    parser.add_argument("--max-enqueued-batches", type=int, default=defaults.max_enqueued_batches,
-                        help="queue bound in batches; further requests get RESOURCE_EXHAUSTED (default: %(default)s)")
-    parser.add_argument("--num-batch-threads", type=int, default=defaults.num_batch_threads,
-                        help="batches computed at once; 1 suits a CPU (default: %(default)s)")
-    args = parser.parse_args(argv)
-    try:
-        batching = BatchingOptions(args.max_batch_size, args.batch_timeout_micros, args.max_enqueued_batches,
-                                   args.num_batch_threads)
-        server = LoopbackServer(args.model_dir, args.model_name, port=args.port, host=args.host, warmup=args.warmup,
-                                max_pixels=args.max_pixels, batching=batching)
-    except (FileNotFoundError, RuntimeError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from None
-    with server:
-        print(f"serving {server.model.name} version {server.model.version} on {server.target}, at most "
-              f"{args.max_pixels} pixels per request, batches of up to {batching.max_batch_size} images, "
-              f"queue of {batching.queue_capacity} (Ctrl-C stops)")
-        try:
-            server.wait()
-        except KeyboardInterrupt:
-            pass
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -26,6 +26,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from binmap_tf.binary_map.model import BinaryMapper
 from binmap_tf.cli.segment import main as segment_main
+from binmap_tf.cli.serve import main as server_main
 from binmap_tf.common.files import write_png
 from binmap_tf.segmentation.pipeline import segment
 from serving import export
@@ -41,10 +42,9 @@ from serving.client import (
     ServingError,
     connect,
 )
-from serving.protocol import INFO_FILE, WARMUP_FILE, ModelInfo
+from serving.protocol import DEFAULT_MAX_PIXELS, INFO_FILE, WARMUP_FILE, ModelInfo
 from serving.retry import DEFAULT_ATTEMPTS, DEFAULT_BASE_DELAY, DEFAULT_MAX_DELAY, NO_RETRY, RetryPolicy
-from serving.server import DEFAULT_MAX_PIXELS, LoopbackServer
-from serving.server import main as server_main
+from serving.server import LoopbackServer
 
 BITS = 8
 

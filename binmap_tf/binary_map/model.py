@@ -34,6 +34,7 @@ from binmap_tf.binary_map.backbones import Backbone, build_backbone
 from binmap_tf.binary_map.hardware import has_fast_bf16
 from binmap_tf.binary_map.hashing import ITQHashing, ITQParams, load_itq
 from binmap_tf.binary_map.maps import BinaryMap, edges_at
+from binmap_tf.binary_map.options import DEFAULT_BACKBONE, DEFAULT_BITS, EXECUTIONS, PRECISIONS
 from binmap_tf.binary_map.tiling import (
     DEFAULT_MAX_TILE_PIXELS,
     TilePlan,
@@ -43,13 +44,6 @@ from binmap_tf.binary_map.tiling import (
 )
 from binmap_tf.common.images import as_rgb_uint8, check_size, downscale_to_limit, map_in_shape_batches
 from binmap_tf.common.paths import FINE_TUNED
-
-DEFAULT_BACKBONE = "vgg16-hed"
-DEFAULT_BITS = 8
-# Precision option -> the Keras dtype policy the backbone is built under.
-PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}
-EXECUTIONS = ("graph", "eager", "xla")
-
 
 @keras.saving.register_keras_serializable(package="binmap_tf")
 class PackBits(keras.layers.Layer):

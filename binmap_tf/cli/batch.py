@@ -56,6 +56,7 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, A
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: segment a collection; exit status 1 when an input failed."""
+    args, options, extras = _parse_args(argv)
     try:
         import ray  # noqa: F401  (the optional dependency: fail here with the install line)
 
@@ -70,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: {error}; install the batch extra: pip install -e \".[batch]\"") from None
     from tqdm import tqdm
 
-    args, options, extras = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.model_server:
         # Fail now, with the client's message, if unreachable or without the edge map the options need.

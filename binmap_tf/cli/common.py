@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator
 
 from tqdm import tqdm
 
+from binmap_tf.binary_map.options import BUILT_IN_BACKBONES, DEFAULT_BACKBONE, DEFAULT_BITS, EXECUTIONS, PRECISIONS
 from binmap_tf.binary_map.tiling import DEFAULT_MAX_TILE_PIXELS
 from binmap_tf.common.errors import expected_failure, failure_message
 from binmap_tf.common.images import find_images
@@ -115,13 +116,14 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None, outputs: tupl
     ``outputs`` and gather the retry options into ``args.retry``: a user's mistakes are found here,
     as usage errors, before any model is built (commands check the rest of their options with
     ``parser.error`` before building one)."""
-    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's log (its start-up lines stay "
-                                                                   "hidden once a model option has loaded it)")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's log, its start-up lines included")
     parser.add_argument("--debug", action="store_true", help="print a traceback for every failure")
     args = parser.parse_args(argv)
     for name in outputs:
         if getattr(args, name, None) is not None:
             check_output_folder(parser, getattr(args, name), f"--{name.replace('_', '-')}")
+    if hasattr(args, "backbone"):  # add_model_arguments': a model will be built, quietly unless --verbose
+        start_tensorflow(verbose=args.verbose)
     if hasattr(args, "retry_attempts"):  # add_server_argument's options, as one policy
         from serving.retry import retry_policy
 
@@ -147,8 +149,8 @@ def start_tensorflow(verbose: bool = False) -> None:
     """Import TensorFlow and look for devices; unless ``verbose``, without its C++ start-up lines
     ("failed call to cuInit" on every machine without a GPU reads like a failure but is none).
     ``TF_CPP_MIN_LOG_LEVEL`` cannot hide them: they are written before TensorFlow's logging starts.
-    The first call decides (model options import TensorFlow while the parser is built, quietly);
-    ``--verbose`` then turns TensorFlow's log of the run back on."""
+    The first call decides: :func:`parse` makes it for every command with model options, after the
+    arguments, so that ``--help`` and usage errors answer without loading TensorFlow."""
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")
     if "tensorflow" in sys.modules:
         return
@@ -161,11 +163,7 @@ def start_tensorflow(verbose: bool = False) -> None:
 def add_model_arguments(parser: argparse.ArgumentParser, runtime: bool = True) -> None:
     """Add ``--backbone``, ``--features``, ``--bits``, ``--hashing``, ``--scale`` and, with ``runtime``,
     how the model runs: ``--precision`` and ``--execution``."""
-    start_tensorflow()  # the model options below come from modules that import TensorFlow
-    from binmap_tf.binary_map.backbones import backbone_names
-    from binmap_tf.binary_map.model import DEFAULT_BACKBONE, DEFAULT_BITS, EXECUTIONS, PRECISIONS
-
-    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=backbone_names(),
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=BUILT_IN_BACKBONES,
                         help="CNN backbone (default: %(default)s; alexnet needs imported weights)")
     parser.add_argument("--features", default=None,
                         help="vgg16-hed feature layers: conv5_3 (default, stride 16) or conv4_3+conv5_3 (stride 8, "

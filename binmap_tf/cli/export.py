@@ -7,7 +7,6 @@ import argparse
 from pathlib import Path
 
 from binmap_tf.cli import common as cli
-from serving.export import edge_options, export_model
 from serving.protocol import DEFAULT_MODEL_NAME
 
 
@@ -22,7 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME,
                         help="model name written into the warm-up requests (default: %(default)s)")
     parser.add_argument("--no-warmup", dest="warmup", action="store_false", help="write no warm-up requests")
-    args = parser.parse_args(argv)
+    args = cli.parse(parser, argv)
+    from serving.export import edge_options, export_model  # TensorFlow: after the arguments, so --help is quick
+
     mapper = cli.mapper_from_args(args, **edge_options(args.backbone))
     try:
         path = export_model(mapper, args.out, version=args.version, model_name=args.model_name, warmup=args.warmup)

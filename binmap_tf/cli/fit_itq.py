@@ -13,17 +13,14 @@ import argparse
 import time
 from pathlib import Path
 
-from binmap_tf.binary_map.backbones import backbone_names, build_backbone
-from binmap_tf.binary_map.hashing import fit_itq
-from binmap_tf.binary_map.model import DEFAULT_BACKBONE, hashing_key
+from binmap_tf.binary_map.options import BUILT_IN_BACKBONES, DEFAULT_BACKBONE
 from binmap_tf.common.images import find_images
 from binmap_tf.common.paths import ASSETS_DIR, data_root
-from binmap_tf.training.itq_fitting import default_images, sample_features, save_params
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="binmap-fit-itq", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=backbone_names())
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=BUILT_IN_BACKBONES)
     parser.add_argument("--bits", type=int, nargs="+", default=[8, 16, 24], help="code lengths to fit")
     parser.add_argument("--images", nargs="+", default=None,
                         help="image files/folders (default: BSDS500 train+val under --data)")
@@ -35,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ASSETS_DIR, help="output folder (default: the package's assets)")
     args = parser.parse_args(argv)
+    # TensorFlow loads here, after the arguments, so that --help and usage errors answer at once.
+    from binmap_tf.binary_map.backbones import build_backbone
+    from binmap_tf.binary_map.hashing import fit_itq
+    from binmap_tf.binary_map.model import hashing_key
+    from binmap_tf.training.itq_fitting import default_images, sample_features, save_params
 
     options = {"features": args.features} if args.features else {}
     try:

@@ -33,24 +33,8 @@ import argparse
 import time
 from pathlib import Path
 
-import keras
-
 from binmap_tf.common.files import write_json
-from binmap_tf.training.feature_cache import FEATURE_DTYPES, FeatureCache
-from binmap_tf.training.hashing_fine_tune import (
-    MONITORS,
-    BestHashingCheckpoint,
-    EvaluatedEarlyStopping,
-    PipelineValidation,
-    build_training_model,
-    feature_scale,
-    grid_examples,
-    make_dataset,
-    plot_history,
-    scores_dict,
-    validation_images,
-)
-from binmap_tf.training.losses import LOSS_NAMES, make_loss
+from binmap_tf.training.options import FEATURE_DTYPES, LOSS_NAMES, MONITORS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -99,12 +83,29 @@ def loss_options(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # TensorFlow loads here, after the arguments, so that --help and usage errors answer at once.
+    import keras
+
     from binmap_tf.binary_map.backbones import build_backbone
     from binmap_tf.binary_map.model import resolve_hashing
     from binmap_tf.cli.common import feature_options, recorded_settings
     from binmap_tf.evaluation.datasets import load_dataset
+    from binmap_tf.training.feature_cache import FeatureCache
+    from binmap_tf.training.hashing_fine_tune import (
+        BestHashingCheckpoint,
+        EvaluatedEarlyStopping,
+        PipelineValidation,
+        build_training_model,
+        feature_scale,
+        grid_examples,
+        make_dataset,
+        plot_history,
+        scores_dict,
+        validation_images,
+    )
+    from binmap_tf.training.losses import make_loss
 
-    args = parse_args(argv)
     keras.utils.set_random_seed(args.seed)
     try:
         backbone = build_backbone(args.backbone, scale=args.scale, **feature_options(args))

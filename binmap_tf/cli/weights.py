@@ -14,8 +14,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from binmap_tf.binary_map.backbones.alexnet.network import LAYOUTS
-from binmap_tf.binary_map.backbones.alexnet.weights import detect_format, import_weights, imported_weights
+from binmap_tf.binary_map.options import ALEXNET_LAYOUTS
 from binmap_tf.common.paths import cache_home
 
 
@@ -29,13 +28,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     importer = commands.add_parser("import", help="convert a weights file into <home>/alexnet_<layout>.weights.h5")
     importer.add_argument("file", type=Path, help="weights file; the format is detected from its content")
-    importer.add_argument("--layout", choices=sorted(LAYOUTS), default=None,
+    importer.add_argument("--layout", choices=ALEXNET_LAYOUTS, default=None,
                           help="expected layout (default: detected from the file)")
     lister = commands.add_parser("list", help="show which layouts have imported weights")
     for command in (importer, lister):
         command.add_argument("--home", type=Path, default=None,
                              help="cache folder (default: $BINMAP_TF_HOME, else ~/.cache/binmap_tf)")
     args = parser.parse_args(argv)
+    # TensorFlow loads here, after the arguments, so that --help and usage errors answer at once.
+    from binmap_tf.binary_map.backbones.alexnet.weights import detect_format, import_weights, imported_weights
+
     if args.command == "import":
         try:
             target = import_weights(args.file, args.layout, args.home)

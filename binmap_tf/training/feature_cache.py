@@ -25,8 +25,7 @@ from binmap_tf.binary_map.model import hashing_key
 from binmap_tf.common.files import write_npz
 from binmap_tf.common.images import as_rgb_uint8
 from binmap_tf.common.paths import cache_home
-
-FEATURE_DTYPES = ("float16", "float32")
+from binmap_tf.training.options import FEATURE_DTYPES
 
 
 class ImageSource(Protocol):

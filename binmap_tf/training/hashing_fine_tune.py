@@ -22,12 +22,10 @@ from binmap_tf.evaluation.methods import DEFAULT_VALUES, parse_method, run_metho
 from binmap_tf.evaluation.metrics import DatasetScores, region_scores, summarize
 from binmap_tf.segmentation.pipeline import StageCache
 from binmap_tf.training.feature_cache import FeatureCache
+from binmap_tf.training.options import MONITORS
 
 # The pipeline scored on the validation images: EGS at the paper's k, merged by the binary map.
 VALIDATION_METHOD = parse_method("binmap-egs")
-
-
-MONITORS = ("covering", "abo")
 
 
 def cell_labels(ground_truth: np.ndarray, geometry: GridGeometry, scale: float,

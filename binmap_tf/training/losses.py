@@ -24,7 +24,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-LOSS_NAMES = ("segment", "regions", "unsupervised")
+from binmap_tf.training.options import LOSS_NAMES
+
 # Offsets (dy, dx) that visit every unordered pair of 4- or 8-neighbours once.
 NEIGHBOUR_OFFSETS = {4: ((0, 1), (1, 0)), 8: ((0, 1), (1, 0), (1, 1), (1, -1))}
 
