@@ -231,14 +231,14 @@ def test_shipped_scorer_gives_its_recorded_val_figure():
 @pytest.mark.slow
 def test_shipped_training_recipe_runs_end_to_end(tmp_path, scene):
     """``binmap-train-merge`` with every recipe default (rounds, pairs, MLP widths, epochs, members), on
-    3 train and 2 val images: the scorer it writes loads, matches its record and orders a hierarchy."""
+    2 train and 2 val images: the scorer it writes loads, matches its record and orders a hierarchy."""
     from binmap_tf.cli.train_merge import main, parse_args
 
     defaults = parse_args(["--out", "unused.npz"])
     out = tmp_path / "scorer.npz"
-    assert main(["--limit", "3", "--val-limit", "2", "--cache", str(tmp_path / "maps"), "--out", str(out)]) == 0
+    assert main(["--limit", "2", "--val-limit", "2", "--cache", str(tmp_path / "maps"), "--out", str(out)]) == 0
     record = json.loads(out.with_suffix(".json").read_text())
-    assert record["data"]["train_images"] == 3 and len(record["rounds"]) == defaults.rounds
+    assert record["data"]["train_images"] == 2 and len(record["rounds"]) == defaults.rounds
     scorer = load_scorer(out)
     assert scorer.threshold == record["threshold"] and 1 <= len(scorer.kernels) == len(defaults.hidden) + 1
     assert scorer.kernels[0].shape[1] == defaults.members * defaults.hidden[0]  # the members side by side

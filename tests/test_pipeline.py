@@ -24,19 +24,20 @@ from binmap_tf.segmentation.pipeline import segment
 FLAT_METHODS = ["egs", "slic", "binmap-egs", "binmap-slic", "binmap-egs-ft", "binmap-slic-ft"]
 EVERY_METHOD = (FLAT_METHODS + list(HIERARCHY_METHODS) + list(LEARNED_METHODS)
                 + [name + COUNT_SUFFIX for name in COUNTS])
+N_IMAGES = 2  # BSDS500 val images each method segments
 
 
 @pytest.mark.slow
 def test_every_evaluate_method_gives_the_labels_of_segment(tmp_path):
     out, cache = tmp_path / "eval", tmp_path / "cache"
-    assert main(["--dataset", "bsds500", "--split", "val", "--limit", "3", "--workers", "1", "--save-labels",
+    assert main(["--dataset", "bsds500", "--split", "val", "--limit", str(N_IMAGES), "--workers", "1", "--save-labels",
                  "--methods", *EVERY_METHOD, "--out", str(out), "--cache", str(cache)]) == 0
     methods = [parse_method(name) for name in EVERY_METHOD]
     args = parse_args(["--out", str(out), "--cache", str(cache)])  # the same model options as the run above
     maps = {variant: BinaryMapCache(mapper, "bsds500-val", root=cache)
             for variant, mapper in build_mappers(args, methods).items()}
     compared = 0
-    for sample in load_dataset("bsds500", "val", limit=3):
+    for sample in load_dataset("bsds500", "val", limit=N_IMAGES):
         image = sample.load_image()
         for method in methods:
             binary_map = maps[method.map_variant].get(sample.id, image)[0] if method.map_variant else None
@@ -45,5 +46,5 @@ def test_every_evaluate_method_gives_the_labels_of_segment(tmp_path):
             saved = np.asarray(Image.open(out / "labels" / method.name / f"{sample.id}.png"))
             np.testing.assert_array_equal(saved, labels, err_msg=f"{method.name} on {sample.id}")
             compared += 1
-    assert compared == 3 * len(EVERY_METHOD)
-    assert len(list(cache.rglob("*.npz"))) == 3 * 3  # the maps came from evaluate's cache: no recomputation
+    assert compared == N_IMAGES * len(EVERY_METHOD)
+    assert len(list(cache.rglob("*.npz"))) == N_IMAGES * 3  # three map variants; the maps came from evaluate's cache: no recomputation

@@ -21,7 +21,7 @@ from binmap_tf.segmentation.outputs import (
 )
 from binmap_tf.segmentation.pipeline import default_mapper, segment
 
-N_IMAGES = 4
+N_IMAGES = 2  # enough for a COCO file of several images
 FLAGS = ["--ucm", "--coco", "--regions"]
 EXTRAS = ("ucm", "regions")
 
