@@ -122,8 +122,6 @@ def stop_leftovers(tree: dict[int, str], grace: float = EXIT_GRACE_SECONDS) -> t
     return {pid: tree[pid] for pid in left}, alive
 
 
-
-
 def is_resource_tracker(pid: int) -> bool:
     """Whether ``pid`` is multiprocessing's resource tracker: the first process pool (the evaluation's
     workers) starts it, and by design it lives as long as its parent, this test run."""
