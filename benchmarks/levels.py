@@ -67,16 +67,23 @@ def parse_candidate(spec: str) -> Hierarchy:
     options = method.segment_options(DEFAULT_VALUES.get(method_name, 0.5))
     options.pop("threshold", None)  # every cut is asked for later
     if level:
-        superpixels, _, params = level.partition(":")
         options = {key: value for key, value in options.items() if key in ("merge", "scorer", "weights")}
-        options["superpixels"] = superpixels
-        defaults = superpixel_params(superpixels)  # ValueError for an unknown method
-        for item in filter(None, params.split(",")):
-            key, _, value = item.partition("=")
-            if key not in defaults:
-                raise ValueError(f"{superpixels} superpixels take {sorted(defaults)}, not {key!r}")
-            options[key] = type(defaults[key])(float(value))  # the parameter's own type
+        options.update(first_level_options(level))
     return Hierarchy(spec, options)
+
+
+def first_level_options(spec: str) -> dict[str, Any]:
+    """``SUPERPIXELS[:KEY=VALUE,...]`` (e.g. ``watershed:h=0.02``) as ``{"superpixels": ..., KEY: VALUE}``,
+    each value of its parameter's type; ``ValueError`` for an unknown method or parameter."""
+    superpixels, _, params = spec.partition(":")
+    options: dict[str, Any] = {"superpixels": superpixels}
+    defaults = superpixel_params(superpixels)  # ValueError for an unknown method
+    for item in filter(None, params.split(",")):
+        key, _, value = item.partition("=")
+        if key not in defaults:
+            raise ValueError(f"{superpixels} superpixels take {sorted(defaults)}, not {key!r}")
+        options[key] = type(defaults[key])(float(value))  # the parameter's own type
+    return options
 
 
 def level_counts(n_superpixels: int, levels: Sequence[int]) -> list[int]:
@@ -217,6 +224,18 @@ def levels_figure(results: dict, path: Path) -> None:
     plt.close(figure)
 
 
+def write_results(results: dict, folder: Path, stem: str, start: float) -> None:
+    """``folder/stem.json``, ``.md`` (the table, also printed) and ``.png`` of ``results``."""
+    from binmap_tf.common.files import write_json, write_text
+
+    table = table_markdown(results)
+    write_json(folder / f"{stem}.json", results)
+    write_text(folder / f"{stem}.md", table)
+    levels_figure(results, folder / f"{stem}.png")
+    print(table)
+    print(f"wrote {folder} in {time.perf_counter() - start:.0f} s")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.levels", description=__doc__.split("\n\n")[0])
     add_dataset_arguments(parser, split="val", split_help="bsds500: train/val/test (default val: choose there); "
@@ -237,16 +256,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.hierarchies = [parse_candidate(spec) for spec in [*args.methods, *args.candidates]]
     except ValueError as error:
         parser.error(str(error))
+    if not args.hierarchies:
+        parser.error("give at least one hierarchy (--methods or --candidates)")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    from binmap_tf.common.files import write_json, write_text
-
     args = parse_args(argv)
     start = time.perf_counter()
     rows, egs_rows = run(args, args.hierarchies)
-    n_images = len(next(iter(egs_rows.values())).segments) if egs_rows else len(rows[args.hierarchies[0].name].thresholds)
+    n_images = len(next(iter(rows.values())).thresholds)
     results = {
         "settings": {"dataset": args.dataset, "split": args.split, "limit": args.limit, "n_images": n_images,
                      "levels": list(args.levels), "egs_scales": list(args.egs_scales),
@@ -255,12 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         "hierarchies": {name: row.summary(args.levels, HIERARCHY_THRESHOLDS) for name, row in rows.items()},
         "egs": {f"{scale:g}": row.summary(row.segments) for scale, row in egs_rows.items()},
     }
-    table = table_markdown(results)
-    write_json(args.out / "levels.json", results)
-    write_text(args.out / "levels.md", table)
-    levels_figure(results, args.out / "levels.png")
-    print(table)
-    print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")
+    write_results(results, args.out, "levels", start)
     return 0
 
 

@@ -1,7 +1,7 @@
 """Does the hand-set hierarchy's size prior give the learned merge order good fine levels?
 
 ``python -m experiments.size_prior --split val --out benchmarks/results/levels_bsds500_val/size_prior``
-``python -m experiments.size_prior --split val --priors --large-first 0.25 1 4 --out benchmarks/results/levels_bsds500_val/large_first``
+(the runs recorded in docs/research/levels.md add ``--priors --large-first ...`` and ``--first-level``)
 
 On BSDS500 val the learned hierarchy has the best coarse cuts and the hand-set one the best fine
 cuts (``benchmarks.levels``, docs/research/levels.md). The hand-set cues scale a pair's
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.levels import LEVELS, HierarchyRows, levels_figure, table_markdown
+from benchmarks.levels import LEVELS, HierarchyRows, first_level_options, write_results
 from benchmarks.matched_counts import Rows
 from binmap_tf.evaluation.methods import HIERARCHY_THRESHOLDS
 from binmap_tf.segmentation.hierarchy import LearnedCriterion, PairFeatures, build_hierarchy
@@ -70,7 +70,6 @@ def size_prior_tree(image: np.ndarray, superpixels: np.ndarray, binary_map, scor
 
 def main(argv: list[str] | None = None) -> int:
     from binmap_tf.binary_map.model import BinaryMapper
-    from binmap_tf.common.files import write_json, write_text
     from binmap_tf.evaluation.datasets import load_dataset
     from binmap_tf.evaluation.map_cache import BinaryMapCache
     from binmap_tf.segmentation.superpixels import compute_superpixels
@@ -84,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large-first", nargs="*", type=float, default=[],
                         help="large-first priors: pairs whose smaller region is over this fraction of the mean "
                              "region area merge earlier (default: none)")
+    parser.add_argument("--first-level", default=None, metavar="SUPERPIXELS[:KEY=VALUE,...]",
+                        help="first level, e.g. watershed:h=0.02 (default: the scorer's own)")
     parser.add_argument("--cache", type=Path, default=None, help="binary-map cache (default: $BINMAP_TF_HOME/binary_maps)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     args = parser.parse_args(argv)
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("choose on val; test is run once with the chosen setting")
     start = time.perf_counter()
     scorer = resolve_scorer(args.scorer)
-    level = dict(scorer.info["first_level"])
+    level = first_level_options(args.first_level) if args.first_level else dict(scorer.info["first_level"])
     method = level.pop("superpixels")
     dataset = load_dataset("bsds500", split=args.split, limit=args.limit)
     cache = BinaryMapCache(BinaryMapper(edges=True), f"bsds500-{dataset.split}", root=args.cache)
@@ -113,17 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "settings": {"dataset": "bsds500", "split": dataset.split, "limit": args.limit, "n_images": len(dataset),
                      "levels": list(LEVELS), "egs_scales": [], "thresholds": list(HIERARCHY_THRESHOLDS),
-                     "scorer": scorer.name, "first_level": scorer.info["first_level"], "priors": args.priors,
+                     "scorer": scorer.name, "first_level": {"superpixels": method, **level}, "priors": args.priors,
                      "large_first": args.large_first},
         "hierarchies": {names[variant]: row.summary(LEVELS, HIERARCHY_THRESHOLDS) for variant, row in rows.items()},
         "egs": {},
     }
-    table = table_markdown(results)
-    write_json(args.out / "size_prior.json", results)
-    write_text(args.out / "size_prior.md", table)
-    levels_figure(results, args.out / "size_prior.png")
-    print(table)
-    print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")
+    write_results(results, args.out, "size_prior", start)
     return 0
 
 
