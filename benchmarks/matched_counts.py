@@ -53,7 +53,8 @@ class Rows:
         return n_segments
 
     def summary(self, target: list[int]) -> dict:
-        """Dataset figures, and on how many images the count equals ``target``'s (EGS's)."""
+        """Dataset figures, and on how many images the count equals ``target``'s (here EGS's;
+        :mod:`benchmarks.levels` passes the level asked for)."""
         scores = summarize(self.scores)
         return {"mean_segments": float(np.mean(self.segments)), "covering": scores.covering,
                 "seg_iou": scores.abo, "seg_iou_image_mean": scores.abo_image_mean, "pri": scores.pri,

@@ -1,0 +1,282 @@
+"""Is one hierarchy good at every level? Covering at fixed segment counts, their mean, and ODS.
+
+``python -m benchmarks.levels --split val --out benchmarks/results/levels_bsds500_val`` builds each
+hierarchical method's merge tree once per image (the default learned hierarchy ``binmap-learned``
+and the hand-set ``binmap-hier`` by default; ``--candidates`` adds others) and scores it
+
+* at every **level** of ``--levels`` (10, 20, 40, 80, 160 segments per image): each image's tree is
+  cut at ``min(level, its superpixels)`` segments; covering, ABO (Seg-IoU), PRI and VoI are the
+  dataset figures of that one segmentation per image (:func:`~binmap_tf.evaluation.metrics.summarize`);
+* by the **level mean**: the mean covering over those levels, the level-aware criterion (a
+  hierarchy whose every cut is good scores high; one good only near its own cut does not);
+* at its **ODS**: the best covering with one threshold on the merge heights for the whole split
+  (:func:`~binmap_tf.evaluation.metrics.region_benchmark` over the thresholds ``evaluate --sweep`` uses).
+
+EGS, flat, gives its curve at ``--egs-scales``. Writes ``DIR/levels.json`` (settings, every figure),
+``DIR/levels.md`` (the table, also printed) and ``DIR/levels.png`` (covering against the mean number
+of segments per image, one line per method). Choose on train/val; run test once with the choice.
+
+A candidate is ``METHOD[@SUPERPIXELS[:KEY=VALUE,...]]``: a hierarchical method of
+:data:`~binmap_tf.evaluation.methods.COUNTS` or a scorer ``.npz`` (learned merging ordered by it),
+optionally on another first level, e.g. ``binmap-learned@egs:scale=500`` or
+``binmap-learned@watershed:h=0.02``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from benchmarks.matched_counts import EGS, Rows
+from binmap_tf.cli.common import add_dataset_arguments
+from binmap_tf.evaluation.methods import COUNTS, DEFAULT_VALUES, HIERARCHY_THRESHOLDS, parse_method, run_method
+from binmap_tf.evaluation.metrics import RegionScores, region_benchmark, region_scores
+from binmap_tf.segmentation.hierarchy import MergeTree
+from binmap_tf.segmentation.pipeline import StageCache, segment_with_map
+from binmap_tf.segmentation.superpixels import superpixel_params
+
+LEVELS = (10, 20, 40, 80, 160)  # segments per image: the issue's cuts
+EGS_SCALES = (100.0, 200.0, 500.0, 1000.0, 2000.0)  # EGS alone, from ~700 down to ~30 segments
+DEFAULT_METHODS = ("binmap-learned", "binmap-hier")
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """A hierarchy to score: its name and the :func:`segment_with_map` options that build its tree."""
+
+    name: str
+    options: dict[str, Any]
+
+
+def parse_candidate(spec: str) -> Hierarchy:
+    """``METHOD[@SUPERPIXELS[:KEY=VALUE,...]]`` (see the module docstring) as a :class:`Hierarchy`."""
+    method_name, _, level = spec.partition("@")
+    if method_name.endswith(".npz"):
+        method = parse_method("binmap-learned", scorer=method_name)
+    elif method_name in COUNTS:
+        method = parse_method(method_name)
+    else:
+        raise ValueError(f"unknown hierarchy {method_name!r}; use one of {', '.join(COUNTS)} or a scorer .npz")
+    options = method.segment_options(DEFAULT_VALUES.get(method_name, 0.5))
+    options.pop("threshold", None)  # every cut is asked for later
+    if level:
+        options = {key: value for key, value in options.items() if key in ("merge", "scorer", "weights")}
+        options.update(first_level_options(level))
+    return Hierarchy(spec, options)
+
+
+def first_level_options(spec: str) -> dict[str, Any]:
+    """``SUPERPIXELS[:KEY=VALUE,...]`` (e.g. ``watershed:h=0.02``) as ``{"superpixels": ..., KEY: VALUE}``,
+    each value of its parameter's type; ``ValueError`` for an unknown method or parameter."""
+    superpixels, _, params = spec.partition(":")
+    options: dict[str, Any] = {"superpixels": superpixels}
+    defaults = superpixel_params(superpixels)  # ValueError for an unknown method
+    for item in filter(None, params.split(",")):
+        key, _, value = item.partition("=")
+        if key not in defaults:
+            raise ValueError(f"{superpixels} superpixels take {sorted(defaults)}, not {key!r}")
+        options[key] = type(defaults[key])(float(value))  # the parameter's own type
+    return options
+
+
+def level_counts(n_superpixels: int, levels: Sequence[int]) -> list[int]:
+    """The number of segments each level cuts a tree of ``n_superpixels`` leaves at: the level, or
+    all the leaves where the first level has fewer."""
+    return [min(int(level), n_superpixels) for level in levels]
+
+
+@dataclass
+class HierarchyRows:
+    """One hierarchy's per-image results: a :class:`Rows` per level and the scores at every threshold;
+    the seconds are those of building the tree (superpixels, codes, merge), not of the cuts."""
+
+    levels: list[Rows]
+    thresholds: list[list[RegionScores]] = field(default_factory=list)  # [image][threshold]
+    threshold_segments: list[list[int]] = field(default_factory=list)
+
+    def add(self, tree: MergeTree, cut: Callable[..., np.ndarray], ground_truths: list[np.ndarray],
+            level_values: Sequence[int], thresholds: Sequence[float], seconds: float) -> None:
+        """Score ``tree`` at every level and threshold; ``cut(n_segments=, threshold=)`` gives a level's
+        labels at the image's size (:meth:`SegmentationResult.cut`, or the tree's own for an image
+        segmented at its size)."""
+        for rows, count in zip(self.levels, level_counts(tree.n_superpixels, level_values)):
+            rows.add(cut(n_segments=count), ground_truths, seconds)
+        counts = [tree.n_segments_at(threshold) for threshold in thresholds]
+        by_count = {}  # thresholds with no merge height between them give one cut: score it once
+        for count, threshold in zip(counts, thresholds):
+            if count not in by_count:
+                by_count[count] = region_scores(cut(threshold=threshold), ground_truths)
+        self.thresholds.append([by_count[count] for count in counts])
+        self.threshold_segments.append(counts)
+
+    def summary(self, level_values: Sequence[int], thresholds: Sequence[float]) -> dict:
+        """Figures per level, the level mean of covering and the ODS / OIS figures."""
+        levels = {str(level): rows.summary([level] * len(rows.segments))
+                  for level, rows in zip(level_values, self.levels)}
+        bench = region_benchmark(self.thresholds, thresholds)
+        ods = int(np.argmax(bench.covering_per_threshold))
+        return {
+            "levels": levels,
+            "level_mean_covering": float(np.mean([row["covering"] for row in levels.values()])),
+            "level_mean_seg_iou": float(np.mean([row["seg_iou"] for row in levels.values()])),
+            "ods": {"threshold": bench.covering_ods_threshold, "covering": bench.covering_ods,
+                    "covering_ois": bench.covering_ois, "pri": bench.pri_ods, "voi": bench.voi_ods,
+                    "seg_iou": float(bench.abo_per_threshold[ods]),
+                    "mean_segments": float(np.mean([image[ods] for image in self.threshold_segments]))},
+            "seconds_per_image": float(np.mean(self.levels[0].seconds)),
+        }
+
+
+def run(args: argparse.Namespace, hierarchies: list[Hierarchy]) -> tuple[dict[str, HierarchyRows], dict[float, Rows]]:
+    """Build and score every hierarchy on every image, and EGS at every scale."""
+    from binmap_tf.binary_map.model import BinaryMapper
+    from binmap_tf.evaluation.datasets import load_dataset
+    from binmap_tf.evaluation.map_cache import BinaryMapCache
+
+    dataset = load_dataset(args.dataset, split=args.split, root=args.data, limit=args.limit)
+    args.split = dataset.split
+    cache = BinaryMapCache(BinaryMapper(edges=True), f"{args.dataset}-{args.split}", root=args.cache)
+    rows = {hierarchy.name: HierarchyRows([Rows() for _ in args.levels]) for hierarchy in hierarchies}
+    egs_rows = {scale: Rows() for scale in args.egs_scales}
+    egs = parse_method(EGS)
+    for sample in tqdm(dataset, desc=f"{args.dataset}/{args.split}", unit="image"):
+        image, ground_truths = sample.load_image(), sample.load_ground_truths()
+        binary_map, _ = cache.get(sample.id, image)
+        stages = StageCache()  # hierarchies on the same first level share its superpixels
+        for hierarchy in hierarchies:
+            result = segment_with_map(image, binary_map, stages=stages, **hierarchy.options)
+            seconds = result.timings["superpixels"] + result.timings["assign"] + result.timings["merge"]
+            rows[hierarchy.name].add(result.hierarchy, result.cut, ground_truths, args.levels, HIERARCHY_THRESHOLDS,
+                                      seconds)
+        for scale in args.egs_scales:
+            output = run_method(egs, scale, image, None, stages)
+            egs_rows[scale].add(output.labels, ground_truths, output.seconds)
+    return rows, egs_rows
+
+
+def table_markdown(results: dict) -> str:
+    """Covering per level, the level mean and ODS of every hierarchy; EGS's curve below."""
+    settings = results["settings"]
+    levels = [str(level) for level in settings["levels"]]
+    lines = [
+        f"Levels on {settings['dataset']} {settings['split']} ({settings['n_images']} images): covering of each "
+        f"hierarchy cut per image at {', '.join(levels)} segments (mean segments in brackets where a first level "
+        "has fewer), their mean, and the covering at ODS (one threshold for the split).",
+        "",
+        f"| hierarchy | {' | '.join(f'covering @{level}' for level in levels)} | level mean | ODS covering "
+        "(segments) | s/image |",
+        f"|---|{'---|' * len(levels)}---|---|---|",
+    ]
+    for name, row in results["hierarchies"].items():
+        cells = []
+        for level in levels:
+            figures = row["levels"][level]
+            short = figures["matched_images"] < settings["n_images"]
+            cells.append(f"{figures['covering']:.3f}" + (f" ({figures['mean_segments']:.0f})" if short else ""))
+        lines.append(f"| {name} | {' | '.join(cells)} | **{row['level_mean_covering']:.3f}** | "
+                     f"{row['ods']['covering']:.3f} ({row['ods']['mean_segments']:.1f}) | "
+                     f"{row['seconds_per_image']:.2f} |")
+    if results["egs"]:
+        lines += ["", "| EGS scale | mean segments | covering | ABO % | PRI | VoI |", "|---|---|---|---|---|---|"]
+    for scale, row in results["egs"].items():
+        lines.append(f"| {scale} | {row['mean_segments']:.1f} | {row['covering']:.3f} | {100 * row['seg_iou']:.2f} "
+                     f"| {row['pri']:.3f} | {row['voi']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def levels_figure(results: dict, path: Path) -> None:
+    """Covering against the mean number of segments per image: one line per method (log x)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from binmap_tf.common.files import atomic_path
+
+    figure, axis = plt.subplots(figsize=(7.5, 4.8))
+    for name, row in results["hierarchies"].items():
+        points = list(row["levels"].values())
+        line, = axis.plot([p["mean_segments"] for p in points], [p["covering"] for p in points], "-o",
+                          markersize=4, label=f"{name} (level mean {row['level_mean_covering']:.3f})")
+        axis.plot(row["ods"]["mean_segments"], row["ods"]["covering"], "*", color=line.get_color(), markersize=11)
+    egs = list(results["egs"].values())
+    if egs:
+        axis.plot([p["mean_segments"] for p in egs], [p["covering"] for p in egs], "--s", color="grey",
+                  markersize=4, label="EGS (flat; scales " + ", ".join(results["egs"]) + ")")
+    axis.set_xscale("log")
+    axis.set_xlabel("mean segments per image")
+    axis.set_ylabel("covering")
+    settings = results["settings"]
+    axis.set_title(f"{settings['dataset']} {settings['split']}: covering per level (stars: each hierarchy's ODS)",
+                   fontsize=10)
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=110, format="png")
+    plt.close(figure)
+
+
+def write_results(results: dict, folder: Path, stem: str, start: float) -> None:
+    """``folder/stem.json``, ``.md`` (the table, also printed) and ``.png`` of ``results``."""
+    from binmap_tf.common.files import write_json, write_text
+
+    table = table_markdown(results)
+    write_json(folder / f"{stem}.json", results)
+    write_text(folder / f"{stem}.md", table)
+    levels_figure(results, folder / f"{stem}.png")
+    print(table)
+    print(f"wrote {folder} in {time.perf_counter() - start:.0f} s")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.levels", description=__doc__.split("\n\n")[0])
+    add_dataset_arguments(parser, split="val", split_help="bsds500: train/val/test (default val: choose there); "
+                                                          "msrc: all")
+    parser.add_argument("--methods", nargs="*", choices=tuple(COUNTS), default=list(DEFAULT_METHODS),
+                        metavar="METHOD", help=f"hierarchical methods (default: {' '.join(DEFAULT_METHODS)})")
+    parser.add_argument("--candidates", nargs="*", default=[], metavar="SPEC",
+                        help="more hierarchies: METHOD[@SUPERPIXELS[:KEY=VALUE,...]], METHOD a hierarchical "
+                             "method or a scorer .npz (e.g. binmap-learned@egs:scale=500)")
+    parser.add_argument("--levels", nargs="+", type=int, default=list(LEVELS), metavar="N",
+                        help="segments per image to cut at (default: %(default)s)")
+    parser.add_argument("--egs-scales", nargs="*", type=float, default=list(EGS_SCALES), metavar="K",
+                        help="EGS scales for the flat curve (default: %(default)s)")
+    parser.add_argument("--cache", type=Path, default=None, help="binary-map cache (default: $BINMAP_TF_HOME/binary_maps)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    args = parser.parse_args(argv)
+    try:
+        args.hierarchies = [parse_candidate(spec) for spec in [*args.methods, *args.candidates]]
+    except ValueError as error:
+        parser.error(str(error))
+    if not args.hierarchies:
+        parser.error("give at least one hierarchy (--methods or --candidates)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    rows, egs_rows = run(args, args.hierarchies)
+    n_images = len(next(iter(rows.values())).thresholds)
+    results = {
+        "settings": {"dataset": args.dataset, "split": args.split, "limit": args.limit, "n_images": n_images,
+                     "levels": list(args.levels), "egs_scales": list(args.egs_scales),
+                     "thresholds": list(HIERARCHY_THRESHOLDS),
+                     "hierarchies": {h.name: {k: str(v) for k, v in h.options.items()} for h in args.hierarchies}},
+        "hierarchies": {name: row.summary(args.levels, HIERARCHY_THRESHOLDS) for name, row in rows.items()},
+        "egs": {f"{scale:g}": row.summary(row.segments) for scale, row in egs_rows.items()},
+    }
+    write_results(results, args.out, "levels", start)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
