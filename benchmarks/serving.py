@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import threading
 import time
@@ -186,8 +187,10 @@ def main(argv: list[str] | None = None) -> int:
             results = [time_clients(server.target, server.scheduler, clients, args.requests, images, args.edges)
                        for clients in args.clients]
             batching = asdict(server.scheduler.options)
-    record = {"device": device_name(), "server": "serving.server (loopback gRPC, default batching options)",
-              "batching": batching, "backbone": args.backbone, "bits": args.bits, "image_shape": list(IMAGE_SHAPE),
+    record = {"command": " ".join(["python -m benchmarks.serving", *(argv if argv is not None else sys.argv[1:])]),
+              "device": device_name(), "server": "serving.server (loopback gRPC, default batching options)",
+              "batching": batching, "backbone": args.backbone, "bits": args.bits, "precision": args.precision,
+              "image_shape": list(IMAGE_SHAPE),
               "images": "BSDS500 test, first 321x481 ones", "edges": args.edges, "signatures": signatures,
               "results": results}
     write_json(args.out, record)

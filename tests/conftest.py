@@ -3,19 +3,19 @@ checks (what a test started, and nothing left running when the run ends)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
+import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Iterable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from benchmarks.processes import EXIT_GRACE_SECONDS, descendants, stop_leftovers, wait_until_gone  # noqa: E402
 from binmap_tf.binary_map.hashing import ITQParams  # noqa: E402
 from binmap_tf.common.paths import data_root  # noqa: E402
 
@@ -50,78 +50,6 @@ def random_itq(dim: int, bits: int, seed: int = 0) -> ITQParams:
 
 
 # -- processes ---------------------------------------------------------------------------------
-def descendants(pid: int) -> dict[int, str]:
-    """Live (not zombie) processes below ``pid``, ``{pid: command name}``, read from /proc (Linux)."""
-    parents: dict[int, tuple[int, str]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # it ended meanwhile
-            continue
-        name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
-        if rest[0] != "Z":
-            parents[int(entry.name)] = (int(rest[1]), name)
-    found: dict[int, str] = {}
-    frontier = [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, (ppid, name) in parents.items():
-            if ppid == parent and child not in found:
-                found[child] = name
-                frontier.append(child)
-    return found
-
-
-def wait_until_gone(pids: Iterable[int], seconds: float) -> set[int]:
-    """Wait up to ``seconds`` for processes ``pids`` to end; return those still alive (zombies count as ended)."""
-    deadline = time.monotonic() + seconds
-    alive = set(pids)
-    while alive:
-        alive = {pid for pid in alive if _alive(pid)}
-        if not alive or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    return alive
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def process_name(pid: int) -> str | None:
-    """The command name of process ``pid``, or None when there is none."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.index("(") + 1:stat.rindex(")")]
-
-
-# Seconds a process started by a test may take to exit after its test stopped it (Ray's workers
-# finish their shutdown shortly after ray.shutdown() returns).
-EXIT_GRACE_SECONDS = 10.0
-
-
-def stop_leftovers(tree: dict[int, str], grace: float = EXIT_GRACE_SECONDS) -> tuple[dict[int, str], set[int]]:
-    """Give the processes of ``tree`` (``{pid: name}``, taken while their parent ran) ``grace`` seconds
-    to exit, then SIGTERM and at last SIGKILL, by id, those still running under the same name (not a
-    new process that took a freed id). Returns the processes that needed a signal and the ids still alive."""
-    left = wait_until_gone(tree, grace)
-    alive = left
-    for signal_number in (signal.SIGTERM, signal.SIGKILL):
-        for pid in alive:
-            if process_name(pid) == tree[pid]:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal_number)
-        alive = wait_until_gone(alive, grace)
-    return {pid: tree[pid] for pid in left}, alive
-
-
 def is_resource_tracker(pid: int) -> bool:
     """Whether ``pid`` is multiprocessing's resource tracker: the first process pool (the evaluation's
     workers) starts it, and by design it lives as long as its parent, this test run."""
@@ -160,6 +88,68 @@ def write_bsds_crops(folder: Path, count: int) -> Path:
     for source in sources:
         Image.fromarray(load_image(source)[:BSDS_CROP[0], :BSDS_CROP[1]]).save(folder / f"{source.stem}.png")
     return folder
+
+
+def complete(out: Path) -> set[str]:
+    """Stems whose output files are all in ``out``."""
+    from binmap_tf.segmentation.outputs import output_paths
+
+    return {path.name[:-len(".json")] for path in out.glob("*.json")
+            if all(file.exists() for file in output_paths(out, path.name[:-len(".json")]))}
+
+
+def assert_whole_images_only(out: Path) -> None:
+    """Every image in ``out`` has all its files or none, and no temporary file is left."""
+    from binmap_tf.segmentation.outputs import OUTPUT_SUFFIXES
+
+    by_stem: dict[str, set[str]] = {}
+    for path in out.iterdir():
+        assert not path.name.startswith("."), f"temporary file left: {path.name}"
+        if path.name.startswith("batch_"):
+            continue
+        suffix = next(suffix for suffix in OUTPUT_SUFFIXES if path.name.endswith(suffix))
+        by_stem.setdefault(path.name[:-len(suffix)], set()).add(suffix)
+    partial = {stem: sorted(found) for stem, found in by_stem.items() if found != set(OUTPUT_SUFFIXES)}
+    assert partial == {}, f"half-written images: {partial}"
+
+
+class Driver:
+    """``binmap-batch`` in a process of its own (a driver, as ``ray job submit`` starts one), to be
+    waited for or killed; the processes below it are tracked by id, so that a test can stop
+    whatever outlives it."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self._log = open(log, "w")  # noqa: SIM115  (the driver writes to it until close())
+        self.log_path = log
+        self.process = subprocess.Popen([sys.executable, "-m", "binmap_tf.cli.batch", *args], stdout=self._log,
+                                        stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.tree: dict[int, str] = {}
+
+    def wait_until(self, condition: Callable[[], bool], seconds: float) -> None:
+        """Wait until ``condition()`` holds while the run goes on; fail if the run ends first or it takes
+        over ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while not condition() and self.process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert self.process.poll() is None, f"the run ended too soon: {self.process.returncode}, " \
+                                            f"{self.log_path.read_text()[-3000:]}"
+        assert condition(), f"still waiting after {seconds} s"
+
+    def kill(self) -> None:
+        """SIGKILL the driver alone, as the kernel's OOM killer or a lost login would."""
+        self.tree = descendants(self.process.pid)
+        self.process.kill()
+        self.process.wait()
+
+    def close(self) -> tuple[dict[int, str], set[int]]:
+        """Kill the driver if it still runs, then stop by id whatever of its tree outlives it
+        (:func:`stop_leftovers`): the processes that needed a signal, the ids still alive. What
+        outlives a killed driver waits for services that are gone (Ray's agents, up to a minute):
+        no long grace."""
+        if self.process.poll() is None:
+            self.kill()
+        self._log.close()
+        return stop_leftovers(self.tree, grace=2.0)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 FULL_DISK_FLAG = "BINMAP_TF_TEST_FULL_DISK_FLAG"  # environment variable: the flag file's path
+DIE_MID_WRITE_FLAG = "BINMAP_TF_TEST_DIE_MID_WRITE_FLAG"  # environment variable: that flag file's path
 
 
 def full_disk_writer(flag: Path, atomic_path: Callable) -> Callable:
@@ -28,10 +29,28 @@ def full_disk_writer(flag: Path, atomic_path: Callable) -> Callable:
     return full_disk_atomic_path
 
 
-def install_from_environment() -> None:
-    """Ray's ``worker_process_setup_hook``: the full disk of :data:`FULL_DISK_FLAG`, when it is set."""
-    flag = os.environ.get(FULL_DISK_FLAG)
-    if flag:
-        from binmap_tf.common import files
+def dying_writer(flag: Path, atomic_path: Callable) -> Callable:
+    """``binmap_tf.common.files.atomic_path`` as in a worker killed in the middle of writing an image,
+    once: while ``flag`` exists, the first write to finish its temporary file takes the flag away and
+    ends the process at once (``os._exit``: no clean-up, as SIGKILL), before any file is in place."""
 
-        files.atomic_path = full_disk_writer(Path(flag), files.atomic_path)
+    @contextlib.contextmanager
+    def dying_atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+        with atomic_path(path) as tmp:
+            yield tmp
+            with contextlib.suppress(FileNotFoundError):
+                flag.unlink()  # one process takes the flag, even when several write at once
+                os._exit(1)
+
+    return dying_atomic_path
+
+
+def install_from_environment() -> None:
+    """Ray's ``worker_process_setup_hook``: the full disk of :data:`FULL_DISK_FLAG` and the death of
+    :data:`DIE_MID_WRITE_FLAG`, those that are set."""
+    from binmap_tf.common import files
+
+    for variable, fault in ((FULL_DISK_FLAG, full_disk_writer), (DIE_MID_WRITE_FLAG, dying_writer)):
+        flag = os.environ.get(variable)
+        if flag:
+            files.atomic_path = fault(Path(flag), files.atomic_path)

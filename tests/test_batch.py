@@ -105,7 +105,7 @@ def test_an_image_the_model_refuses_fails_alone():
     images = [np.zeros((16, 16, 3), np.uint8), np.zeros((4, 16, 3), np.uint8), None]
     batch = {"image": _objects(images), "working": _objects(images),  # small: the working image is the image
              "error": np.array(["", "", "bad file"], dtype=object)}
-    result = MapperStage(_Spec())(batch)
+    result = MapperStage(_Spec()).map_decoded(batch)
     assert list(result["binary_map"]) == ["map of (16, 16, 3)", None, None]
     assert list(result["error"]) == ["", "image is too small", "bad file"]
 

@@ -1,8 +1,9 @@
 """Faults a collection run survives without losing or duplicating an image (issue 25): a model
-server that goes away mid-run (and comes back, or not), output that cannot be written, a driver
-killed mid-run. Each test checks that every image ends up written exactly once (or named in
-batch_failed.jsonl), that no half-written or temporary file stays, and that the rerun completes.
-Needs the ``batch`` extra."""
+server that goes away mid-run (and comes back, or not), a worker killed mid-write, output that
+cannot be written, a driver killed mid-run. Each test checks that every image ends up written
+exactly once (or named in batch_failed.jsonl), that no half-written or temporary file stays, that
+the rerun completes, and that the outputs equal those of a run without the fault. (A node lost from
+a cluster: tests/test_batch_cluster.py.) Needs the ``batch`` extra."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import logging
 import os
 import re
 import subprocess
-import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,16 +23,15 @@ import pytest
 
 pytest.importorskip("ray", reason="the batch extra is not installed: pip install -e '.[batch]'")
 
-from conftest import descendants, stop_leftovers, write_bsds_crops  # noqa: E402
-from faults import FULL_DISK_FLAG, full_disk_writer  # noqa: E402
+from conftest import Driver, assert_whole_images_only, complete, write_bsds_crops  # noqa: E402
+from faults import DIE_MID_WRITE_FLAG, FULL_DISK_FLAG, full_disk_writer  # noqa: E402
 
 from binmap_tf.batch.collection import FAILED_FILE, SUMMARY_FILE  # noqa: E402
 from binmap_tf.cli.batch import main  # noqa: E402
-from binmap_tf.common.images import load_image  # noqa: E402
 from binmap_tf.segmentation.outputs import OUTPUT_SUFFIXES, output_paths  # noqa: E402
 
-N_IMAGES = 12  # BSDS500 test images, cropped: enough for "mid-run" to leave half of them to do
-RESTART_SECONDS = 5.0  # how long a stopped model server stays down before it is started again
+N_IMAGES = 8  # BSDS500 test images, cropped: enough for "mid-run" to leave half of them to do
+RESTART_SECONDS = 2.0  # how long a stopped model server stays down before it is started again
 POLL_SECONDS = 0.05
 DRIVER_SECONDS = 300  # a killed-run test gives up waiting for half of the images after this long
 
@@ -42,57 +42,78 @@ def photos(tmp_path_factory) -> Path:
     return write_bsds_crops(tmp_path_factory.mktemp("photos"), N_IMAGES)
 
 
+@dataclass(frozen=True)
+class FaultFlags:
+    """Flag files that turn on the faults of :mod:`faults` in Ray's workers while they exist."""
+
+    full_disk: Path
+    die_mid_write: Path
+
+
 @pytest.fixture(scope="module")
-def ray_with_fault_hooks(tmp_path_factory):
-    """One local Ray for the module whose workers install :mod:`faults` (a full disk while a flag file
-    exists); the commands under test join it. Yields the flag's path."""
+def ray_with_fault_hooks(tmp_path_factory) -> FaultFlags:
+    """One local Ray for the module whose workers install :mod:`faults` (a full disk, a death
+    mid-write, each while its flag file exists); the commands under test join it. Yields the flags."""
     import ray
 
     from binmap_tf.batch.collection import Workers, _start_ray
 
-    flag = tmp_path_factory.mktemp("faults") / "disk_is_full"
+    folder = tmp_path_factory.mktemp("faults")
+    flags = FaultFlags(folder / "disk_is_full", folder / "die_mid_write")
     tests = str(Path(__file__).parent)
     path = os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
     assert not ray.is_initialized()
     ray.init(address="local", num_cpus=3, include_dashboard=False, logging_level=logging.WARNING,
              object_store_memory=512 * 2**20,
              runtime_env={"worker_process_setup_hook": "faults.install_from_environment",
-                          "env_vars": {"PYTHONPATH": path, FULL_DISK_FLAG: str(flag),
+                          "env_vars": {"PYTHONPATH": path, FULL_DISK_FLAG: str(flags.full_disk),
+                                       DIE_MID_WRITE_FLAG: str(flags.die_mid_write),
                                        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}})
     assert not _start_ray(Workers())  # the commands join this Ray rather than start their own
     try:
-        yield flag
+        yield flags
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def server(served_model):
+    """A model server for the module's tests that do not stop it."""
+    from serving.server import LoopbackServer
+
+    with LoopbackServer(served_model[1], warmup=False) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def clean(photos, server, ray_with_fault_hooks, tmp_path_factory) -> Path:
+    """The outputs of a run without a fault: what every faulty run must end up with."""
+    out = tmp_path_factory.mktemp("clean")
+    assert main(["--input", str(photos / "*.png"), "--out", str(out), "--model-server", server.target]) == 0
+    return out
 
 
 def stems(folder: Path) -> list[str]:
     return sorted(path.stem for path in folder.glob("*.png"))
 
 
-def complete(out: Path) -> set[str]:
-    """Stems whose five output files are all in ``out``."""
-    return {path.name[:-len(".json")] for path in out.glob("*.json")
-            if all(file.exists() for file in output_paths(out, path.name[:-len(".json")]))}
-
-
-def assert_whole_images_only(out: Path) -> None:
-    """Every image in ``out`` has all its files or none, and no temporary file is left."""
-    by_stem: dict[str, set[str]] = {}
-    for path in out.iterdir():
-        assert not path.name.startswith("."), f"temporary file left: {path.name}"
-        if path.name.startswith("batch_"):
-            continue
-        suffix = next(suffix for suffix in OUTPUT_SUFFIXES if path.name.endswith(suffix))
-        by_stem.setdefault(path.name[:-len(suffix)], set()).add(suffix)
-    partial = {stem: sorted(found) for stem, found in by_stem.items() if found != set(OUTPUT_SUFFIXES)}
-    assert partial == {}, f"half-written images: {partial}"
-
-
 def failed_inputs(out: Path) -> dict[str, str]:
     """``batch_failed.jsonl`` as ``{stem: error}``."""
     records = [json.loads(line) for line in (out / FAILED_FILE).read_text().splitlines()]
     return {Path(record["input"]).stem: record["error"] for record in records}
+
+
+def file_bytes(out: Path, stem: str) -> dict[str, bytes | dict]:
+    """The outputs of ``stem``: the bytes of each file, the JSON parsed and without its timings."""
+    found: dict[str, bytes | dict] = {}
+    for path in output_paths(out, stem):
+        if path.suffix == ".json":
+            record = json.loads(path.read_text())
+            del record["timings"]
+            found[path.name] = record
+        else:
+            found[path.name] = path.read_bytes()
+    return found
 
 
 class _DownServer:
@@ -116,7 +137,7 @@ def test_a_server_failure_fails_the_batch_at_once_not_image_by_image():
     images = [np.zeros((16, 16, 3), np.uint8)] * 3
     batch = {"working": _objects(images), "error": np.array(["", "", ""], dtype=object)}
     down = _DownServer()
-    result = MapperStage(down)(batch)
+    result = MapperStage(down).map_decoded(batch)
     assert down.calls == 1  # not once more per image: each would wait out the client's retries again
     assert list(result["error"]) == ["RuntimeError: the model server at host:8500 is unavailable"] * 3
 
@@ -229,24 +250,32 @@ def served_run(photos: Path, out: Path, model_dir: Path, restart_after: float | 
 
 
 @pytest.mark.slow
-def test_a_restarted_model_server_costs_time_not_images(photos, served_model, ray_with_fault_hooks, tmp_path):
-    """The server stops mid-run and is back 5 s later: the client's retries (default settings) carry
-    every image through; none is lost, failed or written twice, and the labels are the model's."""
-    from binmap_tf.segmentation.pipeline import segment
-
-    mapper, model_dir = served_model
+def test_a_restarted_model_server_and_a_worker_killed_mid_write_cost_time_not_images(photos, served_model, clean,
+                                                                                     ray_with_fault_hooks, tmp_path):
+    """Faults that retries absorb. The server stops mid-run and is back 2 s later: the client's
+    retries (default settings) carry every image through. A host worker dies (``os._exit``, as
+    SIGKILL) with an image's files written but none in place: Ray starts it again and runs that image
+    again (``max_restarts``, ``max_task_retries``). No image is lost, failed or written twice, the
+    dead worker's temporary files are removed, the summary counts the retried image, and the labels
+    are the clean run's."""
     out = tmp_path / "out"
-    status, outage, _ = served_run(photos, out, model_dir, RESTART_SECONDS)
+    ray_with_fault_hooks.die_mid_write.touch()
+    try:
+        status, outage, _ = served_run(photos, out, served_model[1], RESTART_SECONDS)
+        assert not ray_with_fault_hooks.die_mid_write.exists(), "no worker died: that fault did not happen"
+    finally:
+        ray_with_fault_hooks.die_mid_write.unlink(missing_ok=True)
     assert outage.restarted is not None and outage.restarted.scheduler.images_run > 0  # the rest went there
     assert failed_inputs(out) == {}
     assert status == 0
     summary = json.loads((out / SUMMARY_FILE).read_text())
     assert (summary["written"], summary["failed"]) == (N_IMAGES, 0)
+    assert summary["retried"] == {"cnn": 0, "host": 1}
+    assert summary["leftovers_removed"] == len(OUTPUT_SUFFIXES)  # the dead worker's temporary files
     assert complete(out) == set(stems(photos))
     assert_whole_images_only(out)
-    for stem in stems(photos):
-        expected = segment(load_image(photos / f"{stem}.png"), mapper).labels
-        np.testing.assert_array_equal(np.load(out / f"{stem}_labels.npy"), expected, err_msg=stem)
+    for stem in stems(photos):  # the JSON records name another server
+        np.testing.assert_array_equal(np.load(out / f"{stem}_labels.npy"), np.load(clean / f"{stem}_labels.npy"))
 
 
 @pytest.mark.slow
@@ -339,116 +368,68 @@ def when_written(out: Path, count: int, action, done: threading.Event) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", ["full disk", "read-only folder"])
-def test_output_that_cannot_be_written_fails_by_image_and_the_rerun_completes(fault, photos, served_model,
+def test_output_that_cannot_be_written_fails_by_image_and_the_rerun_completes(fault, photos, server,
                                                                                ray_with_fault_hooks, tmp_path,
                                                                                monkeypatch, capsys):
     """Half-way through, the disk fills up (or the folder turns read-only): each image not written is
     named with the reason and the fix (on stderr: the run's records cannot be written either), no
     image is half-written, and once fixed the same command writes exactly the missing ones."""
-    from serving.server import LoopbackServer
-
     out = tmp_path / "out"
     out.mkdir()
-    breaker = FullDisk(ray_with_fault_hooks, monkeypatch) if fault == "full disk" else ReadOnlyFolder(out)
+    breaker = FullDisk(ray_with_fault_hooks.full_disk, monkeypatch) if fault == "full disk" else ReadOnlyFolder(out)
     done = threading.Event()
-    with LoopbackServer(served_model[1], warmup=False) as server:
-        # One host worker: images are written one after the other, so half of them are still to come.
-        command = ["--input", str(photos / "*.png"), "--out", str(out), "--model-server", server.target,
-                   "--host-workers", "1", "--retry-attempts", "1"]
-        watcher = threading.Thread(target=when_written, args=(out, N_IMAGES // 2, breaker.start, done))
-        watcher.start()
-        try:
-            status = main(command)
-        finally:
-            done.set()
-            watcher.join()
-            visible = {path.name for path in out.iterdir() if not path.name.startswith(".")}
-            breaker.stop()
-        err = capsys.readouterr().err
-        written = complete(out)
-        assert status == 1 and written != set(stems(photos)), "the fault hit no image: the run ended before it"
-        assert len(written) >= N_IMAGES // 2
-        for stem in set(stems(photos)) - written:
-            assert f"failed: {photos / stem}.png: cannot write the outputs of {stem} into {out}: {breaker.reason}; " \
-                   "free space there or make it writable" in err, stem
-        assert f"cannot write {FAILED_FILE} and {SUMMARY_FILE} into {out}: {breaker.reason}" in err
-        assert "then run the same command again" in err
-        assert visible == {f"{stem}{suffix}" for stem in written for suffix in OUTPUT_SUFFIXES}  # no part of an image
+    # One host worker: images are written one after the other, so half of them are still to come.
+    command = ["--input", str(photos / "*.png"), "--out", str(out), "--model-server", server.target,
+               "--host-workers", "1", "--retry-attempts", "1"]
+    watcher = threading.Thread(target=when_written, args=(out, N_IMAGES // 2, breaker.start, done))
+    watcher.start()
+    try:
+        status = main(command)
+    finally:
+        done.set()
+        watcher.join()
+        visible = {path.name for path in out.iterdir() if not path.name.startswith(".")}
+        breaker.stop()
+    err = capsys.readouterr().err
+    written = complete(out)
+    assert status == 1 and written != set(stems(photos)), "the fault hit no image: the run ended before it"
+    assert len(written) >= N_IMAGES // 2
+    for stem in set(stems(photos)) - written:
+        assert f"failed: {photos / stem}.png: cannot write the outputs of {stem} into {out}: {breaker.reason}; " \
+               "free space there or make it writable" in err, stem
+    assert f"cannot write {FAILED_FILE} and {SUMMARY_FILE} into {out}: {breaker.reason}" in err
+    assert "then run the same command again" in err
+    assert visible == {f"{stem}{suffix}" for stem in written for suffix in OUTPUT_SUFFIXES}  # no part of an image
 
-        assert main(command) == 0  # after the fix
+    assert main(command) == 0  # after the fix
     summary = json.loads((out / SUMMARY_FILE).read_text())
     assert (summary["written"], summary["skipped"], summary["failed"]) == (N_IMAGES - len(written), len(written), 0)
     assert complete(out) == set(stems(photos)) and failed_inputs(out) == {}
     assert_whole_images_only(out)  # temporary files a read-only folder kept are gone too
 
 
-class Driver:
-    """``binmap-batch`` in a process of its own (with the Ray it starts), to be killed with SIGKILL;
-    the processes below it are tracked by id, so that the test can stop whatever outlives it."""
-
-    def __init__(self, args: list[str], log: Path) -> None:
-        self._log = open(log, "w")
-        self.process = subprocess.Popen([sys.executable, "-m", "binmap_tf.cli.batch", *args], stdout=self._log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-        self.tree: dict[int, str] = {}
-
-    def kill(self) -> None:
-        """SIGKILL the driver alone, as the kernel's OOM killer or a lost login would."""
-        self.tree = descendants(self.process.pid)
-        self.process.kill()
-        self.process.wait()
-
-    def close(self) -> tuple[dict[int, str], set[int]]:
-        """Kill the driver if it still runs, then stop by id whatever of its tree outlives it
-        (:func:`conftest.stop_leftovers`): the processes that needed a signal, the ids still alive."""
-        if self.process.poll() is None:
-            self.kill()
-        self._log.close()
-        return stop_leftovers(self.tree)
-
-
-def file_bytes(out: Path, stem: str) -> dict[str, bytes | dict]:
-    """The outputs of ``stem``: the bytes of each file, the JSON parsed and without its timings."""
-    found: dict[str, bytes | dict] = {}
-    for path in output_paths(out, stem):
-        if path.suffix == ".json":
-            record = json.loads(path.read_text())
-            del record["timings"]
-            found[path.name] = record
-        else:
-            found[path.name] = path.read_bytes()
-    return found
-
-
 @pytest.mark.slow
-def test_a_killed_run_resumes_with_the_missing_images_only(photos, served_model, ray_with_fault_hooks, tmp_path):
-    """SIGKILL the driver half-way: the same command then writes only the images not yet complete,
-    leaves the others untouched, and the union equals a clean run byte for byte (the JSON but for
-    its timings); nothing the killed run started outlives the test."""
-    from serving.server import LoopbackServer
+def test_a_killed_run_resumes_with_the_missing_images_only(photos, server, clean, tmp_path):
+    """SIGKILL the driver (with its own Ray) half-way: the same command then writes only the images not
+    yet complete, leaves the others untouched, and the union equals a clean run byte for byte (the
+    JSON but for its timings); nothing the killed run started outlives the test."""
+    out = tmp_path / "out"
+    command = ["--input", str(photos / "*.png"), "--out", str(out), "--model-server", server.target,
+               "--host-workers", "1"]
+    driver = Driver(command, tmp_path / "killed_driver.log")
+    try:
+        driver.wait_until(lambda: len(complete(out)) >= N_IMAGES // 2, DRIVER_SECONDS)
+        driver.kill()
+    finally:
+        signalled, alive = driver.close()
+    assert alive == set(), f"processes of the killed run left: {sorted(driver.tree[pid] for pid in alive)}"
+    if signalled:  # Ray's agents outlive their killed node by up to a minute; the test stopped them
+        print(f"stopped after the killed run: {sorted(signalled.values())}")
 
-    clean, out = tmp_path / "clean", tmp_path / "out"
-    with LoopbackServer(served_model[1], warmup=False) as server:
-        command = ["--input", str(photos / "*.png"), "--model-server", server.target, "--host-workers", "1"]
-        assert main([*command, "--out", str(clean)]) == 0
-
-        driver = Driver([*command, "--out", str(out)], tmp_path / "killed_driver.log")
-        try:
-            deadline = time.monotonic() + DRIVER_SECONDS
-            while len(complete(out)) < N_IMAGES // 2 and driver.process.poll() is None and time.monotonic() < deadline:
-                time.sleep(POLL_SECONDS)
-            assert driver.process.poll() is None, f"the run ended before it was killed: {driver.process.returncode}"
-            driver.kill()
-        finally:
-            signalled, alive = driver.close()
-        assert alive == set(), f"processes of the killed run left: {sorted(driver.tree[pid] for pid in alive)}"
-        if signalled:  # Ray's agents outlive their killed node by up to a minute; the test stopped them
-            print(f"stopped after the killed run: {sorted(signalled.values())}")
-
-        survivors = complete(out)
-        assert N_IMAGES // 2 <= len(survivors) < N_IMAGES
-        before = {path: path.stat().st_mtime_ns for stem in survivors for path in output_paths(out, stem)}
-        assert main([*command, "--out", str(out)]) == 0
+    survivors = complete(out)
+    assert N_IMAGES // 2 <= len(survivors) < N_IMAGES
+    before = {path: path.stat().st_mtime_ns for stem in survivors for path in output_paths(out, stem)}
+    assert main(command) == 0
     summary = json.loads((out / SUMMARY_FILE).read_text())
     assert (summary["written"], summary["skipped"], summary["failed"]) == (N_IMAGES - len(survivors), len(survivors), 0)
     assert {path: path.stat().st_mtime_ns for path in before} == before  # written once, not again

@@ -5,8 +5,8 @@ over processes by an existing engine rather than a home-made pool:
 
 1. the inputs are matched by glob pattern (local paths, or ``s3://``, ``gs://``, ``hdfs://`` URIs
    through Arrow's filesystems) and those whose outputs are complete are skipped (resumable);
-2. every image is read and decoded (:func:`read_image`); a missing, unreadable or corrupt file
-   becomes a failure with its message and the run goes on;
+2. every image is read and decoded (:func:`read_image`) by the CNN workers of step 3; a missing,
+   unreadable or corrupt file becomes a failure with its message and the run goes on;
 3. the CNN computes binary maps in a pool of actors (``map_batches``), each holding one model:
    a :class:`~binmap_tf.binary_map.model.BinaryMapper`, or a client of a model server; a batch goes through
    :meth:`BinaryMapper.map_batch <binmap_tf.binary_map.model.BinaryMapper.map_batch>` (or the client's
@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -55,9 +56,21 @@ log = logging.getLogger(__name__)
 SUMMARY_FILE = "batch_summary.json"
 FAILED_FILE = "batch_failed.jsonl"
 _WILDCARDS = "*?["
-# Ray Data block size: about one decoded 321x481 image and its map, so the host stage gets images
-# one by one rather than a CNN batch at a time.
-BLOCK_BYTES = 2**20
+# Ray Data block size: under one decoded image and its map, so the host stage gets images one by
+# one (a task each) rather than a CNN batch at a time, and a host worker lost mid-image costs that
+# image alone.
+BLOCK_BYTES = 2**16
+# Ray's retries of the workers (actors), set here rather than left to Ray Data's defaults (which
+# restart a worker without end): a worker lost with its node, or killed, is started again wherever
+# a CPU is free, and the tasks it held (or whose lost outputs are needed again) run again there,
+# as long as it takes (max_task_retries=-1: until its worker is up again a task fails at once each
+# time it is sent, so a count of tries would end the run on a lost node); but one worker is
+# restarted at most WORKER_RESTARTS times, so that an input that kills its worker every time (out
+# of memory) ends the run instead of looping, while a run that loses a few nodes goes on. A retried
+# image is written again whole (atomically, the same files); the summary counts it under "retried".
+WORKER_RESTARTS = 8
+WORKER_RETRIES = {"max_restarts": WORKER_RESTARTS, "max_task_retries": -1}
+STAGES = ("cnn", "host")
 
 
 @dataclass(frozen=True)
@@ -271,14 +284,47 @@ def _node_id() -> str:
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
-class MapperStage:
-    """Stage 3, one per CNN actor: adds ``binary_map`` and ``cnn_seconds`` (its share of the batch's
-    forward pass) to a batch of decoded images. An image the model refuses fails alone; an error
-    whose ``retryable`` attribute is true (a model server's client's, after its own retries) is
-    about the server, not the images, so the batch fails as a whole without trying each image."""
+class StartLog:
+    """How many times each stage started each image, kept by a Ray actor on the driver's node (which
+    outlives the workers' nodes): an image whose first try died with its worker is started twice,
+    so the run can tell how many were retried. (Ray's attempt numbers are not visible in the threads
+    where Ray Data runs the stages, and its state API needs the dashboard.)"""
 
-    def __init__(self, model: ModelSpec, threads: int | None = None) -> None:
-        self._model, self._threads = model, threads
+    def __init__(self) -> None:
+        self._starts: Counter[tuple[str, str]] = Counter()
+
+    def start(self, stage: str, stems: list[str]) -> None:
+        self._starts.update((stage, stem) for stem in stems)
+
+    def retried(self) -> dict[str, int]:
+        """Per stage, how many images it started more than once."""
+        return {stage: sum(count > 1 for (name, _), count in self._starts.items() if name == stage)
+                for stage in STAGES}
+
+
+def _record_start(starts: Any, stage: str, stems: Iterable[str]) -> None:
+    """Tell the :class:`StartLog` actor ``starts`` (None: none) that ``stage`` starts ``stems``, and wait
+    for the answer: a message still on its way when the worker dies would be lost with it."""
+    if starts is not None:
+        import ray
+
+        ray.get(starts.start.remote(stage, list(stems)))
+
+
+class MapperStage:
+    """Stages 2 and 3, one per CNN actor: decodes a batch of ``{"input", "stem"}`` rows
+    (:func:`decode_row`) and adds ``binary_map`` and ``cnn_seconds`` (its share of the batch's
+    forward pass). An image the model refuses fails alone; an error whose ``retryable`` attribute
+    is true (a model server's client's, after its own retries) is about the server, not the images,
+    so the batch fails as a whole without trying each image.
+
+    Decoding here, not in Ray tasks of its own, keeps every step of an image in the two pools of
+    workers, each holding its CPU: the work of a lost node is redone by the surviving workers, where
+    a decoding task to be run again would wait for a CPU that the workers hold."""
+
+    def __init__(self, model: ModelSpec, threads: int | None = None,
+                 working_pixels: int | None = DEFAULT_WORKING_PIXELS, starts: Any = None) -> None:
+        self._model, self._threads, self._working_pixels, self._starts = model, threads, working_pixels, starts
         self._mapper: Callable[[list[np.ndarray]], list[BinaryMap]] | None = None
 
     def _map(self, images: list[np.ndarray]) -> list[BinaryMap]:
@@ -294,6 +340,13 @@ class MapperStage:
         return self._mapper(images)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        _record_start(self._starts, "cnn", batch["stem"])
+        rows = [decode_row({"input": uri, "stem": stem}, self._working_pixels)
+                for uri, stem in zip(batch["input"], batch["stem"])]
+        return self.map_decoded({key: _objects([row[key] for row in rows]) for key in rows[0]})
+
+    def map_decoded(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Stage 3 alone: add the binary maps to a batch of decoded rows (``working`` images, ``error``)."""
         images, errors = list(batch["working"]), [str(error) for error in batch["error"]]
         maps: list[Any] = [None] * len(images)
         seconds = [0.0] * len(images)
@@ -324,17 +377,19 @@ class SegmentStage:
     """Stage 4: segment one image from its binary map with
     :func:`~binmap_tf.segmentation.pipeline.segment_with_map` and write its files (with the ``extras``
     outputs) with :func:`~binmap_tf.segmentation.outputs.write_segmentation`; returns a small record for
-    the summary, holding the image's COCO entry as JSON text when ``coco``."""
+    the summary, holding the image's COCO entry as JSON text when ``coco``. ``starts``: a :class:`StartLog` actor."""
 
     def __init__(self, out: str, options: dict[str, Any], record: dict[str, Any], extras: Sequence[str] = (),
-                 coco: bool = False) -> None:
+                 coco: bool = False, starts: Any = None) -> None:
         self.out, self.options, self.record, self.extras, self.coco = out, options, record, tuple(extras), coco
+        self.starts = starts
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         from binmap_tf.segmentation.interchange import coco_entry
         from binmap_tf.segmentation.outputs import write_segmentation
         from binmap_tf.segmentation.pipeline import segment_with_map
 
+        _record_start(self.starts, "host", [row["stem"]])
         outcome = {"input": row["input"], "stem": row["stem"], "error": row["error"], "n_segments": -1,
                    "cnn_seconds": float(row.get("cnn_seconds") or 0.0), "host_seconds": 0.0, "write_seconds": 0.0,
                    "coco": "",
@@ -393,11 +448,13 @@ def _start_ray(workers: Workers) -> bool:
 
 def run_pipeline(todo: Sequence[tuple[str, str]], out: str | os.PathLike, options: dict[str, Any],
                  model: ModelSpec, workers: Workers, progress: Callable[[dict[str, Any]], None] | None = None,
-                 extras: Sequence[str] = (), coco: bool = False) -> list[dict[str, Any]]:
+                 extras: Sequence[str] = (), coco: bool = False) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Run stages 2-4 on Ray Data for ``todo`` (``(input, stem)`` pairs), writing the ``extras`` outputs
-    too; return one record per input (with its COCO entry as JSON text when ``coco``)."""
+    too; return one record per input (with its COCO entry as JSON text when ``coco``) and, per stage,
+    how many images Ray ran again (:class:`StartLog`)."""
     import ray
     import ray.data
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     started = _start_ray(workers)
     context = ray.data.DataContext.get_current()
@@ -407,15 +464,22 @@ def run_pipeline(todo: Sequence[tuple[str, str]], out: str | os.PathLike, option
         # Small blocks: the CNN's output is split per image or so, and the host workers share it.
         context.target_max_block_size = BLOCK_BYTES
         items = [{"input": uri, "stem": stem} for uri, stem in todo]
-        dataset = (ray.data.from_items(items, override_num_blocks=len(items))
-                   .map(decode_row, fn_kwargs={"working_pixels": options.get("working_pixels", DEFAULT_WORKING_PIXELS)})
-                   .map_batches(MapperStage, fn_constructor_kwargs={"model": model, "threads": workers.cnn_threads},
-                                batch_size=workers.batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(
-                                    size=workers.cnn), num_cpus=1)
-                   .map(SegmentStage, fn_constructor_kwargs={"out": str(out), "options": options,
-                                                             "record": model.record(), "extras": tuple(extras),
-                                                             "coco": coco},
-                        compute=ray.data.ActorPoolStrategy(size=workers.host), num_cpus=1))
+        starts = ray.remote(StartLog).options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=False)).remote()
+        cnn = {"model": model, "threads": workers.cnn_threads,
+               "working_pixels": options.get("working_pixels", DEFAULT_WORKING_PIXELS), "starts": starts}
+        with warnings.catch_warnings():
+            # Ray 2.60 names no parameter for an actor's retries: they go as Ray's remote keywords,
+            # which it warns will go in 2.64 (then the test of a lost node fails on the TypeError).
+            warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+            dataset = (ray.data.from_items(items, override_num_blocks=len(items))
+                       .map_batches(MapperStage, fn_constructor_kwargs=cnn, batch_size=workers.batch_size,
+                                    batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers.cnn),
+                                    num_cpus=1, **WORKER_RETRIES)
+                       .map(SegmentStage, fn_constructor_kwargs={"out": str(out), "options": options,
+                                                                 "record": model.record(), "extras": tuple(extras),
+                                                                 "coco": coco, "starts": starts},
+                            compute=ray.data.ActorPoolStrategy(size=workers.host), num_cpus=1, **WORKER_RETRIES))
         records = []
         for row in dataset.iter_rows():
             record = {key: row[key] for key in ("input", "stem", "error", "n_segments", "cnn_seconds",
@@ -424,7 +488,9 @@ def run_pipeline(todo: Sequence[tuple[str, str]], out: str | os.PathLike, option
             records.append(record)
             if progress is not None:
                 progress(record)
-        return records
+        retried = ray.get(starts.retried.remote())
+        ray.kill(starts)
+        return records, retried
     finally:
         context.enable_progress_bars, context.target_max_block_size = saved
         if started:
@@ -460,7 +526,10 @@ def segment_collection(patterns: Sequence[str], out: str | os.PathLike, options:
     leftovers = remove_leftovers(out, [stem for _, stem in todo] + [stem_of(uri) for uri in done], extras)
     log.info("%d inputs: %d to segment, %d already done, %d refused; %d temporary files of an interrupted run "
              "removed", len(inputs), len(todo), len(done), len(failures), leftovers)
-    records = run_pipeline(todo, out, options, model, workers, progress, extras, coco) if todo else []
+    records, retried = (run_pipeline(todo, out, options, model, workers, progress, extras, coco) if todo
+                        else ([], dict.fromkeys(STAGES, 0)))
+    # A worker that died mid-write (with its node) left temporary files of an image its retry wrote whole.
+    leftovers += remove_leftovers(out, [stem for _, stem in todo], extras)
     seconds = time.perf_counter() - start
     failures += [Failure(record["input"], record["error"]) for record in records if record["error"]]
     written = [record for record in records if not record["error"]]
@@ -470,7 +539,8 @@ def segment_collection(patterns: Sequence[str], out: str | os.PathLike, options:
         "seconds": round(seconds, 3), "images_per_second": round(len(written) / seconds, 4) if written else 0.0,
         "mean_seconds": {stage: round(float(np.mean([r[f"{stage}_seconds"] for r in written])), 4)
                          for stage in ("cnn", "host", "write")} if written else {},
-        "images_per_node": {stage: dict(Counter(r[f"{stage}_node"] for r in written)) for stage in ("cnn", "host")},
+        "images_per_node": {stage: dict(Counter(r[f"{stage}_node"] for r in written)) for stage in STAGES},
+        "retried": retried,
         "patterns": list(patterns), "engine": "ray.data", "workers": vars(workers), **model.record(),
         "options": options,
     }
