@@ -21,7 +21,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from binmap_tf.binary_map.tiling import row_bands
+from binmap_tf.common.bands import BAND_PIXELS, row_bands
 
 # Pixels of the image the pipeline runs on; chosen on BSDS500 val upscaled 4x for covering,
 # boundary F-measure and speed among 0.15, 0.3 and 0.8 MP (benchmarks/working_resolution.py,
@@ -34,6 +34,8 @@ DEFAULT_REFINE_BAND = 1
 # boundaries it places are then within a fraction of a pixel of that guide, and its cost stays that
 # of a 4 MP image whatever the photo's size (docs/large_images.md).
 REFINE_MAX_PIXELS = 4_000_000
+# The working image is resized as PIL's resize(reducing_gap=3.0) does: box reduction first, Lanczos after.
+RESIZE_REDUCING_GAP = 3.0
 
 
 # The smallest working size: two cells of the CNN's stride-16 grid on each side.
@@ -64,9 +66,30 @@ def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         return image
     from PIL import Image
 
-    # reducing_gap: PIL first shrinks by an integer factor with a box filter (fast), then resamples
-    # the rest with Lanczos: within rounding of plain Lanczos at these factors, several times faster.
-    return np.asarray(Image.fromarray(image).resize(tuple(shape)[::-1], Image.Resampling.LANCZOS, reducing_gap=3.0))
+    # PIL's resize with reducing_gap=3 (within rounding of plain Lanczos at these factors, several
+    # times faster): first box-reduce by the integer factors that leave at least 3x the target size,
+    # then Lanczos for the rest. The reduction is done here, in bands (reduce_image), so that a photo
+    # is never copied whole into PIL; the pixels are those of PIL's own resize.
+    height, width = image.shape[:2]
+    factor_y, factor_x = (max(1, int(full / small / RESIZE_REDUCING_GAP)) for full, small in zip(image.shape, shape))
+    reduced = Image.fromarray(reduce_image(image, (factor_y, factor_x)))
+    box = (0, 0, width / factor_x, height / factor_y)
+    return np.asarray(reduced.resize(tuple(shape)[::-1], Image.Resampling.LANCZOS, box=box))
+
+
+def reduce_image(image: np.ndarray, factors: tuple[int, int]) -> np.ndarray:
+    """``image`` (uint8 RGB) area-averaged by the integer ``factors`` (rows, columns): PIL's ``reduce``,
+    a band of rows at a time (whole blocks of ``factors[0]`` rows, so the pixels are those of one pass),
+    never holding the image as a PIL image; the same object when both factors are 1."""
+    if factors == (1, 1):
+        return image
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    rows = factors[0] * max(1, BAND_PIXELS // (width * factors[0]))
+    bands = [np.asarray(Image.fromarray(image[start:start + rows]).reduce(factors[::-1]))
+             for start in range(0, height, rows)]
+    return np.concatenate(bands)
 
 
 def _source_index(full: int, small: int) -> np.ndarray:
@@ -78,7 +101,10 @@ def upsample_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour upsampling of a label image to ``shape``: every label keeps pixels, and each
     output pixel takes the label of the input pixel under its centre."""
     rows, cols = _source_index(shape[0], labels.shape[0]), _source_index(shape[1], labels.shape[1])
-    return np.take(np.take(labels, rows, axis=0), cols, axis=1)  # two 1-d gathers: 5x a 2-d fancy index
+    out = np.empty(shape, labels.dtype)
+    for start, stop in row_bands(*shape):  # two 1-d gathers a band: 5x a 2-d fancy index, no whole temporary
+        out[start:stop] = np.take(labels[rows[start:stop]], cols, axis=1)
+    return out
 
 
 def boundary_band(labels: np.ndarray, band: int = DEFAULT_REFINE_BAND) -> np.ndarray:
@@ -133,15 +159,11 @@ def refine_labels(labels: np.ndarray, image: np.ndarray, band: int = DEFAULT_REF
 
 def _guide(image: np.ndarray, max_pixels: int) -> np.ndarray:
     """The image the refinement's gradient is taken on: ``image``, or above ``max_pixels`` the image
-    area-averaged by the smallest integer factor that brings it under (PIL's ``reduce``: a box
+    area-averaged by the smallest integer factor that brings it under (:func:`reduce_image`: a box
     filter, ten times faster than resampling a 50 MP photo)."""
     height, width = image.shape[:2]
-    factor = math.ceil(math.sqrt(height * width / max_pixels))
-    if factor <= 1:
-        return image
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(image).reduce(factor))
+    factor = max(1, math.ceil(math.sqrt(height * width / max_pixels)))
+    return reduce_image(image, (factor, factor))
 
 
 def _refine_on(labels: np.ndarray, guide: np.ndarray, band: int) -> np.ndarray:
