@@ -10,8 +10,11 @@ process builds the default model and warms it up on a small image first (a long-
   with the defaults, to full-resolution labels; the figure the issue's goals are about;
 * ``write``: the per-image files of ``binmap-segment`` (:func:`~binmap_tf.segmentation.outputs.write_segmentation`).
 
-Peak RSS is the process's ``ru_maxrss`` (model included): after the first ``segment`` and after the
-whole run (files written too). The JSON names the CPU, its ISA flags and the precision (fp32).
+Peak RSS is the process's (the TensorFlow runtime and the model included: ``baseline_rss_bytes`` is
+its RSS after the warm-up), per stage: Linux's high-water mark ``VmHWM``, reset before each stage
+(``/proc/self/clear_refs``), the most over the repeats; ``peak_rss_bytes_segment`` is that of
+decoding and segmenting, ``peak_rss_bytes`` with the files written too (MiB beside them). The JSON
+names the CPU, its ISA flags and the precision (fp32).
 """
 
 from __future__ import annotations
@@ -26,29 +29,41 @@ import tempfile
 from pathlib import Path
 
 _CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 import numpy as np
 path, out, repeats = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 from binmap_tf.common.images import load_image
 from binmap_tf.segmentation.outputs import write_segmentation
 from binmap_tf.segmentation.pipeline import segment
+
+def status(field):
+    return int(Path("/proc/self/status").read_text().split(field + ":")[1].split()[0]) * 1024
+
+def stage_peak():
+    peak = status("VmHWM")
+    Path("/proc/self/clear_refs").write_text("5")  # the high-water mark starts again from the RSS now
+    return peak
+
 segment(np.zeros((96, 128, 3), np.uint8))  # builds and warms the default model
+baseline = status("VmRSS")
 rows = []
 for _ in range(repeats):
+    stage_peak()
     start = time.perf_counter()
     image = load_image(path)
-    decoded = time.perf_counter()
+    decoded, decode_peak = time.perf_counter(), stage_peak()
     result = segment(image)
-    segmented = time.perf_counter()
-    segment_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    segmented, segment_peak = time.perf_counter(), stage_peak()
     write_segmentation(out, path.stem, image, result, {"image": str(path)})
     rows.append({"decode": decoded - start, "segment": segmented - start, "write": time.perf_counter() - segmented,
-                 "stages": result.timings, "n_segments": result.n_segments, "peak_rss_mib_segment": segment_peak})
+                 "stages": result.timings, "n_segments": result.n_segments,
+                 "peaks": {"decode": decode_peak, "segment": segment_peak, "write": stage_peak()}})
     del image, result
-print(json.dumps({"runs": rows,
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"runs": rows, "baseline": baseline}))
 """
+MIB = 1 << 20
+STAGES = ("decode", "segment", "write")
 
 
 def make_photo(folder: Path, width: int, height: int) -> Path:
@@ -98,14 +113,16 @@ def main(argv: list[str] | None = None) -> int:
                                     str(args.repeats)], capture_output=True, text=True, check=True)
             measured = json.loads(child.stdout.strip().splitlines()[-1])
             best = min(measured["runs"], key=lambda run: run["segment"])
+            peaks = {stage: max(run["peaks"][stage] for run in measured["runs"]) for stage in STAGES}
+            segment_peak, peak = max(peaks["decode"], peaks["segment"]), max(peaks.values())
             rows.append({"width": width, "height": height, "megapixels": round(width * height / 1e6, 1),
                          "segment_seconds": round(best["segment"], 3), "decode_seconds": round(best["decode"], 3),
                          "write_seconds": round(best["write"], 3),
                          "stages": {stage: round(value, 3) for stage, value in best["stages"].items()},
-                         "n_segments": best["n_segments"],
-                         "peak_rss_mib_segment": round(measured["runs"][0]["peak_rss_mib_segment"], 1),
-                         "peak_rss_mib": round(measured["peak_rss_mib"], 1),
-                         "load_average_before": round(load_before, 2)})
+                         "n_segments": best["n_segments"], "baseline_rss_bytes": measured["baseline"],
+                         "peak_rss_bytes_by_stage": peaks, "peak_rss_bytes_segment": segment_peak,
+                         "peak_rss_bytes": peak, "peak_rss_mib_segment": round(segment_peak / MIB, 1),
+                         "peak_rss_mib": round(peak / MIB, 1), "load_average_before": round(load_before, 2)})
             print(json.dumps(rows[-1]), flush=True)
     write_json(args.out, {"command": "python -m benchmarks.large_photos " + " ".join(argv or sys.argv[1:]),
                           "cpu": cpu_description(), "repeats": args.repeats, "results": rows})

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from binmap_tf.cli.common import add_dataset_arguments
 from binmap_tf.evaluation.methods import COUNT_SUFFIX, COUNTS, DEFAULT_VALUES, parse_method, run_method
 from binmap_tf.evaluation.metrics import RegionScores, region_scores, summarize
-from binmap_tf.segmentation.pipeline import StageCache
+from binmap_tf.segmentation.pipeline import StageCache, working_image
 
 EGS = "egs"
 TUNED_EGS_SCALE = 500.0  # best covering of EGS alone on BSDS500 val
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> dict[str, Rows]:
     rows = {name: Rows() for name in [EGS, *args.methods]}
     for sample in tqdm(dataset, desc=f"{args.dataset}/{args.split}", unit="image"):
         image, ground_truths = sample.load_image(), sample.load_ground_truths()
-        binary_map, cnn_seconds = cache.get(sample.id, image)
+        binary_map, cnn_seconds = cache.get(sample.id, working_image(image))
         stages = StageCache()  # the hierarchies share one EGS at the default scale
         output = run_method(egs, args.egs_scale, image, None, stages)
         n_segments = rows[EGS].add(output.labels, ground_truths, output.seconds)

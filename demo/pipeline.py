@@ -38,7 +38,7 @@ from binmap_tf.segmentation.pipeline import (
     segment_with_map,
     working_image,
 )
-from binmap_tf.segmentation.resolution import MIN_WORKING_PIXELS, resize_image, upsample_labels, working_shape
+from binmap_tf.segmentation.resolution import MIN_WORKING_PIXELS, resize_image, shape_of_pixels, upsample_labels
 from binmap_tf.segmentation.superpixels import EGS_SCALE, SLIC_N_SEGMENTS
 
 # Uploads of any size are segmented at the working resolution (binmap_tf.segmentation.resolution) and
@@ -239,7 +239,8 @@ def prepare_image(upload: np.ndarray, max_pixels: int = DEMO_MAX_PIXELS) -> tupl
 
 def display_shape(shape: tuple[int, int], max_pixels: int) -> tuple[int, int]:
     """(height, width) the page draws an image of ``shape`` at: at most ``max_pixels``, aspect kept."""
-    return working_shape(shape, max(max_pixels, MIN_WORKING_PIXELS))
+    height, width = shape
+    return tuple(shape) if height * width <= max_pixels else shape_of_pixels(shape, max(max_pixels, MIN_WORKING_PIXELS))
 
 
 class UploadNames:

@@ -48,9 +48,9 @@ def fill_cache(dataset, target: BinaryMapCache, features: FeatureCache, edge_map
 
     written = 0
     for sample in tqdm(dataset, desc=f"maps of {target.folder.parent.name}", unit="image"):
-        if target.path(sample.id).exists():
-            continue
         image = sample.load_image()
+        if target.path(sample.id, image.shape).exists():
+            continue
         edge_map, seconds = edge_maps.get(sample.id, image)
         binary_map = map_from_features(target.mapper, features.get(sample), edge_map.edges, image.shape[:2])
         target.put(sample.id, binary_map, seconds)

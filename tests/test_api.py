@@ -49,8 +49,19 @@ def test_result_cuts_other_levels_without_running_any_stage_again(crop):
         labels = result.cut(n_segments=count)
         assert labels.shape == crop.shape[:2] and len(np.unique(labels)) == count
     assert np.array_equal(result.cut(threshold=result.options["cut"]["threshold"]), result.labels)
-    assert result.ucm().shape == (2 * crop.shape[0] + 1, 2 * crop.shape[1] + 1)
-    assert len(calls) == 1
+    height, width = result.options["working_shape"]  # the crop is brought up to the working size
+    assert result.ucm().shape == (2 * height + 1, 2 * width + 1)
+    assert len(calls) == 1 and calls[0][:2] == (height, width)
+
+
+def test_tiny_images_are_refused_before_the_cnn_and_small_ones_brought_up():
+    from binmap_tf.common.images import ImageError
+
+    with pytest.raises(ImageError, match="smaller than the 16 pixels"):
+        binmap_tf.segment(np.zeros((8, 8, 3), np.uint8), lambda image: pytest.fail("the CNN ran"))
+    result = binmap_tf.segment(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    assert result.options["working_shape"] == [393, 393] and result.labels.shape == (16, 16)
+    assert np.array_equal(np.unique(result.labels), np.arange(result.n_segments))
 
 
 def test_flat_merge_result_names_the_mode_that_has_a_tree(crop):

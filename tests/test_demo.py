@@ -18,6 +18,7 @@ from binmap_tf.binary_map.geometry import GridGeometry
 from binmap_tf.binary_map.maps import BinaryMap, unpack_codes
 from binmap_tf.common.images import ImageError, load_image
 from binmap_tf.segmentation.pipeline import segment
+from binmap_tf.segmentation.resolution import working_shape
 from demo.app import Segmenter, build_app, make_source, upload_image
 from demo.pipeline import (
     LocalMappers,
@@ -41,7 +42,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.queue
 
 class CountingMaps:
     """Map source without a CNN: a few pseudo-random codes per image on a stride-16 grid and a
-    pseudo-random edge map; counts calls."""
+    pseudo-random edge map, constant on each cell (a few hundred watershed superpixels at the working
+    size, where per-pixel noise would give tens of thousands); counts calls."""
 
     bits_choices = (8, 24)
     has_edges = True
@@ -55,10 +57,10 @@ class CountingMaps:
         rng = np.random.default_rng(int(array_digest(image)[:8], 16))
         codes = rng.integers(0, 4, size=(-(-height // STRIDE), -(-width // STRIDE)))
         cell_bits = unpack_codes(codes, bits)
+        edges = np.kron(rng.random(codes.shape), np.ones((STRIDE, STRIDE)))[:height, :width]
         return BinaryMap(bits=cell_bits, logits=cell_bits.astype(np.float32) - 0.5,
                          geometry=GridGeometry(stride=STRIDE, offset=(STRIDE - 1) / 2, receptive_field=STRIDE),
-                         scale=1.0, image_shape=(height, width),
-                         edges=rng.random((height, width)).astype(np.float32))
+                         scale=1.0, image_shape=(height, width), edges=edges.astype(np.float32))
 
 
 @pytest.fixture
@@ -108,9 +110,10 @@ def test_changing_merge_controls_reuses_the_binary_map(small_image):
         assert source.calls == 1, f"the CNN ran again for {settings}"
         assert ["CNN (s)", "cached"] in outputs[3] and "reused" in outputs[5]
     outputs = segmenter.run(small_image, *controls(Settings(merge="adjacent", bits=24)), outputs[-1])
-    assert source.calls == 2 and outputs[0].shape == (*small_image.shape[:2], 3)  # 24 bits show as RGB
+    working = working_shape(small_image.shape[:2])  # the map is of the working image: 393x393
+    assert source.calls == 2 and outputs[0].shape == (*working, 3)  # 24 bits show as RGB
     outputs = segmenter.run(small_image, *controls(Settings(bits=8)), outputs[-1])
-    assert source.calls == 2 and outputs[0].shape == small_image.shape[:2]  # both maps kept
+    assert source.calls == 2 and outputs[0].shape == working  # both maps kept
     segmenter.run(small_image[::-1], *controls(Settings()), outputs[-1])
     assert source.calls == 3  # another image
 
@@ -168,7 +171,7 @@ def test_outputs_and_downloads(small_image):
     document = json.loads(files["coco.json"].read_text())
     assert document["images"][0]["file_name"] == "upload.png"
     assert len(document["annotations"]) == expected.n_segments
-    assert binary_map.shape == small_image.shape[:2]
+    assert binary_map.shape == working_shape(small_image.shape[:2])  # the map of the working image
     assert superpixels.shape == segments.shape == small_image.shape
     assert dict(table)["segments"] == str(expected.n_segments)
     assert f"{expected.n_segments} segments" in summary and f"{expected.n_superpixels} EGS" in summary

@@ -12,10 +12,10 @@ from skimage import data
 from skimage.measure import label as connected_labels
 
 from benchmarks.hierarchy_higra import higra_border_sums, higra_segment_of, higra_tree, higra_ucm
-from binmap_tf.binary_map import tiling
 from binmap_tf.binary_map.geometry import GridGeometry
 from binmap_tf.binary_map.maps import BinaryMap
 from binmap_tf.cli.evaluate import main as evaluate_main
+from binmap_tf.common import bands
 from binmap_tf.evaluation.methods import DEFAULT_VALUES, HIERARCHY_THRESHOLDS, parse_method
 from binmap_tf.evaluation.metrics import contingency, ucm_segmentation
 from binmap_tf.segmentation.hierarchy import MergeTree, MergeWeights, _border_sums, build_hierarchy
@@ -256,7 +256,7 @@ def test_ucm_is_higras_saliency_map_in_every_band_layout(any_tree, monkeypatch):
     tree = any_tree
     expected = higra_ucm(tree, *higra_tree(tree))
     np.testing.assert_array_equal(tree.ucm(), expected)
-    monkeypatch.setattr(tiling, "BAND_PIXELS", 3 * tree.superpixels.shape[1] + 1)  # three rows a band
+    monkeypatch.setattr(bands, "BAND_PIXELS", 3 * tree.superpixels.shape[1] + 1)  # three rows a band
     np.testing.assert_array_equal(tree.ucm(), expected)
 
 

@@ -70,6 +70,25 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert np.asarray(Image.open(target)).dtype.itemsize == 2
 
 
+def test_png_written_in_bands_reads_back_exactly(tmp_path):
+    """The band-by-band PNG encoder: every layout write_png takes reads back as written, whatever the
+    bands, and bands that do not make the announced image are refused."""
+    from binmap_tf.common.png import save_png_bands
+
+    rng = np.random.default_rng(0)
+    for image in (rng.integers(0, 256, (37, 23, 3), dtype=np.uint8), rng.integers(0, 256, (37, 23), dtype=np.uint8),
+                  rng.integers(0, 256, (5, 4, 4), dtype=np.uint8), rng.integers(0, 65536, (37, 23), dtype=np.uint16)):
+        write_png(tmp_path / "whole.png", image)
+        bands = (image[start:start + 5] for start in range(0, len(image), 5))
+        save_png_bands(tmp_path / "bands.png", image.shape, image.dtype, bands)
+        for name in ("whole.png", "bands.png"):
+            np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / name)), image)
+    with pytest.raises(ValueError, match="hold 5 rows, not the 6"):
+        save_png_bands(tmp_path / "short.png", (6, 4), np.uint8, [np.zeros((5, 4), np.uint8)])
+    with pytest.raises(ValueError, match="uint8 images or 2-D uint16"):
+        write_png(tmp_path / "float.png", np.zeros((4, 4)))
+
+
 def test_oversized_files_are_refused_from_the_header_before_decoding(tmp_path, monkeypatch):
     from PIL import ImageFile
 

@@ -109,6 +109,10 @@ def test_histogram_quantiles_of_a_uniform_histogram():
     np.testing.assert_allclose(histogram_quantiles(np.ones((1, 4)), (0.25, 0.5, 1.0)), [[0.25, 0.5, 1.0]])
 
 
+# The scene's map is of the image at its own size (segment brings a 256x256 image up to the working size).
+NATIVE = {"working_pixels": None}
+
+
 @pytest.fixture(scope="module")
 def scene():
     image = data.astronaut()[::2, ::2]
@@ -149,13 +153,13 @@ def test_learned_hierarchy_is_an_ultrametric_with_nested_cuts(scene, codes):
 def test_segment_with_map_takes_a_scorer(scene):
     image, _, binary_map = scene
     scorer = random_scorer(len(feature_names(8)))
-    result = segment_with_map(image, binary_map, merge="hierarchy", scorer=scorer, scale=50)
+    result = segment_with_map(image, binary_map, merge="hierarchy", scorer=scorer, scale=50, **NATIVE)
     assert result.options["scorer"] == "random" and result.options["cut"] == {"threshold": 0.5}
     np.testing.assert_array_equal(result.labels, result.hierarchy.cut(threshold=0.5))
     with pytest.raises(ValueError, match="not both"):
-        segment_with_map(image, binary_map, merge="hierarchy", scorer=scorer, weights=MergeWeights(edges=1))
+        segment_with_map(image, binary_map, merge="hierarchy", scorer=scorer, weights=MergeWeights(edges=1), **NATIVE)
     with pytest.raises(ValueError, match="belongs to a merge hierarchy"):
-        segment_with_map(image, binary_map, merge="adjacent", scorer=scorer)
+        segment_with_map(image, binary_map, merge="adjacent", scorer=scorer, **NATIVE)
 
 
 def test_scorer_round_trips_through_npz(tmp_path):
@@ -198,8 +202,8 @@ def test_learned_methods_at_their_default_cut_where_segment_does(scene, name):
     the shipped scorer and its own default cut (same first level, same threshold)."""
     image, _, binary_map = scene
     method = parse_method(name)
-    evaluated = run_method(method, DEFAULT_VALUES[name], image, binary_map, StageCache())
-    segmented = segment_with_map(image, binary_map, scorer=method.scorer)
+    evaluated = run_method(method, DEFAULT_VALUES[name], image, binary_map, StageCache(), **NATIVE)
+    segmented = segment_with_map(image, binary_map, scorer=method.scorer, **NATIVE)
     assert segmented.options["scorer"] == method.scorer and shipped_scorer(method.scorer).codes == (name == "binmap-learned")
     assert 1 < segmented.n_segments < segmented.n_superpixels
     np.testing.assert_array_equal(evaluated.labels, segmented.labels)
@@ -243,7 +247,7 @@ def test_shipped_training_recipe_runs_end_to_end(tmp_path, scene):
     assert scorer.threshold == record["threshold"] and 1 <= len(scorer.kernels) == len(defaults.hidden) + 1
     assert scorer.kernels[0].shape[1] == defaults.members * defaults.hidden[0]  # the members side by side
     image, _, binary_map = scene
-    result = segment_with_map(image, binary_map, scorer=scorer)
+    result = segment_with_map(image, binary_map, scorer=scorer, **NATIVE)
     assert 1 <= result.n_segments <= result.n_superpixels and result.options["scorer"] == scorer.name
 
 
@@ -262,7 +266,7 @@ def test_a_scorer_refuses_maps_of_another_code_length(scene):
     scorer = random_scorer(len(feature_names(24)))
     scorer = MergeScorer(scorer.mean, scorer.std, scorer.kernels, scorer.biases, n_bits=24, info=scorer.info)
     with pytest.raises(ValueError, match="trained on 24-bit codes and the binary map has 8"):
-        segment_with_map(image, binary_map, merge="hierarchy", scorer=scorer, scale=50)
+        segment_with_map(image, binary_map, merge="hierarchy", scorer=scorer, scale=50, **NATIVE)
     with pytest.raises(ValueError, match="trained on 24-bit codes and the binary map has 8"):
         build_hierarchy(image, superpixels, binary_map, scorer=scorer)  # the same check, called directly
 

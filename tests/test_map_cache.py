@@ -19,7 +19,7 @@ def test_cached_map_is_reused_then_missed_after_the_backbone_weights_change(mapp
     image = np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)
     cache = BinaryMapCache(mapper, "test", root=tmp_path)
     computed, _ = cache.get("picture", image)
-    assert cache.path("picture").is_file()
+    assert cache.path("picture", image.shape).is_file()
     reloaded, _ = BinaryMapCache(mapper, "test", root=tmp_path).get("picture", image)
     np.testing.assert_array_equal(reloaded.bits, computed.bits)
     # bit for bit, edges included: the hierarchy must not depend on whether the cache was warm
@@ -33,7 +33,7 @@ def test_cached_map_is_reused_then_missed_after_the_backbone_weights_change(mapp
     try:
         kernel.assign(original * 1.5)  # as if other weights had been imported
         assert mapper_key(mapper) != old_key
-        assert not BinaryMapCache(mapper, "test", root=tmp_path).path("picture").exists()
+        assert not BinaryMapCache(mapper, "test", root=tmp_path).path("picture", image.shape).exists()
     finally:
         kernel.assign(original)
     assert mapper_key(mapper) == old_key

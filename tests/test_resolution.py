@@ -15,15 +15,29 @@ from binmap_tf.segmentation.resolution import (
 )
 
 
-def test_working_shape_keeps_small_images_and_the_aspect_of_large_ones():
+def test_working_shape_keeps_the_aspect_at_about_the_working_pixels():
     assert working_shape((321, 481)) == (321, 481)  # BSDS500: segmented as it is
     assert working_shape((642, 962)) == (321, 481) == working_shape((2568, 3848))  # its upscaled copies
+    assert working_shape((213, 320)) == (321, 482)  # MSRC-v2: brought up
     height, width = working_shape((3000, 4000))
     assert abs(height * width - DEFAULT_WORKING_PIXELS) < 0.01 * DEFAULT_WORKING_PIXELS
     assert abs(width / height - 4 / 3) < 0.01
     assert working_shape((3000, 4000), None) == (3000, 4000)
     with pytest.raises(ValueError, match="at least"):
         working_shape((3000, 4000), 100)
+
+
+def test_downsampling_keeps_every_label():
+    """Labels of an image brought up to the working size go back by the pixel centres, and a segment
+    thinner than a pixel of the image takes the pixel that holds most of it."""
+    labels = np.zeros((30, 45), np.int32)
+    labels[:, 30:] = 1
+    labels[10, 10] = 2  # one working pixel: no centre of the 20x30 image falls on it
+    labels[:, 44] = 3  # one column at the border
+    small = refine_labels(labels, np.zeros((20, 30, 3), np.uint8))
+    assert small.shape == (20, 30) and set(np.unique(small)) == {0, 1, 2, 3}
+    assert (small == 2).sum() == 1 and (small == 3).sum() <= 20
+    assert (small[:, :20] == 0).sum() >= 20 * 20 - 1 and (small[:, 20:29] == 1).all()
 
 
 def test_upsampling_keeps_every_label_and_is_exact_at_the_same_size():

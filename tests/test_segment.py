@@ -18,6 +18,9 @@ from binmap_tf.segmentation.merge_scorer import shipped_scorer
 from binmap_tf.segmentation.pipeline import default_mapper, segment, segment_labels, segment_with_map
 
 STAGES = ["superpixels", "assign", "merge", "total"]
+# The merge logic is tested on small crops at their own size (the working size brings them up to
+# 481x321: tests/test_resolution.py and tests/test_large_photo.py test that step).
+NATIVE = {"working_pixels": None}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +51,7 @@ def refuse(image):
 @pytest.mark.parametrize("method", ["egs", "slic"])
 @pytest.mark.parametrize("merge", ["adjacent", "global"])
 def test_superpixels_merge_by_code(crop, method, merge):
-    result = segment(crop, superpixels=method, merge=merge, binary_map=halves_map(crop))
+    result = segment(crop, superpixels=method, merge=merge, binary_map=halves_map(crop), **NATIVE)
     assert result.labels.shape == crop.shape[:2] and result.labels.dtype == np.int32
     np.testing.assert_array_equal(result.labels, result.segment_of[result.superpixels])
     assert 2 <= result.n_segments < result.n_superpixels
@@ -61,12 +64,12 @@ def test_superpixels_merge_by_code(crop, method, merge):
 def test_one_code_gives_one_segment(crop):
     binary_map = halves_map(crop)
     binary_map.bits[:] = 1
-    assert segment(crop, merge="adjacent", binary_map=binary_map).n_segments == 1
+    assert segment(crop, merge="adjacent", binary_map=binary_map, **NATIVE).n_segments == 1
 
 
 def test_timings_options_and_summary(crop):
     result = segment(crop, lambda image: halves_map(image), superpixels="slic", n_segments=50, hamming=1,
-                     merge="adjacent")
+                     merge="adjacent", **NATIVE)
     assert list(result.timings) == ["cnn"] + STAGES
     assert result.timings["total"] >= sum(result.timings[s] for s in ("cnn", "superpixels", "assign", "merge"))
     assert result.options == {"superpixels": "slic", "hamming": 1, "merge": "adjacent",
@@ -74,53 +77,53 @@ def test_timings_options_and_summary(crop):
     summary = json.loads(json.dumps(result.summary()))
     assert summary["n_segments"] == result.n_segments and summary["bits"] == 8
     assert summary["grid_shape"] == [10, 15] and summary["image_shape"] == [96, 144]
-    with_map = segment_with_map(crop, halves_map(crop), merge="adjacent")
+    with_map = segment_with_map(crop, halves_map(crop), merge="adjacent", **NATIVE)
     assert list(with_map.timings) == STAGES  # no CNN ran
-    np.testing.assert_array_equal(segment_labels(crop, binary_map=halves_map(crop), merge="adjacent"),
+    np.testing.assert_array_equal(segment_labels(crop, binary_map=halves_map(crop), merge="adjacent", **NATIVE),
                                   with_map.labels)
 
 
 def test_hierarchy_cuts_at_a_count_or_a_threshold(crop):
     binary_map = halves_map(crop, edges=True)
     for count in (1, 2, 7):
-        result = segment(crop, merge="hierarchy", superpixels="egs", segments=count, binary_map=binary_map)
+        result = segment(crop, merge="hierarchy", superpixels="egs", segments=count, binary_map=binary_map, **NATIVE)
         assert result.n_segments == count and result.options["cut"] == {"segments": count}
         np.testing.assert_array_equal(result.labels, result.hierarchy.cut(n_segments=count))
-    coarse, fine = (segment(crop, merge="hierarchy", superpixels="egs", threshold=t, binary_map=binary_map)
+    coarse, fine = (segment(crop, merge="hierarchy", superpixels="egs", threshold=t, binary_map=binary_map, **NATIVE)
                     for t in (0.6, 0.2))
     assert coarse.n_segments <= fine.n_segments
     # A finer cut only splits the coarser one's segments: each fine segment lies in one coarse segment.
     pairs = np.unique(np.stack([fine.labels.ravel(), coarse.labels.ravel()]), axis=1)
     assert pairs.shape[1] == fine.n_segments
-    hand_set = segment(crop, merge="hierarchy", scorer="hand-set", binary_map=binary_map)
+    hand_set = segment(crop, merge="hierarchy", scorer="hand-set", binary_map=binary_map, **NATIVE)
     assert hand_set.options["cut"] == {"threshold": DEFAULT_THRESHOLD} and hand_set.hierarchy is not None
     assert hand_set.options["weights"] == dataclasses.asdict(DEFAULT_WEIGHTS) and "scorer" not in hand_set.options
 
 
 def test_default_is_the_learned_hierarchy_at_its_val_threshold(crop):
     """No options: the shipped learned scorer on its own first level, cut at its val-chosen height."""
-    result = segment(crop, binary_map=halves_map(crop, edges=True))
+    result = segment(crop, binary_map=halves_map(crop, edges=True), **NATIVE)
     learned = shipped_scorer("learned")
     assert result.options["merge"] == "hierarchy" and result.options["scorer"] == "learned"
     assert result.options["cut"] == {"threshold": learned.threshold}
     assert result.options["superpixels"] == learned.info["first_level"]["superpixels"] == "watershed"
     explicit = segment(crop, merge="hierarchy", scorer=learned, superpixels="watershed", threshold=learned.threshold,
-                       binary_map=halves_map(crop, edges=True))
+                       binary_map=halves_map(crop, edges=True), **NATIVE)
     np.testing.assert_array_equal(result.labels, explicit.labels)
 
 
 def test_learned_default_names_the_fix_for_a_map_it_cannot_read(crop):
     with pytest.raises(ValueError, match="merge='adjacent'"):  # no edge map (e.g. alexnet)
-        segment(crop, superpixels="egs", binary_map=halves_map(crop))
+        segment(crop, superpixels="egs", binary_map=halves_map(crop), **NATIVE)
     with pytest.raises(ValueError, match="trained on 8-bit codes and the binary map has 24"):
-        segment(crop, binary_map=halves_map(crop, bits=24, edges=True))
-    hand_set = segment(crop, scorer="hand-set", binary_map=halves_map(crop, bits=24, edges=True))
+        segment(crop, binary_map=halves_map(crop, bits=24, edges=True), **NATIVE)
+    hand_set = segment(crop, scorer="hand-set", binary_map=halves_map(crop, bits=24, edges=True), **NATIVE)
     assert hand_set.n_segments >= 1
 
 
 def test_hierarchy_needs_the_edge_map(crop):
     with pytest.raises(ValueError, match="edges=True"):
-        segment(crop, merge="hierarchy", binary_map=halves_map(crop))
+        segment(crop, merge="hierarchy", binary_map=halves_map(crop), **NATIVE)
 
 
 @pytest.mark.parametrize("options, message", [
@@ -143,7 +146,7 @@ def test_options_are_checked_before_the_cnn(crop, options, message):
 
 def test_map_of_another_image_is_refused(crop):
     with pytest.raises(ValueError, match="computed for an image of"):
-        segment(crop[:50], binary_map=halves_map(crop))
+        segment(crop[:50], binary_map=halves_map(crop), **NATIVE)
 
 
 @pytest.fixture(scope="module")
@@ -153,11 +156,11 @@ def mapper():
 
 
 def test_real_mapper_end_to_end(crop, mapper):
-    result = segment(crop, mapper)
-    assert result.binary_map.bits.shape == (6, 9, 8)
+    result = segment(crop, mapper)  # brought up to the working size, 321x481: a 21x31 grid
+    assert result.binary_map.bits.shape == (21, 31, 8) and result.labels.shape == crop.shape[:2]
     assert 1 <= result.n_segments <= result.n_superpixels
-    assert list(result.timings) == ["cnn"] + STAGES
-    np.testing.assert_array_equal(result.labels, result.segment_of[result.superpixels])
+    assert list(result.timings) == ["resize", "cnn", *STAGES[:-1], "refine", "total"]
+    np.testing.assert_array_equal(result.labels, result.full_resolution(result.segment_of[result.superpixels]))
 
 
 def test_real_mapper_grey_and_rgba(crop, mapper):
@@ -175,7 +178,8 @@ def test_cli_writes_outputs_and_reports_bad_files(tmp_path, bsds_image_path, cap
     Image.fromarray(image[-80:, -120:]).convert("RGBA").save(inputs / "rgba.png")
     (inputs / "broken.jpg").write_bytes(b"not an image")
     out = tmp_path / "out"
-    status = main([str(inputs), "--out", str(out), "--merge", "adjacent", "--hamming", "1", "--min-size", "10"])
+    status = main([str(inputs), "--out", str(out), "--merge", "adjacent", "--hamming", "1", "--min-size", "10",
+                   "--native"])
     assert status == 1
     assert "broken.jpg" in capsys.readouterr().err
     for stem in ("grey", "rgba"):

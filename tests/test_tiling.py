@@ -101,9 +101,9 @@ def test_mapper_tiles_images_over_its_budget(bsds_image):
 @pytest.fixture
 def small_bands(monkeypatch):
     """Bands of ~2000 pixels, so a BSDS image is visited in many bands."""
-    import binmap_tf.binary_map.tiling
+    import binmap_tf.common.bands
 
-    monkeypatch.setattr(binmap_tf.binary_map.tiling, "BAND_PIXELS", 2000)
+    monkeypatch.setattr(binmap_tf.common.bands, "BAND_PIXELS", 2000)
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_banded_host_stages_equal_whole_image_results(bsds_image, bsds_superpixe
     from skimage.segmentation import mark_boundaries
 
     from binmap_tf.binary_map.maps import BinaryMap
-    from binmap_tf.binary_map.tiling import row_bands
+    from binmap_tf.common.bands import row_bands
     from binmap_tf.segmentation.hierarchy import _region_sums
     from binmap_tf.segmentation.merge import adjacency, bit_votes, boundary_pixel_pairs
     from binmap_tf.segmentation.outputs import boundary_overlay

@@ -181,15 +181,3 @@ def stitch_tiles(image_shape: tuple[int, int], plan: TilePlan, tile: Callable[[s
     return BinaryMap(bits=np.concatenate(bits_rows), logits=np.concatenate(logits_rows), geometry=geometry,
                      scale=scale, image_shape=tuple(image_shape), edges=edges)
 
-
-# Pixels per band of the host stages that visit every pixel (neighbour pairs, bit votes, CIELAB
-# sums, the boundary overlay): their temporaries are a few int64 or float64 values per pixel, so
-# bands of ~1 MP bound them to tens of MiB whatever the image size. Results do not depend on it.
-BAND_PIXELS = 1 << 20
-
-
-def row_bands(height: int, width: int, band_pixels: int | None = None) -> list[tuple[int, int]]:
-    """Consecutive row ranges ``(start, stop)`` covering ``0 .. height - 1``, each of about
-    ``band_pixels`` pixels (default :data:`BAND_PIXELS`) and at least one row."""
-    rows = max(1, (BAND_PIXELS if band_pixels is None else band_pixels) // max(width, 1))
-    return [(start, min(height, start + rows)) for start in range(0, height, rows)]

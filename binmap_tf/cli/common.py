@@ -276,9 +276,9 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
                              f"binmap-train-merge; or {HAND_SET} for the hand-set mix of codes, edges and colour")
     resolution = parser.add_mutually_exclusive_group()
     resolution.add_argument("--working-pixels", type=positive_int, default=DEFAULT_WORKING_PIXELS,
-                            help="larger images are segmented resized to about this many pixels and their labels "
-                                 "refined back at full resolution (default: %(default)s, BSDS500's 481x321, the "
-                                 "scale every learned part was trained at)")
+                            help="images are segmented resized to about this many pixels (larger ones down, smaller "
+                                 "ones up) and their labels brought back to their size (default: %(default)s, "
+                                 "BSDS500's 481x321, the scale every learned part was trained at)")
     resolution.add_argument("--native", action="store_true",
                             help="segment every image at its own size (the CNN on tiles; slower, and coarser on "
                                  "large photos)")

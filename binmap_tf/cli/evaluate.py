@@ -57,6 +57,8 @@ from binmap_tf.evaluation.runner import (
     sweep_csv,
 )
 from binmap_tf.segmentation.merge_scorer import resolve_scorer
+from binmap_tf.segmentation.pipeline import working_image
+from binmap_tf.segmentation.resolution import DEFAULT_WORKING_PIXELS
 from binmap_tf.segmentation.superpixels import superpixel_params
 
 
@@ -91,8 +93,9 @@ def run(args: argparse.Namespace) -> list[ImageResult]:
         mappers = build_mappers(args, methods) if any(m.map_variant for m in methods) else {}
         caches = {variant: BinaryMapCache(mapper, f"{args.dataset}-{args.split}", root=args.cache)
                   for variant, mapper in mappers.items()}
+    working_pixels = None if args.native else DEFAULT_WORKING_PIXELS
     options = HostOptions(args.hamming, args.merge, str(args.out / "labels") if args.save_labels else None,
-                          args.scorer)
+                          args.scorer, working_pixels)
     results: list[ImageResult] = []
     pool = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) if args.workers > 1 else None
     futures: list[Future] = []
@@ -100,7 +103,7 @@ def run(args: argparse.Namespace) -> list[ImageResult]:
         for sample in tqdm(dataset, desc=f"{args.dataset}/{args.split}", unit="image"):
             maps, cnn_seconds = {}, {}
             if caches:
-                image = sample.load_image()
+                image = working_image(sample.load_image(), working_pixels)  # the maps are of what the CNN sees
                 computed = {}  # a cache shared by several variants (served maps) is asked once
                 for variant, cache in caches.items():
                     if id(cache) not in computed:
@@ -164,6 +167,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(default: each method's ODS threshold on BSDS500 val)")
     parser.add_argument("--hamming", type=cli.non_negative_int, default=0, help="merge codes within this Hamming distance")
     parser.add_argument("--merge", choices=("adjacent", "global"), default="adjacent")
+    parser.add_argument("--native", action="store_true",
+                        help="segment every image at its own size, as the paper did, instead of at the working "
+                             "size (481x321 pixels, BSDS500's own: MSRC-v2's smaller images are brought up)")
     parser.add_argument("--ft-hashing", type=cli.hashing_source, default=FINE_TUNED,
                         help="fine-tuned hashing of the -ft methods: an .npz written by binmap-train "
                              "(default: %(default)s, the shipped layer)")

@@ -15,6 +15,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from binmap_tf.common.png import save_png
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 # The 116-byte text that opens a MATLAB 5 file (of its 128-byte header); scipy writes the creation
@@ -96,23 +98,6 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
         np.save(handle, array)
 
 
-def save_png(path: str | os.PathLike, image: np.ndarray, compress_level: int = 1) -> None:
-    """Save a uint8 (grey/RGB) or uint16 (grey, e.g. labels) image as PNG (not atomically: see
-    :func:`write_png`). ``compress_level`` (0-9) trades size for speed: the default 1 saves a 50 MP
-    overlay 4x faster than PIL's 6, for files about 10 % larger (label images, mostly flat, compress
-    well at any level)."""
-    from PIL import Image
-
-    image = np.asarray(image)
-    if image.dtype == np.uint16 and image.ndim == 2:
-        pil = Image.fromarray(np.ascontiguousarray(image, dtype="<u2"))  # 16-bit grey ("I;16")
-    elif image.dtype == np.uint8:
-        pil = Image.fromarray(image)
-    else:
-        raise ValueError(f"write_png takes uint8 images or 2-D uint16 images, got {image.dtype} {image.shape}")
-    pil.save(path, format="PNG", compress_level=compress_level)
-
-
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Write ``data`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
@@ -138,7 +123,8 @@ def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray, compress_level: int = 1) -> None:
-    """Save a uint8 (grey/RGB) or uint16 (grey, e.g. labels) image as PNG, atomically (see :func:`save_png`)."""
+    """Save a uint8 (grey/RGB/RGBA) or uint16 (grey, e.g. labels) image as PNG, atomically (see
+    :func:`~binmap_tf.common.png.save_png`)."""
     with atomic_path(path) as tmp:
         save_png(tmp, image, compress_level)
 

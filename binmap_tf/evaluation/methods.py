@@ -34,6 +34,7 @@ from binmap_tf.binary_map.maps import BinaryMap
 from binmap_tf.segmentation.hierarchy import DEFAULT_THRESHOLD, DEFAULT_WEIGHTS, MergeWeights
 from binmap_tf.segmentation.merge_scorer import resolve_scorer, shipped_scorer
 from binmap_tf.segmentation.pipeline import StageCache, segment_with_map
+from binmap_tf.segmentation.resolution import DEFAULT_WORKING_PIXELS
 from binmap_tf.segmentation.superpixels import EGS_SCALE, SLIC_N_SEGMENTS
 
 # Parameter grids of the sweep (Fig. 4): wide enough to span ~30 to ~1500 superpixels.
@@ -169,9 +170,11 @@ class MethodOutput:
 
 
 def run_method(method: Method, value: float, image: np.ndarray, binary_map: BinaryMap | None,
-               stages: StageCache, hamming: int = 0, merge: str = "adjacent") -> MethodOutput:
+               stages: StageCache, hamming: int = 0, merge: str = "adjacent",
+               working_pixels: int | None = DEFAULT_WORKING_PIXELS) -> MethodOutput:
     """Segment ``image`` with ``method`` at parameter ``value`` through the one pipeline,
-    :func:`binmap_tf.segmentation.pipeline.segment_with_map`.
+    :func:`binmap_tf.segmentation.pipeline.segment_with_map`, at ``working_pixels`` (``binary_map``
+    is of :func:`~binmap_tf.segmentation.pipeline.working_image`; None: of the image itself).
 
     ``stages`` is the image's :class:`~binmap_tf.segmentation.pipeline.StageCache`: a baseline and its binary-map
     variant share one superpixel computation, and every threshold of a hierarchy one merge tree.
@@ -180,7 +183,7 @@ def run_method(method: Method, value: float, image: np.ndarray, binary_map: Bina
     if method.map_variant is not None and binary_map is None:
         raise ValueError(f"method {method.name} needs a binary map")
     result = segment_with_map(image, binary_map if method.map_variant else None, stages=stages,
-                              **method.segment_options(value, hamming, merge))
+                              working_pixels=working_pixels, **method.segment_options(value, hamming, merge))
     timings = result.timings
     return MethodOutput(result.labels, result.n_superpixels,
                         timings["superpixels"] + timings["assign"] + timings["merge"])

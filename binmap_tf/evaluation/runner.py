@@ -23,6 +23,7 @@ from binmap_tf.evaluation.methods import (
 )
 from binmap_tf.evaluation.metrics import RegionScores, region_benchmark, region_scores, summarize
 from binmap_tf.segmentation.pipeline import StageCache
+from binmap_tf.segmentation.resolution import DEFAULT_WORKING_PIXELS
 
 DEFAULT_METHODS = ("egs", "slic", "binmap-egs", "binmap-slic")
 
@@ -49,13 +50,15 @@ class ImageResult:
 
 @dataclass(frozen=True)
 class HostOptions:
-    """What the host-side stage needs besides the image: merge options, where to save labels, and
-    the scorer file of ``binmap-learned`` (None: the shipped one)."""
+    """What the host-side stage needs besides the image: merge options, where to save labels, the
+    scorer file of ``binmap-learned`` (None: the shipped one) and the working size (None: every
+    image at its own size; the maps must be of :func:`~binmap_tf.segmentation.pipeline.working_image`)."""
 
     hamming: int
     merge: str
     labels_dir: str | None
     scorer: str | None = None
+    working_pixels: int | None = DEFAULT_WORKING_PIXELS
 
 
 def evaluate_image(sample, maps: dict[str, BinaryMap], cnn_seconds: dict[str, float],
@@ -71,8 +74,8 @@ def evaluate_image(sample, maps: dict[str, BinaryMap], cnn_seconds: dict[str, fl
     for setting in settings:
         method = parse_method(setting.method, options.scorer)
         binary_map = maps.get(method.map_variant) if method.map_variant else None
-        output = run_method(method, setting.value, image, binary_map, stages,
-                            hamming=options.hamming, merge=options.merge)
+        output = run_method(method, setting.value, image, binary_map, stages, hamming=options.hamming,
+                            merge=options.merge, working_pixels=options.working_pixels)
         if options.labels_dir:
             name = setting.method if len(settings) == len({s.method for s in settings}) else \
                 f"{setting.method}_{PARAMETER_NAMES[method.parameter_key]}{setting.value:g}"

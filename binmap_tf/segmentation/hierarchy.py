@@ -71,7 +71,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from binmap_tf.binary_map.maps import BinaryMap
-from binmap_tf.binary_map.tiling import row_bands
+from binmap_tf.common.bands import row_bands
 from binmap_tf.common.images import as_rgb_uint8
 from binmap_tf.segmentation.labels import channel_sums, check_labels, connected_groups, sequential_labels
 from binmap_tf.segmentation.merge import bit_votes, boundary_pixel_pairs, label_pair_keys

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
-from binmap_tf.binary_map.tiling import row_bands
+from binmap_tf.common.bands import row_bands
 from binmap_tf.common.images import as_rgb_uint8
 
 if TYPE_CHECKING:

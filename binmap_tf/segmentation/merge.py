@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-from binmap_tf.binary_map.tiling import row_bands
+from binmap_tf.common.bands import row_bands
 from binmap_tf.segmentation.labels import check_labels, connected_groups
 
 MERGE_MODES = ("adjacent", "global")
@@ -68,7 +68,7 @@ def bit_votes(superpixels: np.ndarray, bits: np.ndarray,
     superpixel ``s`` that lie in grid cell ``c`` (duplicates summed by ``scipy.sparse``), so
     ``votes = overlap @ bits`` costs one pass over the pixels plus a product with the small grid
     (about 3 ms for ~400 superpixels on a 321x481 image). Large images are visited in row
-    bands (:func:`binmap_tf.binary_map.tiling.row_bands`), so the temporaries stay bounded.
+    bands (:func:`binmap_tf.common.bands.row_bands`), so the temporaries stay bounded.
     """
     labels = check_labels(superpixels)
     bits = np.asarray(bits)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from binmap_tf.binary_map.tiling import row_bands
+from binmap_tf.common.bands import row_bands
 from binmap_tf.common.images import as_rgb_uint8
 from binmap_tf.segmentation.labels import channel_sums
 
@@ -62,7 +62,7 @@ def region_histograms(image: np.ndarray, labels: np.ndarray, n: int,
     """Summed CIELAB ``(n, 3)`` and histograms ``(n, HISTOGRAM_WIDTH)`` (colour bins, then texture
     codes) of every region of ``labels`` (``0 .. n-1``).
 
-    The pixels are visited in row bands of about ``band_pixels`` (:func:`binmap_tf.binary_map.tiling.row_bands`),
+    The pixels are visited in row bands of about ``band_pixels`` (:func:`binmap_tf.common.bands.row_bands`),
     each with :data:`TEXTURE_CONTEXT` rows of context above and below for the texture codes: CIELAB and its
     temporaries cost ~100 bytes a pixel, so one pass over a 12 MP photo would need over 1 GB.
     The sums equal one pass's."""

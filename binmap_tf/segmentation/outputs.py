@@ -9,16 +9,30 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
-from binmap_tf.binary_map.tiling import row_bands
+from binmap_tf.common.bands import row_bands
 from binmap_tf.common.errors import OutputError
-from binmap_tf.common.files import atomic_paths, save_json, save_mat, save_npy, save_png, write_json
+from binmap_tf.common.files import (
+    atomic_paths,
+    save_json,
+    save_mat,
+    save_npy,
+    write_json,
+)
 from binmap_tf.common.images import as_rgb_uint8
-from binmap_tf.segmentation.interchange import coco_document, coco_entries, region_table, table_csv, ucm2_png
+from binmap_tf.common.png import save_png, save_png_bands
+from binmap_tf.segmentation.interchange import (
+    coco_document,
+    coco_entries,
+    region_table,
+    table_csv,
+    ucm2_png,
+)
 
 # The files of each output, by name: those every image gets, then those asked for (--ucm, --regions).
 FILE_SUFFIXES = {"labels": ("_labels.npy", "_labels.png"), "overlay": ("_overlay.png",),
@@ -41,25 +55,30 @@ UCM2_VARIABLE = "ucm2"
 def boundary_overlay(image: np.ndarray, labels: np.ndarray, color: tuple[float, float, float] = (1.0, 1.0, 0.0)
                      ) -> np.ndarray:
     """Segment boundaries drawn on ``image`` in ``color`` (RGB in [0, 1]), as uint8 RGB."""
+    return np.concatenate(list(overlay_bands(image, labels, color)))
+
+
+def overlay_bands(image: np.ndarray, labels: np.ndarray, color: tuple[float, float, float] = (1.0, 1.0, 0.0)
+                  ) -> Iterator[np.ndarray]:
+    """:func:`boundary_overlay` as its row bands (:func:`~binmap_tf.common.bands.row_bands`), top to
+    bottom: the overlay file is written from them without a whole-image copy."""
     from skimage.segmentation import mark_boundaries
 
     rgb = as_rgb_uint8(image)
-    overlay = np.empty_like(rgb)
     halo = 2  # mark_boundaries looks one pixel around each pixel; two rows of context are enough
     height = rgb.shape[0]
     # mark_boundaries works in float64 (24 bytes a pixel): draw it in row bands with context rows.
     for start, stop in row_bands(*rgb.shape[:2]):
         low, high = max(0, start - halo), min(height, stop + halo)
         band = mark_boundaries(rgb[low:high], labels[low:high], color=color)
-        overlay[start:stop] = as_rgb_uint8(band[start - low:stop - low])
-    return overlay
+        yield as_rgb_uint8(band[start - low:stop - low])
 
 
-def label_image_uint16(labels: np.ndarray) -> np.ndarray:
-    """``labels`` as uint16 for a 16-bit PNG; ``ValueError`` when a label exceeds 65535."""
+def label_bands_uint16(labels: np.ndarray) -> Iterator[np.ndarray]:
+    """``labels`` as uint16 row bands for a 16-bit PNG; ``ValueError`` at once when a label exceeds 65535."""
     if labels.max() > np.iinfo(np.uint16).max:
         raise ValueError(f"{labels.max() + 1} segments do not fit a 16-bit PNG; use the .npy labels")
-    return labels.astype(np.uint16)
+    return (labels[start:stop].astype(np.uint16) for start, stop in row_bands(*labels.shape))
 
 
 def check_extras(extras: Iterable[str], merge: str) -> tuple[str, ...]:
@@ -89,11 +108,11 @@ def output_paths(out: str | os.PathLike, stem: str, extras: Iterable[str] = ()) 
 
 def _save_labels(npy: Path, png: Path, image: np.ndarray, result: Any) -> None:
     save_npy(npy, result.labels)
-    save_png(png, label_image_uint16(result.labels))
+    save_png_bands(png, result.labels.shape, np.uint16, label_bands_uint16(result.labels))
 
 
 def _save_overlay(path: Path, image: np.ndarray, result: Any) -> None:
-    save_png(path, boundary_overlay(image, result.labels))
+    save_png_bands(path, (*result.labels.shape, 3), np.uint8, overlay_bands(image, result.labels))
 
 
 def _save_binary_map(path: Path, image: np.ndarray, result: Any) -> None:

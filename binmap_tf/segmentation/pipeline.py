@@ -50,7 +50,7 @@ from binmap_tf.segmentation.hierarchy import (
 )
 from binmap_tf.segmentation.merge import MERGE_MODES, check_merge_options, group_superpixels, superpixel_codes
 from binmap_tf.segmentation.merge_scorer import HAND_SET, MergeScorer, resolve_scorer
-from binmap_tf.segmentation.resolution import DEFAULT_WORKING_PIXELS, refine_labels, resize_image
+from binmap_tf.segmentation.resolution import DEFAULT_WORKING_PIXELS, MIN_IMAGE_SIDE, refine_labels, resize_image
 from binmap_tf.segmentation.resolution import working_shape as segmentation_shape
 from binmap_tf.segmentation.superpixels import (
     EDGE_METHODS,
@@ -81,8 +81,8 @@ class SegmentationResult:
     labels : ndarray of int32, shape (H, W)
         Segment ``0 .. m-1`` of every pixel of the image, at its full resolution.
     superpixels : ndarray of int32, shape (h, w)
-        Superpixel ``0 .. n-1`` of every pixel (step b) of the working image: the image itself, or
-        for a large one the image resized to the working size (``options["working_shape"]``).
+        Superpixel ``0 .. n-1`` of every pixel (step b) of the working image: the image resized to
+        the working size (``options["working_shape"]``), or the image itself at that size.
     superpixel_codes : ndarray of uint8, shape (n, k)
         Code assigned to each superpixel by majority vote on the binary map (step c).
     segment_of : ndarray of int32, shape (n,)
@@ -94,8 +94,8 @@ class SegmentationResult:
         The binary map (step a); None for ``merge="none"`` without a map.
     timings : dict of str to float
         Seconds per stage: ``cnn`` (absent when the map was passed in), ``superpixels``,
-        ``assign``, ``merge`` and ``total`` (the whole call); for an image over the working size
-        also ``resize`` (to the working size) and ``refine`` (labels back at full resolution).
+        ``assign``, ``merge`` and ``total`` (the whole call); for an image not at the working size
+        also ``resize`` (to the working size) and ``refine`` (labels back at its size).
     options : dict
         The settings used: ``superpixels``, ``superpixel_params`` (defaults filled in),
         ``hamming``, ``merge`` and, for ``merge="hierarchy"``, ``cut`` (``{"threshold": t}`` or
@@ -107,7 +107,7 @@ class SegmentationResult:
         The merge tree of ``merge="hierarchy"`` (None otherwise), over the superpixels: cut it again
         at any level with :meth:`cut` (full resolution) or :meth:`MergeTree.cut` (working size).
     full_resolution : callable or None
-        Working-size labels -> labels at the image's size (upsampled and refined,
+        Working-size labels -> labels at the image's size (upsampled and refined, or downsampled:
         :func:`~binmap_tf.segmentation.resolution.refine_labels`); None when the image was segmented
         at its own size.
     """
@@ -145,8 +145,8 @@ class SegmentationResult:
 
     def ucm(self) -> np.ndarray:
         """The whole hierarchy as an ultrametric contour map in the BSDS ``ucm2`` layout
-        (shape ``(2h+1, 2w+1)`` of the working image, which is the image itself up to
-        :data:`~binmap_tf.segmentation.resolution.DEFAULT_WORKING_PIXELS`); see :meth:`MergeTree.ucm`."""
+        (shape ``(2h+1, 2w+1)`` of the working image, BSDS500's 481x321 pixels by default: a BSDS
+        image's own size); see :meth:`MergeTree.ucm`."""
         return self._tree().ucm()
 
     def summary(self) -> dict[str, Any]:
@@ -286,8 +286,8 @@ def segment_with_map(image: np.ndarray, binary_map: BinaryMap | None, superpixel
 
     This is the one segmentation pipeline: :func:`segment`, the ``segment`` and ``evaluate``
     commands, the demo, the serving client and the batch pipeline all call it. Parameters are
-    those of :func:`segment`. ``image`` is the full-resolution image; ``binary_map`` must have been
-    computed for its working image (:func:`working_image`: the image itself up to
+    those of :func:`segment`. ``image`` is the image at its own size; ``binary_map`` must have been
+    computed for its working image (:func:`working_image`: the image resized to about
     ``working_pixels``) and, for ``merge="hierarchy"`` with an edge cue, carry the edge map (a
     mapper built with ``edges=True``). ``working`` passes that working image when the caller has
     it already (it is made again otherwise). The map may be None only for ``merge="none"`` (the
@@ -299,7 +299,7 @@ def segment_with_map(image: np.ndarray, binary_map: BinaryMap | None, superpixel
     superpixels, superpixel_params = first_level(superpixels, superpixel_params, scorer)
     options = resolve_options(superpixels, hamming, merge, superpixel_params, segments, threshold, weights, scorer)
     full_shape = tuple(np.shape(image)[:2])
-    check_shape(full_shape)
+    check_image_shape(full_shape, working_pixels)
     image_shape = segmentation_shape(full_shape, working_pixels)
     timings: dict[str, float] = {}
     full_image = image
@@ -361,10 +361,19 @@ def segment_with_map(image: np.ndarray, binary_map: BinaryMap | None, superpixel
                               timings=timings, options=options, hierarchy=tree, full_resolution=full_resolution)
 
 
+def check_image_shape(shape: tuple[int, int], working_pixels: int | None = DEFAULT_WORKING_PIXELS) -> None:
+    """:class:`~binmap_tf.common.images.ImageError` for an image of ``shape`` over the hard pixel limit
+    or, brought to the working size (``working_pixels`` not None), with a side under
+    :data:`~binmap_tf.segmentation.resolution.MIN_IMAGE_SIDE`."""
+    check_shape(shape, min_side=1 if working_pixels is None else MIN_IMAGE_SIDE)
+
+
 def working_image(image: np.ndarray, working_pixels: int | None = DEFAULT_WORKING_PIXELS) -> np.ndarray:
-    """The image the CNN and the host stages run on: ``image`` itself up to ``working_pixels``
-    pixels (None: always), else resized to about that many (uint8 RGB); see
-    :mod:`binmap_tf.segmentation.resolution`. Pass its binary map to :func:`segment_with_map`."""
+    """The image the CNN and the host stages run on: ``image`` resized to about ``working_pixels``
+    pixels, aspect kept, up or down (uint8 RGB; ``image`` itself at that size or with
+    ``working_pixels`` None); see :mod:`binmap_tf.segmentation.resolution`. Pass its binary map to
+    :func:`segment_with_map`. An image :func:`check_image_shape` refuses raises its ``ImageError``."""
+    check_image_shape(np.shape(image)[:2], working_pixels)
     shape = segmentation_shape(np.shape(image)[:2], working_pixels)
     return image if shape == tuple(np.shape(image)[:2]) else resize_image(as_rgb_uint8(image), shape)
 
@@ -439,11 +448,13 @@ def segment(image: np.ndarray, mapper: Callable[[np.ndarray], BinaryMap] | None 
     binary_map : BinaryMap, optional
         A map already computed for this image's working image; ``mapper`` is then not used.
     working_pixels : int or None
-        Images with more pixels are segmented resized to about this many (aspect kept; default
-        BSDS500's 481x321, the scale every learned part was trained at) and their labels come back
-        at full resolution, upsampled with boundaries refined on the full-resolution image
-        (:mod:`binmap_tf.segmentation.resolution`). None segments every image at its own size
-        (the CNN then runs on tiles; slower and coarser on large photos).
+        Every image is segmented resized to about this many pixels (aspect kept, down or up; default
+        BSDS500's 481x321, the scale every learned part was trained at), so the segmentation does
+        not depend on the size the image comes at, and its labels come back at its size: for a
+        larger image upsampled with boundaries refined on its own pixels, for a smaller one
+        downsampled (:mod:`binmap_tf.segmentation.resolution`); its sides must be at least
+        :data:`~binmap_tf.segmentation.resolution.MIN_IMAGE_SIDE` pixels. None segments every
+        image at its own size (the CNN then runs on tiles; slower and coarser on large photos).
     **superpixel_params
         Options of the superpixel method: ``scale`` (k), ``sigma``, ``min_size`` for EGS;
         ``n_segments``, ``compactness``, ``sigma`` for SLIC.
@@ -477,8 +488,8 @@ def segment(image: np.ndarray, mapper: Callable[[np.ndarray], BinaryMap] | None 
     >>> fine = result.cut(n_segments=20)  # another level of the same tree: no CNN, no re-merge
     >>> int(fine.max()) + 1
     20
-    >>> result.ucm().shape  # the whole hierarchy, BSDS ucm2 layout
-    (513, 513)
+    >>> result.ucm().shape  # the whole hierarchy, BSDS ucm2 layout, at the working size (393x393)
+    (787, 787)
     >>> paper = segment(image, merge="adjacent", superpixels="egs")  # the paper's flat merge
     >>> paper.hierarchy is None
     True
@@ -487,7 +498,6 @@ def segment(image: np.ndarray, mapper: Callable[[np.ndarray], BinaryMap] | None 
     chosen = choose_scorer(merge, scorer, weights)
     level, level_params = first_level(superpixels, superpixel_params, chosen)
     resolve_options(level, hamming, merge, level_params, segments, threshold, weights, chosen)
-    check_shape(np.shape(image)[:2])  # the hard pixel limit, before any stage runs
     timings: dict[str, float] = {}
     with _stage(timings, "resize"):
         working = working_image(image, working_pixels)

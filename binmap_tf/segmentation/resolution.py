@@ -1,17 +1,19 @@
-"""The working resolution: a photo is segmented at about the scale the models were trained on, and
-its labels come back at the photo's own size with boundaries refined on the full-resolution pixels.
+"""The working resolution: every image is segmented at about the scale the models were trained on,
+and its labels come back at the image's own size (for a photo, with boundaries refined on its
+full-resolution pixels).
 
 Every learned part of the pipeline saw BSDS500-sized images (481x321): the CNN's receptive field,
 the watershed's ``h`` on HED's edges and the scorer's border statistics all mean something at that
-scale and drift at 12 MP (a 12 MP photo gave 1 segment at native scale). Systems users know do the
-same: gPb, HED and MCG run on BSDS-sized images, SAM on a 1024-pixel long side. So the CNN, the
-superpixels, the codes and the merge run on the image resized (aspect kept) to at most
-:data:`DEFAULT_WORKING_PIXELS` pixels (images at or below it are segmented as they are, so benchmark
-figures do not move), and :func:`refine_labels` maps the labels back: nearest-neighbour upsampling, then a
-watershed of the colour gradient (of the photo, or of the photo resized to at most
-:data:`REFINE_MAX_PIXELS`) inside a band around the upsampled boundaries, seeded by the labels
-outside the band, moves each boundary onto the photo's own edge. The refinement runs in row bands
-of about a megapixel, so its memory stays bounded.
+scale and drift away from it (a 12 MP photo gave 1 segment at native scale). Systems users know do
+the same: gPb, HED and MCG run on BSDS-sized images, SAM on a 1024-pixel long side. So the CNN, the
+superpixels, the codes and the merge run on the image resized (aspect kept) to about
+:data:`DEFAULT_WORKING_PIXELS` pixels, down or up (a BSDS image is segmented as it is), so the
+segmentation does not depend on the size the image comes at. :func:`refine_labels` maps the labels
+back: for a larger image nearest-neighbour upsampling, then a watershed of the colour gradient (of
+the photo, or of the photo resized to at most :data:`REFINE_MAX_PIXELS`) inside a band around the
+upsampled boundaries, seeded by the labels outside the band, moves each boundary onto the photo's
+own edge (in row bands of about a megapixel, so its memory stays bounded); for a smaller image,
+nearest-neighbour downsampling that keeps every segment.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from binmap_tf.binary_map.tiling import row_bands
+from binmap_tf.common.bands import BAND_PIXELS, row_bands
 
 # Pixels of the image the pipeline runs on; chosen on BSDS500 val upscaled 4x for covering,
 # boundary F-measure and speed among 0.15, 0.3 and 0.8 MP (benchmarks/working_resolution.py,
-# docs/large_images.md). It is BSDS500's own size (481x321), so a BSDS image is segmented as it is.
+# docs/large_images.md). It is BSDS500's own size (481x321), so a BSDS image is segmented as it is;
+# smaller images are brought up to it too (chosen on BSDS500 val downscaled to MSRC's size,
+# benchmarks/results/working_resolution_small_val.json).
 DEFAULT_WORKING_PIXELS = 481 * 321
 # Half-width, in working pixels, of the band around the upsampled boundaries where the full-resolution
 # watershed may move them (chosen with the working side).
@@ -34,10 +38,15 @@ DEFAULT_REFINE_BAND = 1
 # boundaries it places are then within a fraction of a pixel of that guide, and its cost stays that
 # of a 4 MP image whatever the photo's size (docs/large_images.md).
 REFINE_MAX_PIXELS = 4_000_000
+# The working image is resized as PIL's resize(reducing_gap=3.0) does: box reduction first, Lanczos after.
+RESIZE_REDUCING_GAP = 3.0
 
 
 # The smallest working size: two cells of the CNN's stride-16 grid on each side.
 MIN_WORKING_PIXELS = 32 * 32
+# The shortest side of an image brought to the working size: one cell of the CNN's stride-16 grid.
+# A smaller image holds less than one cell of content, and its labels too few pixels for every segment.
+MIN_IMAGE_SIDE = 16
 
 
 def check_working_pixels(max_pixels: int) -> None:
@@ -46,14 +55,20 @@ def check_working_pixels(max_pixels: int) -> None:
         raise ValueError(f"the working size must be at least {MIN_WORKING_PIXELS} pixels, got {max_pixels}")
 
 
-def working_shape(shape: tuple[int, int], max_pixels: int | None = DEFAULT_WORKING_PIXELS) -> tuple[int, int]:
-    """(height, width) an image of ``shape`` is segmented at: its own when it has at most
-    ``max_pixels`` pixels (or ``max_pixels`` is None), else resized to about that many, aspect kept."""
+def working_shape(shape: tuple[int, int], pixels: int | None = DEFAULT_WORKING_PIXELS) -> tuple[int, int]:
+    """(height, width) an image of ``shape`` is segmented at: resized, aspect kept, to about ``pixels``
+    pixels, down or up (:func:`shape_of_pixels`); its own with ``pixels`` None."""
+    if pixels is None:
+        return tuple(shape)
+    check_working_pixels(pixels)
+    return shape_of_pixels(shape, pixels)
+
+
+def shape_of_pixels(shape: tuple[int, int], pixels: int) -> tuple[int, int]:
+    """(height, width) of about ``pixels`` pixels with the aspect of ``shape``, larger or smaller (the
+    same shape when it has ``pixels`` pixels)."""
     height, width = shape
-    if max_pixels is None or height * width <= max_pixels:
-        return height, width
-    check_working_pixels(max_pixels)
-    factor = math.sqrt(max_pixels / (height * width))
+    factor = math.sqrt(pixels / (height * width))
     return max(1, math.floor(height * factor + 0.5)), max(1, math.floor(width * factor + 0.5))
 
 
@@ -64,9 +79,30 @@ def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         return image
     from PIL import Image
 
-    # reducing_gap: PIL first shrinks by an integer factor with a box filter (fast), then resamples
-    # the rest with Lanczos: within rounding of plain Lanczos at these factors, several times faster.
-    return np.asarray(Image.fromarray(image).resize(tuple(shape)[::-1], Image.Resampling.LANCZOS, reducing_gap=3.0))
+    # PIL's resize with reducing_gap=3 (within rounding of plain Lanczos at these factors, several
+    # times faster): first box-reduce by the integer factors that leave at least 3x the target size,
+    # then Lanczos for the rest. The reduction is done here, in bands (reduce_image), so that a photo
+    # is never copied whole into PIL; the pixels are those of PIL's own resize.
+    height, width = image.shape[:2]
+    factor_y, factor_x = (max(1, int(full / small / RESIZE_REDUCING_GAP)) for full, small in zip(image.shape, shape))
+    reduced = Image.fromarray(reduce_image(image, (factor_y, factor_x)))
+    box = (0, 0, width / factor_x, height / factor_y)
+    return np.asarray(reduced.resize(tuple(shape)[::-1], Image.Resampling.LANCZOS, box=box))
+
+
+def reduce_image(image: np.ndarray, factors: tuple[int, int]) -> np.ndarray:
+    """``image`` (uint8 RGB) area-averaged by the integer ``factors`` (rows, columns): PIL's ``reduce``,
+    a band of rows at a time (whole blocks of ``factors[0]`` rows, so the pixels are those of one pass),
+    never holding the image as a PIL image; the same object when both factors are 1."""
+    if factors == (1, 1):
+        return image
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    rows = factors[0] * max(1, BAND_PIXELS // (width * factors[0]))
+    bands = [np.asarray(Image.fromarray(image[start:start + rows]).reduce(factors[::-1]))
+             for start in range(0, height, rows)]
+    return np.concatenate(bands)
 
 
 def _source_index(full: int, small: int) -> np.ndarray:
@@ -78,7 +114,10 @@ def upsample_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour upsampling of a label image to ``shape``: every label keeps pixels, and each
     output pixel takes the label of the input pixel under its centre."""
     rows, cols = _source_index(shape[0], labels.shape[0]), _source_index(shape[1], labels.shape[1])
-    return np.take(np.take(labels, rows, axis=0), cols, axis=1)  # two 1-d gathers: 5x a 2-d fancy index
+    out = np.empty(shape, labels.dtype)
+    for start, stop in row_bands(*shape):  # two 1-d gathers a band: 5x a 2-d fancy index, no whole temporary
+        out[start:stop] = np.take(labels[rows[start:stop]], cols, axis=1)
+    return out
 
 
 def boundary_band(labels: np.ndarray, band: int = DEFAULT_REFINE_BAND) -> np.ndarray:
@@ -109,21 +148,24 @@ def colour_gradient(image: np.ndarray) -> np.ndarray:
 
 def refine_labels(labels: np.ndarray, image: np.ndarray, band: int = DEFAULT_REFINE_BAND,
                   refine: bool = True, max_pixels: int = REFINE_MAX_PIXELS) -> np.ndarray:
-    """Labels computed at working size, at the full size of ``image`` (int32 (H, W)).
+    """Labels computed at working size, at the size of ``image`` (int32 (H, W)).
 
-    Outside a band of ``band`` working pixels around the boundaries the labels are upsampled by
-    nearest neighbour; inside it a watershed of the colour gradient, seeded by the labels around
-    it, places each boundary on the strongest edge between its two regions. The gradient is taken
-    on the image itself up to ``max_pixels`` pixels, on the image resized to that size above it
-    (the last upsampling step is nearest neighbour, a fraction of a pixel of that guide: invisible
-    at a photo's resolution, and the cost stops growing with the photo). Every label keeps pixels
-    (one that the band would swallow keeps its upsampled ones), and an image of the labels' own
-    size gets them back unchanged. ``refine=False``: nearest neighbour only.
+    For a larger image: outside a band of ``band`` working pixels around the boundaries the labels
+    are upsampled by nearest neighbour; inside it a watershed of the colour gradient, seeded by the
+    labels around it, places each boundary on the strongest edge between its two regions. The
+    gradient is taken on the image itself up to ``max_pixels`` pixels, on the image resized to that
+    size above it (the last upsampling step is nearest neighbour, a fraction of a pixel of that
+    guide: invisible at a photo's resolution, and the cost stops growing with the photo). Every
+    label keeps pixels (one that the band would swallow keeps its upsampled ones).
+    ``refine=False``: nearest neighbour only. For a smaller image: :func:`downsample_labels`. An
+    image of the labels' own size gets them back unchanged.
     """
     height, width = image.shape[:2]
     labels = np.asarray(labels, np.int32)
     if labels.shape == (height, width):
         return labels.copy()
+    if labels.shape[0] >= height and labels.shape[1] >= width:
+        return downsample_labels(labels, (height, width))
     if not refine:
         return upsample_labels(labels, (height, width))
     guide = _guide(image, max_pixels)
@@ -131,17 +173,35 @@ def refine_labels(labels: np.ndarray, image: np.ndarray, band: int = DEFAULT_REF
     return refined if guide is image else upsample_labels(refined, (height, width))
 
 
+def downsample_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Labels at the smaller ``shape``: each pixel takes the label under its centre (as
+    :func:`upsample_labels`), and a label no centre falls on (thinner than a pixel of ``shape``) takes
+    the pixel that holds most of it from a label with pixels to spare, so every label keeps pixels
+    (as long as ``shape`` has a pixel for each)."""
+    out = upsample_labels(labels, shape)
+    n = int(labels.max()) + 1
+    counts = np.bincount(out.ravel(), minlength=n)
+    lost = np.flatnonzero((np.bincount(labels.ravel(), minlength=n) > 0) & (counts == 0))
+    # the pixel of shape that holds the centre of each row and column of labels
+    rows, cols = _source_index(labels.shape[0], shape[0]), _source_index(labels.shape[1], shape[1])
+    for label in lost:  # rare: a segment thinner than a pixel of shape
+        at_rows, at_cols = np.nonzero(labels == label)
+        cells, votes = np.unique(rows[at_rows] * shape[1] + cols[at_cols], return_counts=True)
+        for cell in cells[np.argsort(-votes, kind="stable")]:
+            if counts[out.flat[cell]] > 1:
+                counts[out.flat[cell]] -= 1
+                out.flat[cell], counts[label] = label, 1
+                break
+    return out
+
+
 def _guide(image: np.ndarray, max_pixels: int) -> np.ndarray:
     """The image the refinement's gradient is taken on: ``image``, or above ``max_pixels`` the image
-    area-averaged by the smallest integer factor that brings it under (PIL's ``reduce``: a box
+    area-averaged by the smallest integer factor that brings it under (:func:`reduce_image`: a box
     filter, ten times faster than resampling a 50 MP photo)."""
     height, width = image.shape[:2]
-    factor = math.ceil(math.sqrt(height * width / max_pixels))
-    if factor <= 1:
-        return image
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(image).reduce(factor))
+    factor = max(1, math.ceil(math.sqrt(height * width / max_pixels)))
+    return reduce_image(image, (factor, factor))
 
 
 def _refine_on(labels: np.ndarray, guide: np.ndarray, band: int) -> np.ndarray:
