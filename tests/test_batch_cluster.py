@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ pytest.importorskip("ray", reason="the batch extra is not installed: pip install
 
 from conftest import BSDS_CROP, Driver, assert_whole_images_only, complete, write_bsds_crops  # noqa: E402
 
-from benchmarks.local_cluster import ClusterNotStarted, LocalCluster  # noqa: E402
+from benchmarks.local_cluster import ClusterNotStarted, LocalCluster, Node  # noqa: E402
 from binmap_tf.batch.collection import SUMMARY_FILE  # noqa: E402
 from binmap_tf.common.images import load_image  # noqa: E402
 from serving.protocol import IMAGES_INPUT  # noqa: E402
@@ -27,7 +28,7 @@ N_IMAGES = 24  # BSDS500 crops: six CNN batches of 4, half of them mapped before
 # free CPU. (With one CPU per node it would wait for a CPU that never frees up.)
 NODE_CPUS = 2
 DRIVER_SECONDS = 300  # a run on the cluster that has not ended after this long has hung
-# After the host worker has begun the last mapped image: time to start it, far less than it takes.
+# Once both workers are busy: time for the host worker to begin its next image, far less than one takes.
 KILL_DELAY_SECONDS = 0.05
 
 
@@ -50,27 +51,55 @@ def two_node_cluster(tmp_path_factory):
     assert alive == set(), "processes of the cluster are left running"
 
 
-class HoldAfter:
-    """The model server's ``before_predict`` hook: counts the crops it maps and, once ``count`` are
-    mapped, holds every further request until :meth:`release`. The CNN worker then waits inside a
-    request, and the host worker works through the maps already made, so a node killed while
-    ``held`` and ``written >= mapped - 1`` dies in the middle of an image whichever worker it runs."""
+class Gate:
+    """The model server's ``before_predict`` hook: lets the CNN worker's requests through while fewer
+    than ``limit`` crops are mapped, then holds them (``waiting``) until :meth:`let_one_through` or
+    :meth:`open`. While a request waits, the CNN worker is in the middle of a batch, every crop let
+    through is mapped (the worker sends one request at a time), and the host worker works through
+    those not yet written."""
 
-    def __init__(self, count: int) -> None:
-        self.count, self.mapped = count, 0
-        self.held, self._released = threading.Event(), threading.Event()
+    def __init__(self, limit: int) -> None:
+        self.limit: float = limit
+        self.mapped, self.waiting = 0, False
+        self._changed = threading.Condition()
 
     def __call__(self, request) -> None:
         shape = tuple(dim.size for dim in request.inputs[IMAGES_INPUT].tensor_shape.dim)
         if shape[1:3] != BSDS_CROP:  # a client's probe of the model's geometry
             return
-        if self.mapped >= self.count:
-            self.held.set()
-            self._released.wait()
-        self.mapped += shape[0]
+        with self._changed:
+            while self.mapped >= self.limit:
+                self.waiting = True
+                self._changed.wait()
+            self.waiting = False
+            self.mapped += shape[0]
 
-    def release(self) -> None:
-        self._released.set()
+    def let_one_through(self) -> None:
+        with self._changed:
+            self.limit = self.mapped + 1
+            self._changed.notify_all()
+
+    def open(self) -> None:
+        """Let every request through from now on (retried batches are mapped again)."""
+        with self._changed:
+            self.limit = float("inf")
+            self._changed.notify_all()
+
+
+def kill_mid_image(node: Node, gate: Gate, out: Path, driver: Driver) -> None:
+    """Kill ``node`` while the CNN worker waits in a request and the host worker has at least two
+    mapped crops to write, so that the node dies in the middle of an image whichever worker it runs
+    (while the host has nearly caught up, the CNN maps one more batch first)."""
+    def both_busy() -> bool:
+        if gate.waiting and gate.mapped - len(complete(out)) >= 2:
+            return True
+        if gate.waiting:
+            gate.let_one_through()
+        return False
+
+    driver.wait_until(both_busy, DRIVER_SECONDS)
+    time.sleep(KILL_DELAY_SECONDS)
+    node.kill()
 
 
 @pytest.mark.slow
@@ -88,20 +117,18 @@ def test_two_nodes_share_the_work_and_the_head_finishes_it_when_the_other_dies(t
     photos, out = tmp_path / "photos", tmp_path / "out"
     photos.mkdir()
     write_bsds_crops(photos, N_IMAGES)
-    hold = HoldAfter(N_IMAGES // 2)
+    gate = Gate(N_IMAGES // 2)
     with LoopbackServer(model_dir, warmup=False) as server:
-        server.servicer.before_predict = hold
+        server.servicer.before_predict = gate
         driver = Driver(["--input", str(photos / "*.png"), "--out", str(out), "--address", "auto",
                          "--model-server", server.target, "--cnn-workers", "1", "--host-workers", "1"],
                         tmp_path / "driver.log", two_node_cluster.env)
         try:
-            driver.wait_until(lambda: hold.held.is_set() and len(complete(out)) >= hold.mapped - 1, DRIVER_SECONDS)
-            time.sleep(KILL_DELAY_SECONDS)
-            two_node_cluster.nodes[1].kill()
-            hold.release()
+            kill_mid_image(two_node_cluster.nodes[1], gate, out, driver)
+            gate.open()
             status = driver.process.wait(DRIVER_SECONDS)
         finally:
-            hold.release()
+            gate.open()
             driver.close()
     assert status == 0, driver.log_path.read_text()[-3000:]
     summary = json.loads((out / SUMMARY_FILE).read_text())
