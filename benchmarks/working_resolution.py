@@ -101,7 +101,11 @@ def segment_small(sample, factor: float, mapper, working_pixels: int, bands: lis
     from PIL import Image
 
     from binmap_tf.segmentation.pipeline import segment
-    from binmap_tf.segmentation.resolution import resize_image, shape_of_pixels, upsample_labels
+    from binmap_tf.segmentation.resolution import (
+        resize_image,
+        shape_of_pixels,
+        upsample_labels,
+    )
 
     full = sample.load_image()
     shape = tuple(round(side * factor) for side in full.shape[:2])
