@@ -89,7 +89,8 @@ def server(served_model):
 def clean(photos, server, ray_with_fault_hooks, tmp_path_factory) -> Path:
     """The outputs of a run without a fault: what every faulty run must end up with."""
     out = tmp_path_factory.mktemp("clean")
-    assert main(["--input", str(photos / "*.png"), "--out", str(out), "--model-server", server.target]) == 0
+    assert main(["--input", str(photos / "*.png"), "--out", str(out), "--model-server", server.target,
+                 "--host-workers", "1"]) == 0
     return out
 
 
