@@ -20,6 +20,7 @@ from conftest import BSDS_CROP, Driver, assert_whole_images_only, complete, writ
 from benchmarks.local_cluster import ClusterNotStarted, LocalCluster, Node  # noqa: E402
 from binmap_tf.batch.collection import SUMMARY_FILE  # noqa: E402
 from binmap_tf.common.images import load_image  # noqa: E402
+from binmap_tf.segmentation.resolution import working_shape  # noqa: E402
 from serving.protocol import IMAGES_INPUT  # noqa: E402
 
 N_IMAGES = 24  # BSDS500 crops: six CNN batches of 4, half of them mapped before the kill, half after
@@ -53,7 +54,7 @@ def two_node_cluster(tmp_path_factory):
 
 class Gate:
     """The model server's ``before_predict`` hook: lets the CNN worker's requests through while fewer
-    than ``limit`` crops are mapped, then holds them (``waiting``) until :meth:`let_one_through` or
+    than ``limit`` crops (sent at the working size) are mapped, then holds them (``waiting``) until :meth:`let_one_through` or
     :meth:`open`. While a request waits, the CNN worker is in the middle of a batch, every crop let
     through is mapped (the worker sends one request at a time), and the host worker works through
     those not yet written."""
@@ -65,7 +66,7 @@ class Gate:
 
     def __call__(self, request) -> None:
         shape = tuple(dim.size for dim in request.inputs[IMAGES_INPUT].tensor_shape.dim)
-        if shape[1:3] != BSDS_CROP:  # a client's probe of the model's geometry
+        if shape[1:3] != working_shape(BSDS_CROP):  # a client's probe of the model's geometry
             return
         with self._changed:
             while self.mapped >= self.limit:
