@@ -75,6 +75,10 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 
 # -- small collections and a quick served model (batch tests) -----------------------------------
 BSDS_CROP = (160, 240)  # small, so that a batch run takes seconds; one size, so that CNN batches stack
+# The crops are segmented at their own size (not brought up to the default working size, 4x the pixels):
+# the fault tests are about the run, not the resolution, and spend their time on it.
+CROP_PIXELS = BSDS_CROP[0] * BSDS_CROP[1]
+CROP_OPTIONS = ("--working-pixels", str(CROP_PIXELS))
 
 
 def write_bsds_crops(folder: Path, count: int) -> Path:

@@ -23,7 +23,7 @@ import pytest
 
 pytest.importorskip("ray", reason="the batch extra is not installed: pip install -e '.[batch]'")
 
-from conftest import Driver, assert_whole_images_only, complete, write_bsds_crops  # noqa: E402
+from conftest import CROP_OPTIONS, Driver, assert_whole_images_only, complete, write_bsds_crops  # noqa: E402
 from faults import DIE_MID_WRITE_FLAG, FULL_DISK_FLAG, full_disk_writer  # noqa: E402
 
 from binmap_tf.batch.collection import FAILED_FILE, SUMMARY_FILE  # noqa: E402
@@ -90,7 +90,7 @@ def clean(photos, server, ray_with_fault_hooks, tmp_path_factory) -> Path:
     """The outputs of a run without a fault: what every faulty run must end up with."""
     out = tmp_path_factory.mktemp("clean")
     assert main(["--input", str(photos / "*.png"), "--out", str(out), "--model-server", server.target,
-                 "--host-workers", "1"]) == 0
+                 "--host-workers", "1", *CROP_OPTIONS]) == 0
     return out
 
 
@@ -242,7 +242,7 @@ def served_run(photos: Path, out: Path, model_dir: Path, restart_after: float | 
     outage = Outage(server, model_dir, at=1 + len(stems(photos)) // 2, restart_after=restart_after)
     try:
         status = main(["--input", str(photos / "*.png"), "--out", str(out), "--model-server", server.target,
-                       "--batch-size", "1", "--cnn-workers", "1", "--host-workers", "2", *options])
+                       "--batch-size", "1", "--cnn-workers", "1", "--host-workers", "2", *CROP_OPTIONS, *options])
         ended = time.monotonic()
     finally:
         outage.close()
@@ -308,7 +308,8 @@ def test_a_model_server_gone_for_good_fails_the_rest_quickly_and_by_name(photos,
     assert_whole_images_only(out)
 
     with LoopbackServer(model_dir, port=outage.server.port, warmup=False):
-        assert main(["--input", str(photos / "*.png"), "--out", str(out), "--model-server", outage.server.target]) == 0
+        assert main(["--input", str(photos / "*.png"), "--out", str(out), "--model-server", outage.server.target,
+                     *CROP_OPTIONS]) == 0
     summary = json.loads((out / SUMMARY_FILE).read_text())
     assert (summary["written"], summary["skipped"], summary["failed"]) == (len(failed), N_IMAGES - len(failed), 0)
     assert complete(out) == set(stems(photos)) and failed_inputs(out) == {}
@@ -381,7 +382,7 @@ def test_output_that_cannot_be_written_fails_by_image_and_the_rerun_completes(fa
     done = threading.Event()
     # One host worker: images are written one after the other, so half of them are still to come.
     command = ["--input", str(photos / "*.png"), "--out", str(out), "--model-server", server.target,
-               "--host-workers", "1", "--retry-attempts", "1"]
+               "--host-workers", "1", "--retry-attempts", "1", *CROP_OPTIONS]
     watcher = threading.Thread(target=when_written, args=(out, N_IMAGES // 2, breaker.start, done))
     watcher.start()
     try:
@@ -416,7 +417,7 @@ def test_a_killed_run_resumes_with_the_missing_images_only(photos, server, clean
     JSON but for its timings); nothing the killed run started outlives the test."""
     out = tmp_path / "out"
     command = ["--input", str(photos / "*.png"), "--out", str(out), "--model-server", server.target,
-               "--host-workers", "1"]
+               "--host-workers", "1", *CROP_OPTIONS]
     driver = Driver(command, tmp_path / "killed_driver.log")
     try:
         driver.wait_until(lambda: len(complete(out)) >= N_IMAGES // 2, DRIVER_SECONDS)
