@@ -39,7 +39,7 @@ from binmap_tf.cli.common import add_dataset_arguments
 from binmap_tf.evaluation.methods import COUNTS, DEFAULT_VALUES, HIERARCHY_THRESHOLDS, parse_method, run_method
 from binmap_tf.evaluation.metrics import RegionScores, region_benchmark, region_scores
 from binmap_tf.segmentation.hierarchy import MergeTree
-from binmap_tf.segmentation.pipeline import StageCache, segment_with_map
+from binmap_tf.segmentation.pipeline import StageCache, segment_with_map, working_image
 from binmap_tf.segmentation.superpixels import superpixel_params
 
 LEVELS = (10, 20, 40, 80, 160)  # segments per image: the cuts
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace, hierarchies: list[Hierarchy]) -> tuple[dict[st
     egs = parse_method(EGS)
     for sample in tqdm(dataset, desc=f"{args.dataset}/{args.split}", unit="image"):
         image, ground_truths = sample.load_image(), sample.load_ground_truths()
-        binary_map, _ = cache.get(sample.id, image)
+        binary_map, _ = cache.get(sample.id, working_image(image))  # the map of what the CNN sees (MSRC: brought up)
         stages = StageCache()  # hierarchies on the same first level share its superpixels
         for hierarchy in hierarchies:
             result = segment_with_map(image, binary_map, stages=stages, **hierarchy.options)

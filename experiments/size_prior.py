@@ -28,7 +28,12 @@ from tqdm import tqdm
 from benchmarks.levels import LEVELS, HierarchyRows, first_level_options, write_results
 from benchmarks.matched_counts import Rows
 from binmap_tf.evaluation.methods import HIERARCHY_THRESHOLDS
-from binmap_tf.segmentation.hierarchy import LearnedCriterion, PairFeatures, build_hierarchy
+from binmap_tf.segmentation.hierarchy import (
+    CueCriterion,
+    LearnedCriterion,
+    PairFeatures,
+    build_hierarchy,
+)
 from binmap_tf.segmentation.merge_scorer import MergeScorer, resolve_scorer
 
 PRIORS = (0.0, 0.05, 0.2)
@@ -46,6 +51,7 @@ class SizePriorCriterion:
     large_first: bool = False  # instead scale down pairs whose smaller region is over the fraction
 
     depends_on_count = True  # the mean region area follows the number of regions: queued values are refreshed
+    refresh_at = 0
 
     def __call__(self, regions, first: np.ndarray, second: np.ndarray, border: np.ndarray, n_regions: int
                  ) -> np.ndarray:
@@ -58,12 +64,17 @@ class SizePriorCriterion:
         return probability * np.sqrt(np.minimum(ratio, 1.0))
 
 
-def size_prior_tree(image: np.ndarray, superpixels: np.ndarray, binary_map, scorer: MergeScorer, prior: float,
-                    large_first: bool = False):
-    """The greedy merge tree of ``scorer`` with the size prior ``prior`` (see :class:`SizePriorCriterion`)."""
-    def criterion(features: PairFeatures, cues) -> SizePriorCriterion:
+def variant_tree(image: np.ndarray, superpixels: np.ndarray, binary_map, scorer: MergeScorer, prior: float,
+                 kind: str = "size"):
+    """The greedy merge tree of ``scorer`` with a size prior (``kind`` "size" or "large-first",
+    :class:`SizePriorCriterion`), or ordered by the hand-set cues down to ``prior`` regions ("switch",
+    :class:`~binmap_tf.segmentation.hierarchy.SwitchedCriterion`)."""
+    if kind == "switch":
+        return build_hierarchy(image, superpixels, binary_map, scorer=scorer, cues_until=int(prior))
+
+    def criterion(features: PairFeatures, cues: CueCriterion) -> SizePriorCriterion:
         learned = LearnedCriterion(scorer, PairFeatures(features.image_area, codes=scorer.codes))
-        return SizePriorCriterion(learned, prior, features.image_area, large_first)
+        return SizePriorCriterion(learned, prior, features.image_area, kind == "large-first")
 
     return build_hierarchy(image, superpixels, binary_map, scorer=scorer, criterion=criterion)
 
@@ -83,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large-first", nargs="*", type=float, default=[],
                         help="large-first priors: pairs whose smaller region is over this fraction of the mean "
                              "region area merge earlier (default: none)")
+    parser.add_argument("--switch-at", nargs="*", type=int, default=[],
+                        help="hand-set cues down to this many regions, the learned order above (default: none)")
     parser.add_argument("--first-level", default=None, metavar="SUPERPIXELS[:KEY=VALUE,...]",
                         help="first level, e.g. watershed:h=0.02 (default: the scorer's own)")
     parser.add_argument("--cache", type=Path, default=None, help="binary-map cache (default: $BINMAP_TF_HOME/binary_maps)")
@@ -96,26 +109,27 @@ def main(argv: list[str] | None = None) -> int:
     method = level.pop("superpixels")
     dataset = load_dataset("bsds500", split=args.split, limit=args.limit)
     cache = BinaryMapCache(BinaryMapper(edges=True), f"bsds500-{dataset.split}", root=args.cache)
-    variants = [(prior, False) for prior in args.priors] + [(prior, True) for prior in args.large_first]
-    names = {(prior, large): f"{scorer.name} {'large-first' if large else 'size'} prior {prior:g}"
-             for prior, large in variants}
+    variants = ([(prior, "size") for prior in args.priors] + [(prior, "large-first") for prior in args.large_first]
+                + [(count, "switch") for count in args.switch_at])
+    names = {(value, kind): f"hand-set cues to {value:g} regions, then {scorer.name}" if kind == "switch"
+             else f"{scorer.name} {kind} prior {value:g}" for value, kind in variants}
     rows = {variant: HierarchyRows([Rows() for _ in LEVELS]) for variant in variants}
     for sample in tqdm(dataset, desc=f"bsds500/{dataset.split}", unit="image"):
         image, ground_truths = sample.load_image(), sample.load_ground_truths()
         binary_map, _ = cache.get(sample.id, image)
         superpixels = compute_superpixels(image, method, edges=binary_map.edges, **level)
-        for prior, large in variants:
+        for prior, kind in variants:
             began = time.perf_counter()
-            tree = size_prior_tree(image, superpixels, binary_map, scorer, prior, large)
+            tree = variant_tree(image, superpixels, binary_map, scorer, prior, kind)
             if tree.superpixels.shape != image.shape[:2]:
                 raise ValueError("images over the working size need SegmentationResult.cut; BSDS500 has none")
-            rows[prior, large].add(tree, tree.cut, ground_truths, LEVELS, HIERARCHY_THRESHOLDS,
+            rows[prior, kind].add(tree, tree.cut, ground_truths, LEVELS, HIERARCHY_THRESHOLDS,
                                    time.perf_counter() - began)
     results = {
         "settings": {"dataset": "bsds500", "split": dataset.split, "limit": args.limit, "n_images": len(dataset),
                      "levels": list(LEVELS), "egs_scales": [], "thresholds": list(HIERARCHY_THRESHOLDS),
                      "scorer": scorer.name, "first_level": {"superpixels": method, **level}, "priors": args.priors,
-                     "large_first": args.large_first},
+                     "large_first": args.large_first, "switch_at": args.switch_at},
         "hierarchies": {names[variant]: row.summary(LEVELS, HIERARCHY_THRESHOLDS) for variant, row in rows.items()},
         "egs": {},
     }

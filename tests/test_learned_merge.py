@@ -10,7 +10,13 @@ import pytest
 from skimage import data
 
 from binmap_tf.evaluation.methods import DEFAULT_VALUES, parse_method, run_method
-from binmap_tf.segmentation.hierarchy import DEFAULT_WEIGHTS, MergeTree, MergeWeights, build_hierarchy
+from binmap_tf.segmentation.hierarchy import (
+    CUE_HEIGHT_SCALE,
+    DEFAULT_WEIGHTS,
+    MergeTree,
+    MergeWeights,
+    build_hierarchy,
+)
 from binmap_tf.segmentation.merge_features import (
     BORDER_WIDTH,
     EDGE_BINS,
@@ -148,6 +154,40 @@ def test_learned_hierarchy_is_an_ultrametric_with_nested_cuts(scene, codes):
             pairs = np.unique(np.stack([previous.ravel(), labels.ravel()], axis=1), axis=0)
             assert len(np.unique(pairs[:, 0])) == len(pairs)
         previous = labels
+
+
+def test_cues_order_the_fine_merges_and_the_scorer_the_coarse_ones(scene):
+    """With ``cues_until=N`` the merges down to N regions are the hand-set hierarchy's (heights scaled
+    under the scorer's), and the coarser ones are the scorer's own hierarchy of that N-region cut."""
+    image, superpixels, binary_map = scene
+    scorer = random_scorer(len(feature_names(8)))
+    switch = 12
+    tree = build_hierarchy(image, superpixels, binary_map, scorer=scorer, cues_until=switch)
+    cues = build_hierarchy(image, superpixels, binary_map)
+    fine = tree.n_superpixels - switch
+    np.testing.assert_array_equal(tree.children[:fine], cues.children[:fine])
+    np.testing.assert_allclose(tree.heights[:fine], CUE_HEIGHT_SCALE * cues.heights[:fine])
+    assert tree.heights[fine:].min() >= tree.heights[:fine].max()
+    coarse = build_hierarchy(image, tree.cut(n_segments=switch), binary_map, scorer=scorer)
+    for count in (switch, 7, 3, 1):
+        np.testing.assert_array_equal(tree.cut(n_segments=count), coarse.cut(n_segments=count))
+    for threshold in (0.3, 0.5, 0.7):  # above the cue merges' heights, thresholds cut the scorer's levels
+        np.testing.assert_array_equal(tree.cut(threshold=threshold), coarse.cut(threshold=threshold))
+
+
+def test_a_scorer_records_where_its_cues_stop(scene):
+    image, superpixels, binary_map = scene
+    plain = random_scorer(len(feature_names(8)))
+    switched = dataclasses.replace(plain, info={**plain.info, "cues_until": 12})
+    assert plain.cues_until == 0 and switched.cues_until == 12
+    recorded = build_hierarchy(image, superpixels, binary_map, scorer=switched)
+    given = build_hierarchy(image, superpixels, binary_map, scorer=plain, cues_until=12)
+    np.testing.assert_array_equal(recorded.children, given.children)
+    alone = build_hierarchy(image, superpixels, binary_map, scorer=switched, cues_until=0)
+    assert not np.array_equal(alone.children, recorded.children)
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="cues_until"):
+            build_hierarchy(image, superpixels, binary_map, scorer=plain, cues_until=bad)
 
 
 def test_segment_with_map_takes_a_scorer(scene):

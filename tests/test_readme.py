@@ -69,3 +69,20 @@ def test_readme_set_up_runs_the_installed_segment_command():
     setup = README.split("<!-- ci:setup -->")[1].split("<!-- /ci:setup -->")[0]
     lines = [line for line in setup.splitlines() if line and not line.startswith("`")]
     assert len(lines) == 2 and ".venv/bin/binmap-segment " in lines[0] and "pytest" in lines[1], lines
+
+
+def test_levels_table_equals_the_levels_record():
+    """README's every-level table shows the covering per level that ``benchmarks.levels`` recorded."""
+    record = json.loads((REPO_ROOT / "benchmarks/results/levels_bsds500_test/levels.json").read_text())["hierarchies"]
+    lines = README.split("| BSDS500 test, covering at |", 1)[1].splitlines()[2:]
+    rows = {}
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip().strip("*") for cell in line.strip("|").split("|")]
+        rows[cells[0].split(" (")[0]] = [float(cell) for cell in cells[1:]]
+    assert set(rows) == {"binmap-learned", "binmap-hier"}
+    for name, shown in rows.items():
+        figures = record[name]
+        expected = [round(row["covering"], 3) for row in figures["levels"].values()]
+        assert shown == [*expected, round(figures["level_mean_covering"], 3)], name

@@ -4,8 +4,9 @@
 BSDS500 train, chooses the epoch (val pairs' loss) and the cut threshold (ODS covering) on
 BSDS500 val, and writes the scorer (``.npz``) with its record (``.json``: data, seed, settings,
 val figures, threshold, timings). The defaults reproduce the shipped scorer: a watershed of the
-HED edges as first level (``--first-level``, chosen on val with ``benchmarks/first_level.py``)
-and two rounds of pairs (the second merged by the first round's scorer), each round's scorer the
+HED edges as first level (``--first-level``, chosen on val with ``benchmarks/first_level.py``;
+``--watershed-h`` and ``--cues-until``, the hand-set cues ordering the fine merges, with
+``benchmarks/levels.py``) and two rounds of pairs (the second merged by the first round's scorer), each round's scorer the
 average of ``--members`` MLPs that differ by seed (5, chosen on val). ``--no-codes`` trains
 the ablation without code features (``--name learned-no-codes``, ``merge_scorer_no_codes.npz``).
 Binary maps (with HED edges) come from the same cache as ``evaluate``'s, so the CNN runs once
@@ -34,6 +35,11 @@ from binmap_tf.training.merge_training import (
 
 # Val images whose covering the record keeps, so a test can check the shipped scorer cheaply.
 CHECK_IMAGES = 5
+# The shipped hierarchy, chosen on BSDS500 val by the covering at 10-160 segments per image and at ODS
+# (benchmarks/levels.py; docs/research/levels.md): a watershed first level fine enough for 160
+# segments, ordered by the hand-set cues down to 80 regions and by the scorer above.
+WATERSHED_H = 0.01
+CUES_UNTIL = 80
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -60,7 +66,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--first-level", choices=("watershed", "egs"), default="watershed",
                         help="superpixels the hierarchy starts from: watershed of the HED edges (chosen on val, "
                              "benchmarks/first_level.py) or EGS (default: %(default)s)")
-    parser.add_argument("--watershed-h", type=float, default=None, help="watershed h (default: 0.05)")
+    parser.add_argument("--watershed-h", type=float, default=WATERSHED_H,
+                        help="watershed h: fine enough for 160 segments per image (default: %(default)s)")
+    parser.add_argument("--cues-until", type=int, default=CUES_UNTIL,
+                        help="the hand-set cues order the merges down to this many regions, the scorer the "
+                             "rest, in training's later rounds, its validation and the recorded hierarchy; "
+                             "0: the scorer throughout (default: %(default)s)")
     parser.add_argument("--scale-egs", type=float, default=None, help="EGS k (default: 100)")
     parser.add_argument("--cache", type=Path, default=None, help="binary-map cache (default: $BINMAP_TF_HOME/binary_maps)")
     parser.add_argument("--out", type=Path, required=True, help="the scorer's .npz (its .json record goes beside it)")
@@ -99,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     for round_index in range(args.rounds):
         seed = args.seed + round_index
         # Round 1 orders merges by the hand-set cues; later rounds by the scorer being trained.
-        train_pairs.append(collect_pairs(train_items, scorer, DEFAULT_WEIGHTS, args.max_pairs, seed))
-        val_pairs.append(collect_pairs(val_items, scorer, DEFAULT_WEIGHTS, args.max_pairs, seed))
+        train_pairs.append(collect_pairs(train_items, scorer, DEFAULT_WEIGHTS, args.max_pairs, seed, args.cues_until))
+        val_pairs.append(collect_pairs(val_items, scorer, DEFAULT_WEIGHTS, args.max_pairs, seed, args.cues_until))
         train, val = (pairs[0].concatenate(pairs) for pairs in (train_pairs, val_pairs))
         # Members of round r take seeds args.seed + r * members + 0, 1, ...
         scorer, histories = fit_ensemble(train, val, codes, mapper.bits, args.members,
@@ -117,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     fit_seconds = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    bench = validate(scorer, val_items, THRESHOLDS)
+    bench = validate(scorer, val_items, THRESHOLDS, args.cues_until)
     threshold = float(bench.covering_ods_threshold)
-    check = validate(scorer, val_items[:CHECK_IMAGES], (threshold,))
+    check = validate(scorer, val_items[:CHECK_IMAGES], (threshold,), args.cues_until)
     validation_seconds = time.perf_counter() - clock
     settings = recorded_settings(args)
     info = {
@@ -127,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         # The layer the codes come from: a file name (pass it as --hashing), or the fitted ITQ of --bits.
         "hashing": Path(args.hashing).name if args.hashing else "ITQ",
         "features": feature_names(mapper.bits, codes), "first_level": {"superpixels": args.first_level, **params},
+        "cues_until": args.cues_until,
         "data": {"dataset": args.dataset, "train_split": train_set.split, "train_images": len(train_set),
                  "val_split": val_set.split, "val_images": len(val_set)},
         "seed": args.seed, "settings": settings, "threshold": threshold,

@@ -27,7 +27,10 @@ Instead of the hand-set mix, a learned scorer (``scorer=``, :mod:`binmap_tf.segm
 order the merges: the probability that two regions belong to different human segments, from
 the features of :mod:`binmap_tf.segmentation.merge_features` (soft codes, histograms of the HED strength
 along the border, CIELAB and texture histogram distances, sizes), computed from the same
-running sums and re-scored as regions grow. Both criteria share one greedy loop.
+running sums and re-scored as regions grow. Both criteria share one greedy loop, and a learned
+hierarchy uses both: the hand-set cues order its fine merges, down to ``cues_until`` regions (80
+for the shipped scorer), the scorer the coarse ones, as each order gives the better cuts at its
+end (:class:`SwitchedCriterion`).
 
 Sums (pixels, bit votes, colours, border strengths, border lengths; for the learned scorer
 also colour, texture and edge-strength histograms) are kept per region and per border and
@@ -82,13 +85,17 @@ from binmap_tf.segmentation.merge_features import (
     pair_features,
     region_histograms,
 )
-from binmap_tf.segmentation.merge_scorer import MergeScorer
+from binmap_tf.segmentation.merge_scorer import MergeScorer, check_cues_until
 
 # Size prior of build_hierarchy: regions under 5 % of the current mean region area merge
 # preferentially (chosen on BSDS500 val).
 SIZE_PRIOR = 0.05
 # The queued dissimilarities are recomputed each time the number of regions drops by 10 %.
 REFRESH = 0.1
+# A learned hierarchy's fine merges, ordered by the hand-set cues (``cues_until``), get heights scaled into
+# [0, CUE_HEIGHT_SCALE]: under the scorer's probabilities, so a threshold on the heights cuts the coarse
+# levels by the scorer's probability as it would without the switch.
+CUE_HEIGHT_SCALE = 1e-3
 # COLOUR_SCALE (binmap_tf.segmentation.merge_features): a CIELAB distance of 50 (about the difference between
 # mid-grey and saturated red) counts as "completely different"; larger distances are clipped.
 
@@ -359,6 +366,8 @@ class CueCriterion:
     size_prior: float  # fraction of the mean region area; 0 turns the size prior off
     image_area: float  # pixels
 
+    refresh_at = 0  # no number of regions at which every queued value must be recomputed
+
     @property
     def depends_on_count(self) -> bool:
         """Whether a pair's value changes as the number of regions falls (then queued values are refreshed)."""
@@ -402,6 +411,7 @@ class LearnedCriterion:
     # The scorer's features do not read the number of regions
     # (:func:`~binmap_tf.segmentation.merge_features.pair_features`), so queued values never go stale.
     depends_on_count = False
+    refresh_at = 0
 
     def __call__(self, regions: _Regions, first: np.ndarray, second: np.ndarray, border: np.ndarray,
                  n_regions: int) -> np.ndarray:
@@ -409,6 +419,41 @@ class LearnedCriterion:
         if not self.scorer.codes and self.features.codes:
             features = features[:, 1 + regions.votes.shape[1]:]
         return self.scorer(features)
+
+
+@dataclass(frozen=True)
+class SwitchedCriterion:
+    """The hand-set cues while more than ``switch_at`` regions remain, the learned scorer from then on.
+
+    On BSDS500 val the hand-set order gives the better fine cuts (40-160 segments) and the learned one
+    the better coarse cuts (docs/research/levels.md): switching gives one tree with each order where
+    it is best. The queue is recomputed when ``switch_at`` regions remain, so every coarse merge is
+    ordered by the scorer; the cue merges' heights are scaled by :data:`CUE_HEIGHT_SCALE`."""
+
+    cues: CueCriterion
+    learned: LearnedCriterion
+    switch_at: int
+
+    depends_on_count = True  # the cues' size prior follows the count, and the switch happens at one
+
+    @property
+    def refresh_at(self) -> int:
+        """The number of regions at which every queued value is recomputed: the switch."""
+        return self.switch_at
+
+    def __call__(self, regions: _Regions, first: np.ndarray, second: np.ndarray, border: np.ndarray,
+                 n_regions: int) -> np.ndarray:
+        if n_regions > self.switch_at:
+            return CUE_HEIGHT_SCALE * self.cues(regions, first, second, border, n_regions)
+        return self.learned(regions, first, second, border, n_regions)
+
+
+def scorer_criterion(scorer: MergeScorer, features: PairFeatures, cues: CueCriterion, cues_until: int
+                     ) -> LearnedCriterion | SwitchedCriterion:
+    """The criterion of a learned hierarchy: ``scorer`` throughout (``cues_until`` 0), or ``cues`` while
+    more than ``cues_until`` regions remain and ``scorer`` from then on."""
+    learned = LearnedCriterion(scorer, features)
+    return SwitchedCriterion(cues, learned, cues_until) if cues_until > 0 else learned
 
 
 class _Border:
@@ -449,7 +494,8 @@ def _agglomerate(regions: _Regions, pairs: np.ndarray, border_sums: np.ndarray, 
     mix or the learned scorer). With the hand-set mix's size prior a pair's value changes as the
     number of regions falls, so queued values go stale; all of them are recomputed whenever the
     number of regions has dropped by :data:`REFRESH` since the last time (between refreshes the size prior overestimates the
-    dissimilarity of small regions by at most a factor ``1 / sqrt(1 - REFRESH)``).
+    dissimilarity of small regions by at most a factor ``1 / sqrt(1 - REFRESH)``), and when
+    ``criterion.refresh_at`` regions remain (:class:`SwitchedCriterion`'s switch).
     """
     borders: list[dict[int, _Border] | None] = [{} for _ in range(2 * n - 1)]
     for index, (a, b) in enumerate(pairs.tolist()):
@@ -459,6 +505,7 @@ def _agglomerate(regions: _Regions, pairs: np.ndarray, border_sums: np.ndarray, 
     heap = _heap_entries(regions, criterion, n, _live_borders(borders))
     heapq.heapify(heap)
     refresh_below = n * (1 - REFRESH) if criterion.depends_on_count else 0
+    refresh_at = criterion.refresh_at
     children: list[tuple[int, int]] = []
     heights: list[float] = []
     while heap:
@@ -488,7 +535,7 @@ def _agglomerate(regions: _Regions, pairs: np.ndarray, border_sums: np.ndarray, 
             borders[neighbour][node] = border
         borders[node] = merged
         n_regions = n - len(children)
-        if n_regions < refresh_below:
+        if n_regions < refresh_below or n_regions == refresh_at:
             heap = _heap_entries(regions, criterion, n_regions, _live_borders(borders))
             heapq.heapify(heap)
             refresh_below = n_regions * (1 - REFRESH)
@@ -501,7 +548,7 @@ def _agglomerate(regions: _Regions, pairs: np.ndarray, border_sums: np.ndarray, 
 
 def build_hierarchy(image: np.ndarray | None, superpixels: np.ndarray, binary_map: BinaryMap,
                     weights: MergeWeights | None = None, size_prior: float = SIZE_PRIOR,
-                    connectivity: int = 2, scorer: MergeScorer | None = None,
+                    connectivity: int = 2, scorer: MergeScorer | None = None, cues_until: int | None = None,
                     criterion: Callable[[PairFeatures, CueCriterion], Callable] | None = None) -> MergeTree:
     """Merge adjacent superpixels greedily, most similar first, and record the merge tree.
 
@@ -535,13 +582,17 @@ def build_hierarchy(image: np.ndarray | None, superpixels: np.ndarray, binary_ma
     scorer : MergeScorer, optional
         A learned scorer (:mod:`binmap_tf.segmentation.merge_scorer`): pairs are merged in order of its
         probability that they belong to different segments, re-scored from running sums as
-        regions grow; ``weights`` and ``size_prior`` are then not used (sizes are features).
+        regions grow; ``weights`` and ``size_prior`` then order only the merges ``cues_until`` gives them.
+    cues_until : int, optional
+        With a ``scorer``: the hand-set cues (``weights``, ``size_prior``) order the merges while more
+        than this many regions remain, the scorer the rest (:class:`SwitchedCriterion`); 0 lets the
+        scorer order them all. Default: the scorer's recorded value (:attr:`MergeScorer.cues_until`).
     criterion : callable, optional
         Another way to score pairs: ``criterion(features, cues)`` gets the learned features'
         computer (:class:`PairFeatures`, codes included) and the hand-set cues
         (:class:`CueCriterion`) and returns the pair criterion, a callable
-        ``(regions, first, second, border_sums, n_regions) -> dissimilarities`` with a
-        ``depends_on_count`` attribute. Training uses it to see every pair the greedy merge meets
+        ``(regions, first, second, border_sums, n_regions) -> dissimilarities`` with the attributes
+        ``depends_on_count`` and ``refresh_at`` (see :func:`_agglomerate`). Training uses it to see every pair the greedy merge meets
         (:func:`binmap_tf.training.merge_training.logged_pairs`).
 
     Returns
@@ -592,7 +643,8 @@ def build_hierarchy(image: np.ndarray | None, superpixels: np.ndarray, binary_ma
     if criterion is not None:
         scoring = criterion(PairFeatures(labels.size, codes=True), cues)
     elif scorer is not None:  # a no-codes scorer never needs the code columns computed
-        scoring = LearnedCriterion(scorer, PairFeatures(labels.size, codes=scorer.codes))
+        switch = scorer.cues_until if cues_until is None else check_cues_until(cues_until)
+        scoring = scorer_criterion(scorer, PairFeatures(labels.size, codes=scorer.codes), cues, switch)
     else:
         scoring = cues
     children, heights, pair_heights = _agglomerate(regions, pairs, border_sums, scoring, n)

@@ -70,6 +70,13 @@ class MergeScorer:
         value = self.info.get("threshold")
         return None if value is None else float(value)
 
+    @property
+    def cues_until(self) -> int:
+        """Regions down to which the hand-set cues order this scorer's hierarchy, the scorer the coarser
+        merges (:func:`~binmap_tf.segmentation.hierarchy.build_hierarchy`); 0, the scorer throughout,
+        unless recorded."""
+        return check_cues_until(self.info.get("cues_until", 0))
+
     def check_map(self, binary_map: Any) -> None:
         """``ValueError`` naming the fix when ``binary_map`` (a :class:`~binmap_tf.binary_map.maps.BinaryMap`)
         lacks what this scorer reads: the network's edge map, and codes of the length it was trained on."""
@@ -107,6 +114,13 @@ class MergeScorer:
         write_npz(path, mean=self.mean, std=self.std, codes=np.array(self.codes), n_bits=np.array(self.n_bits),
                   n_layers=np.array(len(self.kernels)), **layers)
         write_json(path.with_suffix(".json"), self.info)
+
+
+def check_cues_until(value: Any) -> int:
+    """``value`` as an int, or ``ValueError`` unless it is an integer >= 0 (a number of regions)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"cues_until is a number of regions, an integer >= 0, got {value!r}")
+    return int(value)
 
 
 def average_scorers(members: list[MergeScorer]) -> MergeScorer:

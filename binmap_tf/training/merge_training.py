@@ -21,11 +21,11 @@ from binmap_tf.binary_map.maps import BinaryMap
 from binmap_tf.evaluation.metrics import BenchmarkResult, region_benchmark, region_scores
 from binmap_tf.segmentation.hierarchy import (
     CueCriterion,
-    LearnedCriterion,
     MergeTree,
     MergeWeights,
     PairFeatures,
     build_hierarchy,
+    scorer_criterion,
 )
 from binmap_tf.segmentation.merge_features import feature_names
 from binmap_tf.segmentation.merge_scorer import MergeScorer, average_scorers
@@ -99,6 +99,10 @@ class LoggingCriterion:
     def depends_on_count(self) -> bool:
         return self.inner.depends_on_count
 
+    @property
+    def refresh_at(self) -> int:
+        return self.inner.refresh_at
+
     def __call__(self, regions, first: np.ndarray, second: np.ndarray, border: np.ndarray, n_regions: int
                  ) -> np.ndarray:
         self.log.append((self.features(regions, first, second, border, n_regions), first.copy(), second.copy()))
@@ -106,15 +110,17 @@ class LoggingCriterion:
 
 
 def logged_pairs(item: TrainingImage, scorer: MergeScorer | None, weights: MergeWeights | None,
-                 max_pairs: int, rng: np.random.Generator) -> tuple[MergeTree, np.ndarray, np.ndarray, np.ndarray]:
-    """The merge tree of one greedy merge of ``item`` (ordered by ``scorer``, else the hand-set
-    ``weights``) and the features and node ids ``first``, ``second`` of the pairs it scores (at
-    most ``max_pairs``, drawn at random)."""
+                 max_pairs: int, rng: np.random.Generator, cues_until: int = 0
+                 ) -> tuple[MergeTree, np.ndarray, np.ndarray, np.ndarray]:
+    """The merge tree of one greedy merge of ``item`` (ordered by ``scorer`` below ``cues_until``
+    regions, else by the hand-set ``weights``) and the features and node ids ``first``, ``second`` of
+    the pairs it scores (at most ``max_pairs``, drawn at random)."""
     logger: LoggingCriterion | None = None
 
     def criterion(features: PairFeatures, cues: CueCriterion) -> LoggingCriterion:
         nonlocal logger
-        logger = LoggingCriterion(cues if scorer is None else LearnedCriterion(scorer, features), features)
+        inner = cues if scorer is None else scorer_criterion(scorer, features, cues, cues_until)
+        logger = LoggingCriterion(inner, features)
         return logger
 
     tree = build_hierarchy(item.image, item.superpixels, item.binary_map, weights, scorer=scorer, criterion=criterion)
@@ -128,19 +134,20 @@ def logged_pairs(item: TrainingImage, scorer: MergeScorer | None, weights: Merge
 
 
 def image_pairs(item: TrainingImage, scorer: MergeScorer | None, weights: MergeWeights | None,
-                max_pairs: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                max_pairs: int, rng: np.random.Generator, cues_until: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Features and soft labels of the pairs one greedy merge of ``item`` scores (:func:`logged_pairs`)."""
-    tree, features, first, second = logged_pairs(item, scorer, weights, max_pairs, rng)
+    tree, features, first, second = logged_pairs(item, scorer, weights, max_pairs, rng, cues_until)
     return features, pair_labels(tree, item.ground_truths, first, second)
 
 
 def collect_pairs(items: list[TrainingImage], scorer: MergeScorer | None = None, weights: MergeWeights | None = None,
-                  max_pairs: int = 4000, seed: int = 0) -> PairSet:
-    """:func:`image_pairs` of every image, merges ordered by ``scorer`` (or the hand-set ``weights``)."""
+                  max_pairs: int = 4000, seed: int = 0, cues_until: int = 0) -> PairSet:
+    """:func:`image_pairs` of every image, merges ordered by ``scorer`` below ``cues_until`` regions
+    (or the hand-set ``weights``)."""
     rng = np.random.default_rng(seed)
     sets = []
     for index, item in enumerate(items):
-        features, labels = image_pairs(item, scorer, weights, max_pairs, rng)
+        features, labels = image_pairs(item, scorer, weights, max_pairs, rng, cues_until)
         sets.append(PairSet(features.astype(np.float32), labels.astype(np.float32), np.full(len(labels), index)))
     return PairSet.concatenate(sets)
 
@@ -211,12 +218,14 @@ def fit_ensemble(train: PairSet, val: PairSet, codes: bool, n_bits: int, members
     return average_scorers([scorer for scorer, _ in fitted]), [history for _, history in fitted]
 
 
-def threshold_scores(scorer: MergeScorer, items: list[TrainingImage], thresholds: tuple[float, ...] = THRESHOLDS
-                     ) -> list[tuple[MergeTree, list]]:
-    """Each item's hierarchy under ``scorer`` and its :class:`~binmap_tf.evaluation.metrics.RegionScores` at every threshold."""
+def threshold_scores(scorer: MergeScorer, items: list[TrainingImage], thresholds: tuple[float, ...] = THRESHOLDS,
+                     cues_until: int | None = None) -> list[tuple[MergeTree, list]]:
+    """Each item's hierarchy under ``scorer`` (the cues ordering merges down to ``cues_until`` regions,
+    by default the scorer's recorded value) and its :class:`~binmap_tf.evaluation.metrics.RegionScores`
+    at every threshold."""
     scored = []
     for item in items:
-        tree = build_hierarchy(item.image, item.superpixels, item.binary_map, scorer=scorer)
+        tree = build_hierarchy(item.image, item.superpixels, item.binary_map, scorer=scorer, cues_until=cues_until)
         by_count: dict[int, object] = {}  # thresholds with no merge height between them give one cut
         for t in thresholds:
             count = tree.n_segments_at(t)
@@ -226,10 +235,11 @@ def threshold_scores(scorer: MergeScorer, items: list[TrainingImage], thresholds
     return scored
 
 
-def validate(scorer: MergeScorer, items: list[TrainingImage], thresholds: tuple[float, ...] = THRESHOLDS
-             ) -> BenchmarkResult:
+def validate(scorer: MergeScorer, items: list[TrainingImage], thresholds: tuple[float, ...] = THRESHOLDS,
+             cues_until: int | None = None) -> BenchmarkResult:
     """The benchmark's ODS / OIS figures of ``scorer``'s hierarchies on ``items`` over ``thresholds``."""
-    return region_benchmark([scores for _, scores in threshold_scores(scorer, items, thresholds)], list(thresholds))
+    scored = threshold_scores(scorer, items, thresholds, cues_until)
+    return region_benchmark([scores for _, scores in scored], list(thresholds))
 
 
 def load_training_images(dataset, cache, superpixels: str = "egs", **params) -> list[TrainingImage]:
