@@ -241,12 +241,14 @@ def _hierarchy_cut(merge: str, hamming: int, segments: int | None, threshold: fl
 
 
 def first_level(superpixels: str | None, params: dict[str, Any], scorer: MergeScorer | None) -> tuple[str, dict]:
-    """The superpixels to start from: ``superpixels`` when given, else the first level the learned
-    ``scorer`` was trained on (its record's ``first_level``, updated by ``params``), else EGS."""
-    if superpixels is not None:
-        return superpixels, params
+    """The superpixels to start from: the first level the learned ``scorer`` was trained on (its
+    record's ``first_level``, updated by ``params``) unless ``superpixels`` names another method
+    (then that one with ``params``); without a scorer, ``superpixels`` or else EGS. Naming the
+    scorer's own method (the demo's default, ``--superpixels watershed``) keeps its recorded settings."""
     recorded = dict(scorer.info.get("first_level", {})) if scorer is not None else {}
     method = recorded.pop("superpixels", "egs")
+    if superpixels is not None and superpixels != method:
+        return superpixels, params
     return method, {**recorded, **params}
 
 
