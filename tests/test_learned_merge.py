@@ -32,7 +32,7 @@ from binmap_tf.segmentation.merge_scorer import (
     resolve_scorer,
     shipped_scorer,
 )
-from binmap_tf.segmentation.pipeline import StageCache, segment_with_map
+from binmap_tf.segmentation.pipeline import StageCache, first_level, segment_with_map
 from binmap_tf.segmentation.superpixels import compute_superpixels, egs
 from binmap_tf.training.merge_training import (
     TrainingImage,
@@ -188,6 +188,18 @@ def test_a_scorer_records_where_its_cues_stop(scene):
     for bad in (-1, 2.5, True):
         with pytest.raises(ValueError, match="cues_until"):
             build_hierarchy(image, superpixels, binary_map, scorer=plain, cues_until=bad)
+
+
+def test_naming_the_scorers_first_level_keeps_its_recorded_settings():
+    """The demo's default and ``--superpixels watershed`` name the method the shipped scorer starts from:
+    they get its recorded parameters (unless given), another method gets its own defaults."""
+    scorer = random_scorer(len(feature_names(8)))
+    scorer = dataclasses.replace(scorer, info={**scorer.info, "first_level": {"superpixels": "watershed", "h": 0.01}})
+    assert first_level(None, {}, scorer) == ("watershed", {"h": 0.01})
+    assert first_level("watershed", {}, scorer) == ("watershed", {"h": 0.01})
+    assert first_level("watershed", {"h": 0.05}, scorer) == ("watershed", {"h": 0.05})
+    assert first_level("egs", {"scale": 50}, scorer) == ("egs", {"scale": 50})
+    assert first_level("watershed", {}, None) == ("watershed", {})
 
 
 def test_segment_with_map_takes_a_scorer(scene):
