@@ -107,9 +107,14 @@ def server(served_model):
 def clean(photos, server, ray_with_fault_hooks, tmp_path_factory) -> Path:
     """The outputs of a run without a fault: what every faulty run must end up with."""
     out = tmp_path_factory.mktemp("clean")
-    assert main(["--input", str(photos / "*.png"), "--out", str(out), "--model-server", server.target,
-                 "--host-workers", "1", *CROP_OPTIONS]) == 0
+    assert main(served_batch(photos, out, server.target, "--host-workers", "1")) == 0
     return out
+
+
+def served_batch(photos: Path, out: Path, target: str, *options: str) -> list[str]:
+    """``binmap-batch``'s arguments for the crops in ``photos``, written to ``out``, mapped by the model
+    server at ``target``, at the crops' own size, with ``options``."""
+    return ["--input", str(photos / "*.png"), "--out", str(out), "--model-server", target, *CROP_OPTIONS, *options]
 
 
 def stems(folder: Path) -> list[str]:
@@ -259,8 +264,8 @@ def served_run(photos: Path, out: Path, model_dir: Path, restart_after: float | 
     # Request 1 is the client's probe of the model's geometry, then one request per image.
     outage = Outage(server, model_dir, at=1 + len(stems(photos)) // 2, restart_after=restart_after)
     try:
-        status = main(["--input", str(photos / "*.png"), "--out", str(out), "--model-server", server.target,
-                       "--batch-size", "1", "--cnn-workers", "1", "--host-workers", "2", *CROP_OPTIONS, *options])
+        status = main(served_batch(photos, out, server.target, "--batch-size", "1", "--cnn-workers", "1",
+                                   "--host-workers", "2", *options))
         ended = time.monotonic()
     finally:
         outage.close()
@@ -326,8 +331,7 @@ def test_a_model_server_gone_for_good_fails_the_rest_quickly_and_by_name(photos,
     assert_whole_images_only(out)
 
     with LoopbackServer(model_dir, port=outage.server.port, warmup=False):
-        assert main(["--input", str(photos / "*.png"), "--out", str(out), "--model-server", outage.server.target,
-                     *CROP_OPTIONS]) == 0
+        assert main(served_batch(photos, out, outage.server.target)) == 0
     summary = json.loads((out / SUMMARY_FILE).read_text())
     assert (summary["written"], summary["skipped"], summary["failed"]) == (len(failed), N_IMAGES - len(failed), 0)
     assert complete(out) == set(stems(photos)) and failed_inputs(out) == {}
@@ -399,8 +403,7 @@ def test_output_that_cannot_be_written_fails_by_image_and_the_rerun_completes(fa
     breaker = FullDisk(ray_with_fault_hooks.full_disk, monkeypatch) if fault == "full disk" else ReadOnlyFolder(out)
     done = threading.Event()
     # One host worker: images are written one after the other, so half of them are still to come.
-    command = ["--input", str(photos / "*.png"), "--out", str(out), "--model-server", server.target,
-               "--host-workers", "1", "--retry-attempts", "1", *CROP_OPTIONS]
+    command = served_batch(photos, out, server.target, "--host-workers", "1", "--retry-attempts", "1")
     watcher = threading.Thread(target=when_written, args=(out, N_IMAGES // 2, breaker.start, done))
     watcher.start()
     try:
@@ -434,8 +437,7 @@ def test_a_killed_run_resumes_with_the_missing_images_only(photos, server, clean
     yet complete, leaves the others untouched, and the union equals a clean run byte for byte (the
     JSON but for its timings); nothing the killed run started outlives the test."""
     out = tmp_path / "out"
-    command = ["--input", str(photos / "*.png"), "--out", str(out), "--model-server", server.target,
-               "--host-workers", "1", *CROP_OPTIONS]
+    command = served_batch(photos, out, server.target, "--host-workers", "1")
     driver = Driver(command, tmp_path / "killed_driver.log")
     try:
         driver.wait_until(lambda: len(complete(out)) >= N_IMAGES // 2, DRIVER_SECONDS)
