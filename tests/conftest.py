@@ -78,7 +78,7 @@ BSDS_CROP = (160, 240)  # small, so that a batch run takes seconds; one size, so
 # The crops are segmented at their own size (not brought up to the default working size, 4x the pixels):
 # the fault tests are about the run, not the resolution, and spend their time on it.
 CROP_PIXELS = BSDS_CROP[0] * BSDS_CROP[1]
-CROP_OPTIONS = ("--working-pixels", str(CROP_PIXELS))
+CROP_OPTIONS = ("--working-pixels", str(CROP_PIXELS))  # not the cluster test's: see its KILL_DELAY_SECONDS
 
 
 def write_bsds_crops(folder: Path, count: int) -> Path:
