@@ -34,17 +34,43 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.matched_counts import EGS, Rows
 from binmap_tf.cli.common import add_dataset_arguments
 from binmap_tf.evaluation.methods import COUNTS, DEFAULT_VALUES, HIERARCHY_THRESHOLDS, parse_method, run_method
-from binmap_tf.evaluation.metrics import RegionScores, region_benchmark, region_scores
+from binmap_tf.evaluation.metrics import RegionScores, region_benchmark, region_scores, summarize
 from binmap_tf.segmentation.hierarchy import MergeTree
 from binmap_tf.segmentation.pipeline import StageCache, segment_with_map, working_image
 from binmap_tf.segmentation.superpixels import superpixel_params
 
+EGS = "egs"
 LEVELS = (10, 20, 40, 80, 160)  # segments per image: the issue's cuts
 EGS_SCALES = (100.0, 200.0, 500.0, 1000.0, 2000.0)  # EGS alone, from ~700 down to ~30 segments
 DEFAULT_METHODS = ("binmap-learned", "binmap-hier")
+
+
+@dataclass
+class Rows:
+    """Per-image results of one segmentation: scores, segment counts and seconds."""
+
+    scores: list[RegionScores] = field(default_factory=list)
+    segments: list[int] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    def add(self, labels: np.ndarray, ground_truths: list[np.ndarray], seconds: float) -> int:
+        """Score ``labels``, record it and return its number of segments."""
+        n_segments = len(np.unique(labels))
+        self.scores.append(region_scores(labels, ground_truths))
+        self.segments.append(n_segments)
+        self.seconds.append(seconds)
+        return n_segments
+
+    def summary(self, target: list[int]) -> dict:
+        """Dataset figures, and on how many images the count equals ``target`` (the count asked for)."""
+        scores = summarize(self.scores)
+        return {"mean_segments": float(np.mean(self.segments)), "covering": scores.covering,
+                "seg_iou": scores.abo, "seg_iou_image_mean": scores.abo_image_mean, "pri": scores.pri,
+                "voi": scores.voi, "seconds_per_image": float(np.mean(self.seconds)),
+                "n_images": scores.n_images,
+                "matched_images": int(np.sum(np.array(self.segments) == np.array(target)))}
 
 
 @dataclass(frozen=True)
@@ -92,72 +118,103 @@ def level_counts(n_superpixels: int, levels: Sequence[int]) -> list[int]:
     return [min(int(level), n_superpixels) for level in levels]
 
 
+@dataclass(frozen=True)
+class Level:
+    """Where each image's tree is cut: at ``count`` segments, or (``egs_scale``) at the number of segments EGS
+    gives that image at that scale (:mod:`benchmarks.matched_counts`)."""
+
+    count: int | None = None
+    egs_scale: float | None = None
+
+    @property
+    def name(self) -> str:
+        """The level's key in the results: ``"40"`` or ``"egs500"``."""
+        return str(self.count) if self.egs_scale is None else f"{EGS}{self.egs_scale:g}"
+
+    def target(self, egs_counts: dict[float, int]) -> int:
+        """This image's number of segments, given EGS's count at each scale on it."""
+        return int(self.count) if self.egs_scale is None else egs_counts[self.egs_scale]
+
+
 @dataclass
 class HierarchyRows:
-    """One hierarchy's per-image results: a :class:`Rows` per level and the scores at every threshold;
-    the seconds are those of building the tree (superpixels, codes, merge), not of the cuts."""
+    """One hierarchy's per-image results: a :class:`Rows` per level (with the count each level asked for) and
+    the scores at every threshold; the seconds are those of building the tree (superpixels, codes, merge), not
+    of the cuts."""
 
     levels: list[Rows]
+    asked: list[list[int]] = field(default_factory=list)  # [image][level]: the count asked for
     thresholds: list[list[RegionScores]] = field(default_factory=list)  # [image][threshold]
     threshold_segments: list[list[int]] = field(default_factory=list)
 
     def add(self, tree: MergeTree, cut: Callable[..., np.ndarray], ground_truths: list[np.ndarray],
-            level_values: Sequence[int], thresholds: Sequence[float], seconds: float) -> None:
-        """Score ``tree`` at every level and threshold; ``cut(n_segments=, threshold=)`` gives a level's
-        labels at the image's size (:meth:`SegmentationResult.cut`, or the tree's own for an image
-        segmented at its size)."""
-        for rows, count in zip(self.levels, level_counts(tree.n_superpixels, level_values)):
+            counts: Sequence[int], thresholds: Sequence[float], seconds: float) -> None:
+        """Score ``tree`` cut at each of ``counts`` (this image's count per level) and at every threshold;
+        ``cut(n_segments=, threshold=)`` gives a cut's labels at the image's size
+        (:meth:`SegmentationResult.cut`, or the tree's own for an image segmented at its size)."""
+        for rows, count in zip(self.levels, level_counts(tree.n_superpixels, counts)):
             rows.add(cut(n_segments=count), ground_truths, seconds)
-        counts = [tree.n_segments_at(threshold) for threshold in thresholds]
+        self.asked.append([int(count) for count in counts])
+        counts_at = [tree.n_segments_at(threshold) for threshold in thresholds]
         by_count = {}  # thresholds with no merge height between them give one cut: score it once
-        for count, threshold in zip(counts, thresholds):
+        for count, threshold in zip(counts_at, thresholds):
             if count not in by_count:
                 by_count[count] = region_scores(cut(threshold=threshold), ground_truths)
-        self.thresholds.append([by_count[count] for count in counts])
-        self.threshold_segments.append(counts)
+        self.thresholds.append([by_count[count] for count in counts_at])
+        self.threshold_segments.append(counts_at)
 
-    def summary(self, level_values: Sequence[int], thresholds: Sequence[float]) -> dict:
-        """Figures per level, the level mean of covering and the ODS / OIS figures."""
-        levels = {str(level): rows.summary([level] * len(rows.segments))
-                  for level, rows in zip(level_values, self.levels)}
-        bench = region_benchmark(self.thresholds, thresholds)
-        ods = int(np.argmax(bench.covering_per_threshold))
-        return {
+    def summary(self, names: Sequence, thresholds: Sequence[float]) -> dict:
+        """Figures per level (keyed by ``str`` of ``names``), the level mean of covering and, where
+        ``thresholds`` are given, the ODS / OIS figures."""
+        levels = {str(name): rows.summary([asked[index] for asked in self.asked])
+                  for index, (name, rows) in enumerate(zip(names, self.levels))}
+        summary = {
             "levels": levels,
             "level_mean_covering": float(np.mean([row["covering"] for row in levels.values()])),
             "level_mean_seg_iou": float(np.mean([row["seg_iou"] for row in levels.values()])),
-            "ods": {"threshold": bench.covering_ods_threshold, "covering": bench.covering_ods,
-                    "covering_ois": bench.covering_ois, "pri": bench.pri_ods, "voi": bench.voi_ods,
-                    "seg_iou": float(bench.abo_per_threshold[ods]),
-                    "mean_segments": float(np.mean([image[ods] for image in self.threshold_segments]))},
             "seconds_per_image": float(np.mean(self.levels[0].seconds)),
         }
+        if thresholds:
+            bench = region_benchmark(self.thresholds, thresholds)
+            ods = int(np.argmax(bench.covering_per_threshold))
+            summary["ods"] = {
+                "threshold": bench.covering_ods_threshold, "covering": bench.covering_ods,
+                "covering_ois": bench.covering_ois, "pri": bench.pri_ods, "voi": bench.voi_ods,
+                "seg_iou": float(bench.abo_per_threshold[ods]),
+                "mean_segments": float(np.mean([image[ods] for image in self.threshold_segments]))}
+        return summary
 
 
-def run(args: argparse.Namespace, hierarchies: list[Hierarchy]) -> tuple[dict[str, HierarchyRows], dict[float, Rows]]:
-    """Build and score every hierarchy on every image, and EGS at every scale."""
+def run(args: argparse.Namespace, hierarchies: list[Hierarchy], levels: Sequence[Level],
+        thresholds: Sequence[float] = HIERARCHY_THRESHOLDS) -> tuple[dict[str, HierarchyRows], dict[float, Rows]]:
+    """Segment every image with EGS at every scale of ``args.egs_scales``, then build every hierarchy's tree
+    once and score it at every level (and threshold)."""
     from binmap_tf.binary_map.model import BinaryMapper
     from binmap_tf.evaluation.datasets import load_dataset
     from binmap_tf.evaluation.map_cache import BinaryMapCache
 
+    missing = {level.egs_scale for level in levels if level.egs_scale is not None} - set(args.egs_scales)
+    if missing:
+        raise ValueError(f"levels at EGS scales {sorted(missing)} need those scales in egs_scales")
     dataset = load_dataset(args.dataset, split=args.split, root=args.data, limit=args.limit)
     args.split = dataset.split
     cache = BinaryMapCache(BinaryMapper(edges=True), f"{args.dataset}-{args.split}", root=args.cache)
-    rows = {hierarchy.name: HierarchyRows([Rows() for _ in args.levels]) for hierarchy in hierarchies}
+    rows = {hierarchy.name: HierarchyRows([Rows() for _ in levels]) for hierarchy in hierarchies}
     egs_rows = {scale: Rows() for scale in args.egs_scales}
     egs = parse_method(EGS)
     for sample in tqdm(dataset, desc=f"{args.dataset}/{args.split}", unit="image"):
         image, ground_truths = sample.load_image(), sample.load_ground_truths()
         binary_map, _ = cache.get(sample.id, working_image(image))  # the map of what the CNN sees (MSRC: brought up)
         stages = StageCache()  # hierarchies on the same first level share its superpixels
+        egs_counts = {}
+        for scale in args.egs_scales:
+            output = run_method(egs, scale, image, None, stages)
+            egs_counts[scale] = egs_rows[scale].add(output.labels, ground_truths, output.seconds)
+        counts = [level.target(egs_counts) for level in levels]
         for hierarchy in hierarchies:
             result = segment_with_map(image, binary_map, stages=stages, **hierarchy.options)
             seconds = result.timings["superpixels"] + result.timings["assign"] + result.timings["merge"]
-            rows[hierarchy.name].add(result.hierarchy, result.cut, ground_truths, args.levels, HIERARCHY_THRESHOLDS,
-                                      seconds)
-        for scale in args.egs_scales:
-            output = run_method(egs, scale, image, None, stages)
-            egs_rows[scale].add(output.labels, ground_truths, output.seconds)
+            rows[hierarchy.name].add(result.hierarchy, result.cut, ground_truths, counts, thresholds, seconds)
     return rows, egs_rows
 
 
@@ -191,8 +248,9 @@ def table_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def levels_figure(results: dict, path: Path) -> None:
-    """Covering against the mean number of segments per image: one line per method (log x)."""
+def levels_figure(results: dict, path: Path, title: str) -> None:
+    """Covering against the mean number of segments per image: one line per method (log x), a star at each
+    hierarchy's ODS where it was measured."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -202,10 +260,12 @@ def levels_figure(results: dict, path: Path) -> None:
 
     figure, axis = plt.subplots(figsize=(7.5, 4.8))
     for name, row in results["hierarchies"].items():
-        points = list(row["levels"].values())
+        points = sorted(row["levels"].values(), key=lambda point: point["mean_segments"])
         line, = axis.plot([p["mean_segments"] for p in points], [p["covering"] for p in points], "-o",
                           markersize=4, label=f"{name} (level mean {row['level_mean_covering']:.3f})")
-        axis.plot(row["ods"]["mean_segments"], row["ods"]["covering"], "*", color=line.get_color(), markersize=11)
+        if "ods" in row:
+            axis.plot(row["ods"]["mean_segments"], row["ods"]["covering"], "*", color=line.get_color(),
+                      markersize=11)
     egs = list(results["egs"].values())
     if egs:
         axis.plot([p["mean_segments"] for p in egs], [p["covering"] for p in egs], "--s", color="grey",
@@ -214,8 +274,7 @@ def levels_figure(results: dict, path: Path) -> None:
     axis.set_xlabel("mean segments per image")
     axis.set_ylabel("covering")
     settings = results["settings"]
-    axis.set_title(f"{settings['dataset']} {settings['split']}: covering per level (stars: each hierarchy's ODS)",
-                   fontsize=10)
+    axis.set_title(f"{settings['dataset']} {settings['split']}: {title}", fontsize=10)
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=8)
     figure.tight_layout()
@@ -224,33 +283,38 @@ def levels_figure(results: dict, path: Path) -> None:
     plt.close(figure)
 
 
-def write_results(results: dict, folder: Path, stem: str, start: float) -> None:
-    """``folder/stem.json``, ``.md`` (the table, also printed) and ``.png`` of ``results``."""
+def write_results(results: dict, folder: Path, stem: str, start: float,
+                  table: Callable[[dict], str] | None = None,
+                  title: str = "covering per level (stars: each hierarchy's ODS)") -> None:
+    """``folder/stem.json``, ``.md`` (``table(results)``, also printed; the levels table by default) and
+    ``.png`` (:func:`levels_figure` with ``title``) of ``results``."""
     from binmap_tf.common.files import write_json, write_text
 
-    table = table_markdown(results)
+    text = (table or table_markdown)(results)
     write_json(folder / f"{stem}.json", results)
-    write_text(folder / f"{stem}.md", table)
-    levels_figure(results, folder / f"{stem}.png")
-    print(table)
+    write_text(folder / f"{stem}.md", text)
+    levels_figure(results, folder / f"{stem}.png", title)
+    print(text)
     print(f"wrote {folder} in {time.perf_counter() - start:.0f} s")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.levels", description=__doc__.split("\n\n")[0])
-    add_dataset_arguments(parser, split="val", split_help="bsds500: train/val/test (default val: choose there); "
-                                                          "msrc: all")
+def hierarchy_parser(prog: str, description: str, split: str) -> argparse.ArgumentParser:
+    """The arguments every hierarchy benchmark takes: dataset, hierarchies, cache, output folder."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_dataset_arguments(parser, split=split, split_help=f"bsds500: train/val/test (default {split}); msrc: all")
     parser.add_argument("--methods", nargs="*", choices=tuple(COUNTS), default=list(DEFAULT_METHODS),
                         metavar="METHOD", help=f"hierarchical methods (default: {' '.join(DEFAULT_METHODS)})")
     parser.add_argument("--candidates", nargs="*", default=[], metavar="SPEC",
                         help="more hierarchies: METHOD[@SUPERPIXELS[:KEY=VALUE,...]], METHOD a hierarchical "
                              "method or a scorer .npz (e.g. binmap-learned@egs:scale=500)")
-    parser.add_argument("--levels", nargs="+", type=int, default=list(LEVELS), metavar="N",
-                        help="segments per image to cut at (default: %(default)s)")
-    parser.add_argument("--egs-scales", nargs="*", type=float, default=list(EGS_SCALES), metavar="K",
-                        help="EGS scales for the flat curve (default: %(default)s)")
     parser.add_argument("--cache", type=Path, default=None, help="binary-map cache (default: $BINMAP_TF_HOME/binary_maps)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
+    return parser
+
+
+def parse_hierarchies(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``argv`` with ``parser`` (from :func:`hierarchy_parser`); ``args.hierarchies`` holds the parsed
+    ``--methods`` and ``--candidates``."""
     args = parser.parse_args(argv)
     try:
         args.hierarchies = [parse_candidate(spec) for spec in [*args.methods, *args.candidates]]
@@ -261,19 +325,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def run_and_summarize(args: argparse.Namespace, levels: Sequence[Level], thresholds: Sequence[float]) -> dict:
+    """:func:`run`, and the results: settings, each hierarchy's figures per level, EGS's per scale."""
+    rows, egs_rows = run(args, args.hierarchies, levels, thresholds)
+    return {
+        "settings": {"dataset": args.dataset, "split": args.split, "limit": args.limit,
+                     "n_images": len(next(iter(rows.values())).asked),
+                     "levels": [level.name for level in levels], "egs_scales": list(args.egs_scales),
+                     "thresholds": list(thresholds),
+                     "hierarchies": {h.name: {k: str(v) for k, v in h.options.items()} for h in args.hierarchies}},
+        "hierarchies": {name: row.summary([level.name for level in levels], thresholds)
+                        for name, row in rows.items()},
+        "egs": {f"{scale:g}": row.summary(row.segments) for scale, row in egs_rows.items()},
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = hierarchy_parser("python -m benchmarks.levels", __doc__.split("\n\n")[0], split="val")
+    parser.add_argument("--levels", nargs="+", type=int, default=list(LEVELS), metavar="N",
+                        help="segments per image to cut at (default: %(default)s)")
+    parser.add_argument("--egs-scales", nargs="*", type=float, default=list(EGS_SCALES), metavar="K",
+                        help="EGS scales for the flat curve (default: %(default)s)")
+    return parse_hierarchies(parser, argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
-    rows, egs_rows = run(args, args.hierarchies)
-    n_images = len(next(iter(rows.values())).thresholds)
-    results = {
-        "settings": {"dataset": args.dataset, "split": args.split, "limit": args.limit, "n_images": n_images,
-                     "levels": list(args.levels), "egs_scales": list(args.egs_scales),
-                     "thresholds": list(HIERARCHY_THRESHOLDS),
-                     "hierarchies": {h.name: {k: str(v) for k, v in h.options.items()} for h in args.hierarchies}},
-        "hierarchies": {name: row.summary(args.levels, HIERARCHY_THRESHOLDS) for name, row in rows.items()},
-        "egs": {f"{scale:g}": row.summary(row.segments) for scale, row in egs_rows.items()},
-    }
+    results = run_and_summarize(args, [Level(count=level) for level in args.levels], HIERARCHY_THRESHOLDS)
     write_results(results, args.out, "levels", start)
     return 0
 

@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.levels import LEVELS, HierarchyRows, first_level_options, write_results
-from benchmarks.matched_counts import Rows
+from benchmarks.levels import LEVELS, HierarchyRows, Rows, first_level_options, write_results
 from binmap_tf.evaluation.methods import HIERARCHY_THRESHOLDS
 from binmap_tf.segmentation.hierarchy import (
     CueCriterion,

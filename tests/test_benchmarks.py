@@ -114,18 +114,21 @@ def test_quick_benchmark_writes_every_section(tmp_path, capsys):
     assert "matmul peak" in capsys.readouterr().out
 
 
-def test_matched_counts_cut_every_hierarchy_at_the_egs_count(tmp_path, capsys):
+def test_matched_counts_cut_every_hierarchy_at_each_egs_count_and_fixed_count(tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["--dataset", "bsds500", "--split", "val", "--limit", "2", "--methods", "binmap-learned", "binmap-hier",
-            "--cache", str(tmp_path / "maps"), "--out", str(out)]
+            "--egs-scales", "500", "1000", "--counts", "10", "--cache", str(tmp_path / "maps"), "--out", str(out)]
     assert matched_counts(argv) == 0
-    assert (out / "matched_counts.md").is_file()
+    assert (out / "matched_counts.md").is_file() and (out / "matched_counts.png").stat().st_size > 0
     results = json.loads((out / "matched_counts.json").read_text())
-    assert results["settings"]["n_images"] == 2 and results["settings"]["egs_scale"] == 500
-    rows = results["methods"]
-    assert list(rows) == ["egs", "binmap-learned", "binmap-hier"]
-    for name, row in rows.items():
-        assert row["mean_segments"] == rows["egs"]["mean_segments"], name
-        assert row["matched_images"] == 2 and 0 < row["covering"] <= 1 and 0 < row["seg_iou"] <= 1
+    assert results["settings"]["n_images"] == 2 and results["settings"]["levels"] == ["egs500", "egs1000", "10"]
+    assert list(results["hierarchies"]) == ["binmap-learned", "binmap-hier"] and list(results["egs"]) == ["500", "1000"]
+    for name, row in results["hierarchies"].items():
+        for scale in ("500", "1000"):  # cut at EGS's own count on every image
+            figures = row["levels"][f"egs{scale}"]
+            assert figures["mean_segments"] == results["egs"][scale]["mean_segments"], name
+            assert figures["matched_images"] == 2 and 0 < figures["covering"] <= 1 and 0 < figures["seg_iou"] <= 1
+        assert row["levels"]["10"]["mean_segments"] == 10 and "ods" not in row
+    assert results["egs"]["500"]["mean_segments"] > results["egs"]["1000"]["mean_segments"]
     printed = capsys.readouterr().out
-    assert "| binmap-hier |" in printed and "| binmap-learned |" in printed
+    assert "| EGS k=500 count |" in printed and "| 10 segments | 10.0 | - |" in printed

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.levels import HierarchyRows, level_counts, parse_candidate
-from benchmarks.matched_counts import Rows
+from benchmarks.levels import HierarchyRows, Rows, level_counts, parse_candidate
 from binmap_tf.segmentation.hierarchy import MergeTree
 
 
