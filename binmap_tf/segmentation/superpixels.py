@@ -185,25 +185,9 @@ def watershed(image: np.ndarray, edges: np.ndarray | None = None, h: float = WAT
     return sequential_labels(skimage_watershed(surface, markers))[0]
 
 
-def watershed_egs(image: np.ndarray, edges: np.ndarray | None = None, h: float = WATERSHED_H,
-                  scale: float = EGS_SCALE) -> np.ndarray:
-    """Superpixels where a watershed basin of the edge map (:func:`watershed`) and an EGS region
-    (:func:`egs`, colour) overlap: every border of either is a border here, so a region either method
-    would keep whole is a union of these.
-
-    Returns ``int32`` labels ``0 .. n-1`` of the connected (basin, region) pieces.
-    """
-    from skimage.measure import label as connected
-
-    basins = watershed(image, edges, h).astype(np.int64)
-    regions = egs(image, scale).astype(np.int64)
-    pairs = basins * (int(regions.max()) + 1) + regions
-    return sequential_labels(connected(pairs, background=-1, connectivity=1))[0]
-
-
-_METHODS = {"egs": egs, "slic": slic, "watershed": watershed, "watershed-egs": watershed_egs}
+_METHODS = {"egs": egs, "slic": slic, "watershed": watershed}
 # Methods that read the binary map's edge map (passed as ``edges``) rather than only the image.
-EDGE_METHODS = ("watershed", "watershed-egs")
+EDGE_METHODS = ("watershed",)
 
 # Valid range of every superpixel parameter: (description, test).
 _RANGES = {
