@@ -298,10 +298,14 @@ def write_results(results: dict, folder: Path, stem: str, start: float,
     print(f"wrote {folder} in {time.perf_counter() - start:.0f} s")
 
 
-def hierarchy_parser(prog: str, description: str, split: str) -> argparse.ArgumentParser:
-    """The arguments every hierarchy benchmark takes: dataset, hierarchies, cache, output folder."""
+def hierarchy_parser(prog: str, description: str, split: str | None = None) -> argparse.ArgumentParser:
+    """The arguments every hierarchy benchmark takes: dataset (``split``: BSDS500's default split; None: the
+    dataset's own), hierarchies, cache, output folder."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    add_dataset_arguments(parser, split=split, split_help=f"bsds500: train/val/test (default {split}); msrc: all")
+    if split is None:
+        add_dataset_arguments(parser)
+    else:
+        add_dataset_arguments(parser, split=split, split_help=f"bsds500: train/val/test (default {split}); msrc: all")
     parser.add_argument("--methods", nargs="*", choices=tuple(COUNTS), default=list(DEFAULT_METHODS),
                         metavar="METHOD", help=f"hierarchical methods (default: {' '.join(DEFAULT_METHODS)})")
     parser.add_argument("--candidates", nargs="*", default=[], metavar="SPEC",

@@ -63,7 +63,7 @@ def table_markdown(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = hierarchy_parser("python -m benchmarks.matched_counts", __doc__.split("\n\n")[0], split="test")
+    parser = hierarchy_parser("python -m benchmarks.matched_counts", __doc__.split("\n\n")[0])
     parser.add_argument("--egs-scales", nargs="*", type=float, default=list(EGS_SCALES), metavar="K",
                         help="EGS scales whose per-image segment counts every hierarchy is cut at "
                              "(default: %(default)s)")

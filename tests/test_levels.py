@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.levels import HierarchyRows, Rows, level_counts, parse_candidate
+from benchmarks.levels import HierarchyRows, Level, Rows, level_counts, parse_candidate
 from binmap_tf.segmentation.hierarchy import MergeTree
 
 
@@ -34,6 +34,20 @@ def test_each_level_is_scored_at_its_count_and_ods_at_the_best_threshold():
     assert summary["level_mean_covering"] == pytest.approx(np.mean([levels[k]["covering"] for k in levels]))
     assert summary["ods"]["threshold"] == 0.5 and summary["ods"]["covering"] == 1.0
     assert summary["ods"]["mean_segments"] == 2
+
+
+def test_a_level_at_an_egs_scale_asks_each_image_for_egs_count_there():
+    fixed, matched = Level(count=40), Level(egs_scale=500.0)
+    assert (fixed.name, matched.name) == ("40", "egs500")
+    assert fixed.target({500.0: 137}) == 40 and matched.target({500.0: 137, 1000.0: 88}) == 137
+    tree = four_stripes()
+    halves = np.repeat([0, 1], 4)[None, :].repeat(3, axis=0)
+    rows = HierarchyRows([Rows()])
+    rows.add(tree, tree.cut, [halves], [matched.target({500.0: 2})], [], seconds=0.0)
+    rows.add(tree, tree.cut, [halves], [matched.target({500.0: 9})], [], seconds=0.0)  # more than 4 superpixels
+    summary = rows.summary([matched.name], [])
+    assert summary["levels"]["egs500"]["mean_segments"] == 3 and summary["levels"]["egs500"]["matched_images"] == 1
+    assert "ods" not in summary
 
 
 def test_candidates_parse_a_method_on_another_first_level():
