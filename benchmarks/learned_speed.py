@@ -46,6 +46,7 @@ def cold_evaluation(split: str = "test") -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.run import machine
     from binmap_tf.common.files import write_json
     from binmap_tf.evaluation.datasets import load_dataset
     from binmap_tf.segmentation.pipeline import segment
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             timings.append({**result.timings, "wall": time.perf_counter() - start})
         results[name] = {stage: float(np.median([t[stage] for t in timings])) for stage in timings[0]}
     record = {"images": len(images), "image_shape": list(images[0].shape[:2]), "cpu_count": os.cpu_count(),
+              "machine": machine(), "precision": "fp32 (the default backbone)",
               "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
               "median_seconds": results}
     if args.cold_evaluation:
