@@ -1,5 +1,5 @@
 """Benchmarks and performance options: FLOP counts, bf16 and compiled paths, the --quick run,
-matched segment counts.
+matched segment counts, label agreement between precisions.
 
 Correctness only; no timing is asserted.
 """
@@ -15,6 +15,7 @@ from conftest import random_itq
 
 from benchmarks.flops import count_flops
 from benchmarks.matched_counts import main as matched_counts
+from benchmarks.precision_labels import differing_pixels
 from benchmarks.run import main as run_benchmarks
 from binmap_tf.binary_map.backbones import ImagePreprocessing, build_backbone
 from binmap_tf.binary_map.backbones.alexnet.network import grid_shape
@@ -132,3 +133,12 @@ def test_matched_counts_cut_every_hierarchy_at_each_egs_count_and_fixed_count(tm
     assert results["egs"]["500"]["mean_segments"] > results["egs"]["1000"]["mean_segments"]
     printed = capsys.readouterr().out
     assert "| EGS k=500 count |" in printed and "| 10 segments | 10.0 | - |" in printed
+
+
+def test_differing_pixels_ignore_renumbering_and_count_moved_pixels():
+    reference = np.repeat(np.arange(4), 4).reshape(4, 4)  # rows 0..3
+    assert differing_pixels(reference, 3 - reference) == 0.0  # same partition, other numbers
+    moved = reference.copy()
+    moved[0, :2] = 1  # two pixels of row 0 join row 1's segment
+    assert differing_pixels(reference, moved) == 2 / 16
+    assert differing_pixels(reference, np.zeros_like(reference)) == 12 / 16  # all in one: 3 rows lost
