@@ -35,6 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from binmap_tf.cli.common import add_dataset_arguments
+from binmap_tf.evaluation.levels import LEVELS, level_counts
 from binmap_tf.evaluation.methods import COUNTS, DEFAULT_VALUES, HIERARCHY_THRESHOLDS, parse_method, run_method
 from binmap_tf.evaluation.metrics import RegionScores, region_benchmark, region_scores, summarize
 from binmap_tf.segmentation.hierarchy import MergeTree
@@ -42,7 +43,6 @@ from binmap_tf.segmentation.pipeline import StageCache, segment_with_map, workin
 from binmap_tf.segmentation.superpixels import superpixel_params
 
 EGS = "egs"
-LEVELS = (10, 20, 40, 80, 160)  # segments per image: the issue's cuts
 EGS_SCALES = (100.0, 200.0, 500.0, 1000.0, 2000.0)  # EGS alone, from ~700 down to ~30 segments
 DEFAULT_METHODS = ("binmap-learned", "binmap-hier")
 
@@ -110,12 +110,6 @@ def first_level_options(spec: str) -> dict[str, Any]:
             raise ValueError(f"{superpixels} superpixels take {sorted(defaults)}, not {key!r}")
         options[key] = type(defaults[key])(float(value))  # the parameter's own type
     return options
-
-
-def level_counts(n_superpixels: int, levels: Sequence[int]) -> list[int]:
-    """The number of segments each level cuts a tree of ``n_superpixels`` leaves at: the level, or
-    all the leaves where the first level has fewer."""
-    return [min(int(level), n_superpixels) for level in levels]
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from skimage import data
 
+from binmap_tf.evaluation.levels import LEVELS
 from binmap_tf.evaluation.methods import DEFAULT_VALUES, parse_method, run_method
 from binmap_tf.segmentation.hierarchy import (
     CUE_HEIGHT_SCALE,
@@ -295,6 +296,8 @@ def test_shipped_training_recipe_runs_end_to_end(tmp_path, scene):
     assert main(["--limit", "2", "--val-limit", "2", "--cache", str(tmp_path / "maps"), "--out", str(out)]) == 0
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["data"]["train_images"] == 2 and len(record["rounds"]) == defaults.rounds
+    assert list(record["val"]["covering_per_level"]) == [str(level) for level in LEVELS]
+    assert 0 < record["val"]["level_mean_covering"] <= 1
     scorer = load_scorer(out)
     assert scorer.threshold == record["threshold"] and 1 <= len(scorer.kernels) == len(defaults.hidden) + 1
     assert scorer.kernels[0].shape[1] == defaults.members * defaults.hidden[0]  # the members side by side

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.levels import HierarchyRows, Level, Rows, level_counts, parse_candidate
+from benchmarks.levels import HierarchyRows, Level, Rows, parse_candidate
+from binmap_tf.evaluation.levels import covering_per_level, level_counts
 from binmap_tf.segmentation.hierarchy import MergeTree
 
 
@@ -48,6 +49,13 @@ def test_a_level_at_an_egs_scale_asks_each_image_for_egs_count_there():
     summary = rows.summary([matched.name], [])
     assert summary["levels"]["egs500"]["mean_segments"] == 3 and summary["levels"]["egs500"]["matched_images"] == 1
     assert "ods" not in summary
+
+
+def test_training_records_the_covering_of_each_level():
+    tree = four_stripes()
+    halves = np.repeat([0, 1], 4)[None, :].repeat(3, axis=0)
+    coverings = covering_per_level([tree, tree], [[halves], [halves]], levels=(1, 2, 10))
+    assert coverings == {"1": 0.5, "2": 1.0, "10": pytest.approx(0.5)}  # 10: the 4 stripes, each half of a half
 
 
 def test_candidates_parse_a_method_on_another_first_level():

@@ -25,11 +25,14 @@ import numpy as np
 from binmap_tf.segmentation.hierarchy import DEFAULT_WEIGHTS
 from binmap_tf.segmentation.merge_features import feature_names
 from binmap_tf.segmentation.superpixels import superpixel_params
+from binmap_tf.evaluation.levels import covering_per_level
+from binmap_tf.evaluation.metrics import region_benchmark
 from binmap_tf.training.merge_training import (
     THRESHOLDS,
     collect_pairs,
     fit_ensemble,
     load_training_images,
+    threshold_scores,
     validate,
 )
 
@@ -128,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     fit_seconds = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    bench = validate(scorer, val_items, THRESHOLDS, args.cues_until)
+    scored = threshold_scores(scorer, val_items, THRESHOLDS, args.cues_until)
+    bench = region_benchmark([scores for _, scores in scored], list(THRESHOLDS))
+    levels = covering_per_level([tree for tree, _ in scored], [item.ground_truths for item in val_items])
     threshold = float(bench.covering_ods_threshold)
     check = validate(scorer, val_items[:CHECK_IMAGES], (threshold,), args.cues_until)
     validation_seconds = time.perf_counter() - clock
@@ -144,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed, "settings": settings, "threshold": threshold,
         "val": {"covering_ods": bench.covering_ods, "covering_ois": bench.covering_ois, "pri_ods": bench.pri_ods,
                 "pri_ois": bench.pri_ois, "voi_ods": bench.voi_ods, "voi_ois": bench.voi_ois,
-                "covering_per_threshold": dict(zip(map(str, THRESHOLDS), np.round(bench.covering_per_threshold, 5).tolist()))},
+                "covering_per_threshold": dict(zip(map(str, THRESHOLDS), np.round(bench.covering_per_threshold, 5).tolist())),
+                # the level-aware criterion: covering with each image cut at these segment counts, and their mean
+                "covering_per_level": levels, "level_mean_covering": float(np.mean(list(levels.values())))},
         "check": {"images": [sample.id for sample in val_set[:CHECK_IMAGES]], "threshold": threshold,
                   "covering": float(check.covering_per_threshold[0])},
         "rounds": rounds,
@@ -153,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     dataclasses.replace(scorer, info=info).save(args.out)
     print(f"val ({len(val_set)} images): covering ODS {bench.covering_ods:.4f} at threshold {threshold:g}, OIS "
-          f"{bench.covering_ois:.4f}; PRI {bench.pri_ods:.4f} / {bench.pri_ois:.4f}; VoI {bench.voi_ods:.4f} / "
+          f"{bench.covering_ois:.4f}; covering at {', '.join(levels)} segments "
+          f"{' '.join(f'{value:.4f}' for value in levels.values())}; PRI {bench.pri_ods:.4f} / {bench.pri_ois:.4f}; "
+          f"VoI {bench.voi_ods:.4f} / "
           f"{bench.voi_ois:.4f}; wrote {args.out} (data {data_seconds:.0f} s, pairs + fit {fit_seconds:.0f} s, "
           f"validation {validation_seconds:.0f} s)")
     return 0
