@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks.working_resolution import shrunk
 from binmap_tf.cli.common import add_dataset_arguments
 from binmap_tf.evaluation.levels import LEVELS, level_counts
 from binmap_tf.evaluation.methods import COUNTS, DEFAULT_VALUES, HIERARCHY_THRESHOLDS, parse_method, run_method
@@ -192,12 +193,15 @@ def run(args: argparse.Namespace, hierarchies: list[Hierarchy], levels: Sequence
         raise ValueError(f"levels at EGS scales {sorted(missing)} need those scales in egs_scales")
     dataset = load_dataset(args.dataset, split=args.split, root=args.data, limit=args.limit)
     args.split = dataset.split
-    cache = BinaryMapCache(BinaryMapper(edges=True), f"{args.dataset}-{args.split}", root=args.cache)
+    namespace = f"{args.dataset}-{args.split}" + (f"-shrunk{args.shrink:g}" if args.shrink else "")
+    cache = BinaryMapCache(BinaryMapper(edges=True), namespace, root=args.cache)
     rows = {hierarchy.name: HierarchyRows([Rows() for _ in levels]) for hierarchy in hierarchies}
     egs_rows = {scale: Rows() for scale in args.egs_scales}
     egs = parse_method(EGS)
     for sample in tqdm(dataset, desc=f"{args.dataset}/{args.split}", unit="image"):
         image, ground_truths = sample.load_image(), sample.load_ground_truths()
+        if args.shrink:
+            image, ground_truths = shrunk(image, ground_truths, args.shrink)
         binary_map, _ = cache.get(sample.id, working_image(image))  # the map of what the CNN sees (MSRC: brought up)
         stages = StageCache()  # hierarchies on the same first level share its superpixels
         egs_counts = {}
@@ -217,7 +221,8 @@ def table_markdown(results: dict) -> str:
     settings = results["settings"]
     levels = [str(level) for level in settings["levels"]]
     lines = [
-        f"Levels on {settings['dataset']} {settings['split']} ({settings['n_images']} images): covering of each "
+        f"Levels on {settings['dataset']} {settings['split']} ({settings['n_images']} images"
+        + (f", downscaled x{settings['shrink']:g}" if settings.get("shrink") else "") + "): covering of each "
         f"hierarchy cut per image at {', '.join(levels)} segments (mean segments in brackets where a first level "
         "has fewer), their mean, and the covering at ODS (one threshold for the split).",
         "",
@@ -305,6 +310,9 @@ def hierarchy_parser(prog: str, description: str, split: str | None = None) -> a
     parser.add_argument("--candidates", nargs="*", default=[], metavar="SPEC",
                         help="more hierarchies: METHOD[@SUPERPIXELS[:KEY=VALUE,...]], METHOD a hierarchical "
                              "method or a scorer .npz (e.g. binmap-learned@egs:scale=500)")
+    parser.add_argument("--shrink", type=float, default=None, metavar="F",
+                        help="downscale every image and its annotations by F first: a benchmark image as a smaller "
+                             "photo, brought up to the working size as MSRC-v2's are (0.665: MSRC's 320x213)")
     parser.add_argument("--cache", type=Path, default=None, help="binary-map cache (default: $BINMAP_TF_HOME/binary_maps)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     return parser
@@ -327,7 +335,7 @@ def run_and_summarize(args: argparse.Namespace, levels: Sequence[Level], thresho
     """:func:`run`, and the results: settings, each hierarchy's figures per level, EGS's per scale."""
     rows, egs_rows = run(args, args.hierarchies, levels, thresholds)
     return {
-        "settings": {"dataset": args.dataset, "split": args.split, "limit": args.limit,
+        "settings": {"dataset": args.dataset, "split": args.split, "limit": args.limit, "shrink": args.shrink,
                      "n_images": len(next(iter(rows.values())).asked),
                      "levels": [level.name for level in levels], "egs_scales": list(args.egs_scales),
                      "thresholds": list(thresholds),

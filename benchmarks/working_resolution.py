@@ -93,13 +93,23 @@ def segment_scaled(sample, factor: int, mapper, working_pixels: int | None, band
     return variants, truths
 
 
+def shrunk(image: np.ndarray, truths: list[np.ndarray], factor: float) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``image`` downscaled by ``factor`` (Lanczos) and its annotations at that size (nearest neighbour): a
+    benchmark image as a smaller photo (0.665 makes BSDS500's 481x321 MSRC-v2's 320x213)."""
+    from PIL import Image
+
+    from binmap_tf.segmentation.resolution import upsample_labels
+
+    shape = tuple(round(side * factor) for side in image.shape[:2])
+    small = np.asarray(Image.fromarray(image).resize(shape[::-1], Image.Resampling.LANCZOS))
+    return small, [upsample_labels(truth, shape) for truth in truths]
+
+
 def segment_small(sample, factor: float, mapper, working_pixels: int, bands: list[int]
                   ) -> tuple[dict[str, tuple[np.ndarray, float]], list[np.ndarray]]:
     """One image downscaled by ``factor`` and segmented at its own size (``native``) and brought up to
     ``working_pixels`` (``working``: labels back at its size by nearest neighbour), with the
     annotations at its size (``bands`` unused: nothing is refined)."""
-    from PIL import Image
-
     from binmap_tf.segmentation.pipeline import segment
     from binmap_tf.segmentation.resolution import (
         resize_image,
@@ -107,10 +117,8 @@ def segment_small(sample, factor: float, mapper, working_pixels: int, bands: lis
         upsample_labels,
     )
 
-    full = sample.load_image()
-    shape = tuple(round(side * factor) for side in full.shape[:2])
-    image = np.asarray(Image.fromarray(full).resize(shape[::-1], Image.Resampling.LANCZOS))
-    truths = [upsample_labels(truth, shape) for truth in sample.load_ground_truths()]
+    image, truths = shrunk(sample.load_image(), sample.load_ground_truths(), factor)
+    shape = image.shape[:2]
     variants = {}
     for name, size in [("native", shape), ("working", shape_of_pixels(shape, working_pixels))]:
         start = time.perf_counter()

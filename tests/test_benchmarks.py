@@ -14,6 +14,7 @@ import pytest
 from conftest import random_itq
 
 from benchmarks.flops import count_flops
+from benchmarks.levels import main as levels
 from benchmarks.matched_counts import main as matched_counts
 from benchmarks.precision_labels import differing_pixels
 from benchmarks.run import main as run_benchmarks
@@ -142,3 +143,15 @@ def test_differing_pixels_ignore_renumbering_and_count_moved_pixels():
     moved[0, :2] = 1  # two pixels of row 0 join row 1's segment
     assert differing_pixels(reference, moved) == 2 / 16
     assert differing_pixels(reference, np.zeros_like(reference)) == 12 / 16  # all in one: 3 rows lost
+
+
+def test_levels_of_shrunk_images_have_their_own_maps(tmp_path):
+    """``--shrink``: each image is a smaller photo, brought up to the working size for the CNN like MSRC-v2's,
+    so its maps are kept apart from the full-size image's (they may have the same working shape)."""
+    out, maps = tmp_path / "out", tmp_path / "maps"
+    argv = ["--split", "val", "--limit", "1", "--shrink", "0.5", "--methods", "binmap-hier", "--egs-scales", "500",
+            "--levels", "10", "--cache", str(maps), "--out", str(out)]
+    assert levels(argv) == 0
+    results = json.loads((out / "levels.json").read_text())
+    assert results["settings"]["shrink"] == 0.5 and results["hierarchies"]["binmap-hier"]["levels"]["10"]["covering"] > 0
+    assert [path.parent.name for path in maps.rglob("*.npz")] == ["bsds500-val-shrunk0.5"]
