@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from benchmarks.working_resolution import shrunk
 from binmap_tf.cli.common import add_dataset_arguments
-from binmap_tf.evaluation.levels import LEVELS, level_counts
+from binmap_tf.evaluation.levels import LEVELS, level_counts, scores_at_thresholds
 from binmap_tf.evaluation.methods import COUNTS, DEFAULT_VALUES, HIERARCHY_THRESHOLDS, parse_method, run_method
 from binmap_tf.evaluation.metrics import RegionScores, region_benchmark, region_scores, summarize
 from binmap_tf.segmentation.hierarchy import MergeTree
@@ -147,16 +147,20 @@ class HierarchyRows:
         """Score ``tree`` cut at each of ``counts`` (this image's count per level) and at every threshold;
         ``cut(n_segments=, threshold=)`` gives a cut's labels at the image's size
         (:meth:`SegmentationResult.cut`, or the tree's own for an image segmented at its size)."""
+        self.add_levels(tree, cut, ground_truths, counts, seconds)
+        self.add_thresholds(*scores_at_thresholds(tree, ground_truths, thresholds, cut))
+
+    def add_levels(self, tree: MergeTree, cut: Callable[..., np.ndarray], ground_truths: list[np.ndarray],
+                   counts: Sequence[int], seconds: float) -> None:
+        """Score ``tree`` cut at each of ``counts`` (this image's count per level)."""
         for rows, count in zip(self.levels, level_counts(tree.n_superpixels, counts)):
             rows.add(cut(n_segments=count), ground_truths, seconds)
         self.asked.append([int(count) for count in counts])
-        counts_at = [tree.n_segments_at(threshold) for threshold in thresholds]
-        by_count = {}  # thresholds with no merge height between them give one cut: score it once
-        for count, threshold in zip(counts_at, thresholds):
-            if count not in by_count:
-                by_count[count] = region_scores(cut(threshold=threshold), ground_truths)
-        self.thresholds.append([by_count[count] for count in counts_at])
-        self.threshold_segments.append(counts_at)
+
+    def add_thresholds(self, scores: list[RegionScores], counts: list[int]) -> None:
+        """Record one image's scores and segment counts at every threshold (:func:`scores_at_thresholds`)."""
+        self.thresholds.append(scores)
+        self.threshold_segments.append(counts)
 
     def summary(self, names: Sequence, thresholds: Sequence[float]) -> dict:
         """Figures per level (keyed by ``str`` of ``names``), the level mean of covering and, where

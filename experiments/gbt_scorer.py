@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.levels import LEVELS, HierarchyRows, Rows, level_counts, table_markdown, write_results
+from benchmarks.levels import LEVELS, HierarchyRows, Rows, table_markdown, write_results
 from binmap_tf.evaluation.metrics import region_benchmark
 from binmap_tf.segmentation.hierarchy import DEFAULT_WEIGHTS
 from binmap_tf.segmentation.merge_scorer import MergeScorer, resolve_scorer
@@ -212,11 +212,8 @@ def hierarchy_figures(scorer, items: list[TrainingImage], cues_until: int, level
     seconds = (time.perf_counter() - clock) / len(items)
     rows = HierarchyRows([Rows() for _ in levels])
     for item, (tree, scores) in zip(items, scored):
-        for level_rows, count in zip(rows.levels, level_counts(tree.n_superpixels, levels)):
-            level_rows.add(tree.cut(n_segments=count), item.ground_truths, seconds)
-        rows.asked.append([int(level) for level in levels])
-        rows.thresholds.append(scores)
-        rows.threshold_segments.append([tree.n_segments_at(t) for t in thresholds])
+        rows.add_levels(tree, tree.cut, item.ground_truths, levels, seconds)
+        rows.add_thresholds(scores, [tree.n_segments_at(t) for t in thresholds])
     bench = region_benchmark([scores for _, scores in scored], list(thresholds))
     summary = rows.summary(levels, thresholds)
     summary["val_benchmark"] = {

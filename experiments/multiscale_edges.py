@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -65,7 +64,7 @@ def multiscale_edges(mapper, image: np.ndarray, single: np.ndarray, scales: tupl
 
 def main(argv: list[str] | None = None) -> int:
     from binmap_tf.binary_map.model import BinaryMapper
-    from binmap_tf.common.files import write_text
+    from binmap_tf.common.files import write_json
     from binmap_tf.evaluation.datasets import load_dataset
     from binmap_tf.evaluation.map_cache import BinaryMapCache
     from binmap_tf.segmentation.pipeline import working_image
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         target.put(sample.id, dataclasses.replace(binary_map, edges=edges), cnn_seconds + extra_seconds[-1])
     record = {"split": dataset.split, "n_images": len(dataset), "scales": args.scales, "flip": args.flip,
               "extra_cnn_seconds_per_image": float(np.mean(extra_seconds)), "precision": "fp32"}
-    write_text(target.folder / "multiscale.json", json.dumps(record, indent=1))
+    write_json(target.folder / "multiscale.json", record)
     print(record)
     return 0
 

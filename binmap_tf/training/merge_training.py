@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from binmap_tf.binary_map.maps import BinaryMap
-from binmap_tf.evaluation.metrics import BenchmarkResult, region_benchmark, region_scores
+from binmap_tf.evaluation.levels import scores_at_thresholds
+from binmap_tf.evaluation.metrics import BenchmarkResult, region_benchmark
 from binmap_tf.segmentation.hierarchy import (
     CueCriterion,
     MergeTree,
@@ -226,12 +227,7 @@ def threshold_scores(scorer: MergeScorer, items: list[TrainingImage], thresholds
     scored = []
     for item in items:
         tree = build_hierarchy(item.image, item.superpixels, item.binary_map, scorer=scorer, cues_until=cues_until)
-        by_count: dict[int, object] = {}  # thresholds with no merge height between them give one cut
-        for t in thresholds:
-            count = tree.n_segments_at(t)
-            if count not in by_count:
-                by_count[count] = region_scores(tree.cut(threshold=t), item.ground_truths)
-        scored.append((tree, [by_count[tree.n_segments_at(t)] for t in thresholds]))
+        scored.append((tree, scores_at_thresholds(tree, item.ground_truths, thresholds)[0]))
     return scored
 
 
