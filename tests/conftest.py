@@ -59,17 +59,72 @@ def is_resource_tracker(pid: int) -> bool:
         return False
 
 
+def ray_group(item) -> str | None:
+    """The pytest-xdist group of a test marked ``ray``: ``ray-<instance>``, where ``instance`` names the Ray
+    it starts (default ``local``, the in-process Ray under /tmp/ray; the two-node cluster has its own
+    folder, port and address)."""
+    marker = item.get_closest_marker("ray")
+    return None if marker is None else f"ray-{marker.kwargs.get('instance', 'local')}"
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests of one Ray instance share one pytest-xdist worker (``--dist loadgroup``): two in-process Rays
+    would share /tmp/ray, and a test's fault hooks and leftovers are its Ray's."""
+    for item in items:
+        group = ray_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-xdist has read the groups
+def pytest_collection_finish(session) -> None:
+    """Refuse to run the Ray tests beside each other: pytest-xdist's ``--dist loadgroup`` marks a grouped
+    test by a suffix of its node id, which pytest 9.2 no longer keeps (pytest-dev/pytest-xdist#1386)."""
+    if not session.config.getvalue("loadgroup"):
+        return
+    ungrouped = [item.nodeid for item in session.items if ray_group(item)
+                 and not item.nodeid.endswith(f"@{ray_group(item)}")]
+    if ungrouped:
+        message = (f"pytest-xdist did not group the Ray tests ({ungrouped[0]} and {len(ungrouped) - 1} more) with this "
+                   "pytest; install the project's dev extra (pytest < 9.2)")
+        print(f"ERROR: {message}", file=sys.stderr)  # a worker's exception reaches the terminal only as a crash
+        raise pytest.UsageError(message)
+
+
+STRAY_PROCESSES = pytest.StashKey[list]()  # pytest-xdist's controller: what its workers left running
+
+
+def left_running() -> list[str]:
+    """``"pid name"`` of every process this one started that is still running after a grace period
+    (the resource tracker of multiprocessing aside, which exits with us)."""
+    stray = {pid: name for pid, name in descendants(os.getpid()).items() if not is_resource_tracker(pid)}
+    return [f"{pid} {stray[pid]}" for pid in sorted(wait_until_gone(stray, EXIT_GRACE_SECONDS))]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """pytest-xdist's controller gathers what each worker reports left running (see :func:`pytest_sessionfinish`)."""
+    node.config.stash.setdefault(STRAY_PROCESSES, []).extend(getattr(node, "workeroutput", {}).get("stray", []))
+
+
 def pytest_sessionfinish(session, exitstatus) -> None:
     """Fail the run if a test left a process running (a Ray node, a model server, a browser): every
-    test stops what it starts, by the process ids it started."""
+    test stops what it starts, by the process ids it started. Under pytest-xdist each worker checks its
+    own processes and reports them to the controller, which fails the run."""
     if not Path("/proc").is_dir():
         return
-    stray = {pid: name for pid, name in descendants(os.getpid()).items() if not is_resource_tracker(pid)}
-    still = wait_until_gone(stray, EXIT_GRACE_SECONDS)
-    if still:
-        names = ", ".join(f"{pid} {stray[pid]}" for pid in sorted(still))
-        print(f"\nERROR: processes left running after the tests: {names}; the test that started them must stop "
-              "them by their ids", file=sys.stderr)
+    config = session.config
+    if config.pluginmanager.hasplugin("dsession"):  # the controller, whose workers have finished
+        stray = config.stash.get(STRAY_PROCESSES, [])
+    else:
+        stray = left_running()
+        if hasattr(config, "workeroutput"):  # a worker: the controller reports and fails
+            config.workeroutput["stray"] = stray
+            return
+    if stray:
+        print(f"\nERROR: processes left running after the tests: {', '.join(stray)}; the test that started them "
+              "must stop them by their ids", file=sys.stderr)
         session.exitstatus = 1
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("ray", reason="the batch extra is not installed: pip install -e '.[batch]'")
+pytestmark = pytest.mark.ray
 
 from binmap_tf.batch.collection import (  # noqa: E402
     FAILED_FILE,

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("ray", reason="the batch extra is not installed: pip install -e '.[batch]'")
+pytestmark = pytest.mark.ray(instance="cluster")  # its own Ray: runs beside the in-process one
 
 from conftest import BSDS_CROP, Driver, assert_whole_images_only, complete, write_bsds_crops  # noqa: E402
 
@@ -23,7 +24,7 @@ from binmap_tf.common.images import load_image  # noqa: E402
 from binmap_tf.segmentation.resolution import working_shape  # noqa: E402
 from serving.protocol import IMAGES_INPUT  # noqa: E402
 
-N_IMAGES = 24  # BSDS500 crops: six CNN batches of 4, half of them mapped before the kill, half after
+N_IMAGES = 16  # BSDS500 crops: four CNN batches of 4, half of them mapped before the kill, half after
 # Per node: room for both workers (one CPU each). Ray Data spreads its workers over the nodes, so
 # while both nodes live each runs one; the worker lost with node 2 is restarted on the head's
 # free CPU. (With one CPU per node it would wait for a CPU that never frees up.)

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("ray", reason="the batch extra is not installed: pip install -e '.[batch]'")
+pytestmark = pytest.mark.ray
 
 from benchmarks.processes import descendants, stop_leftovers  # noqa: E402
 from conftest import CROP_OPTIONS, Driver, assert_whole_images_only, complete, write_bsds_crops  # noqa: E402

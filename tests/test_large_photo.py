@@ -50,6 +50,7 @@ def test_demo_gives_the_api_labels(reference):
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_batch_gives_the_api_labels(reference, photo_path, tmp_path):
     from binmap_tf.batch.collection import Workers, segment_collection
 

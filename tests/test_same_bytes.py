@@ -43,6 +43,7 @@ def image_files(folder, stem: str) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_segment_batch_api_and_demo_write_the_same_bytes(photos, tmp_path):
     pytest.importorskip("ray", reason="the batch extra is not installed: pip install -e '.[batch]'")
     from gradio.data_classes import ImageData
