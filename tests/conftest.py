@@ -81,7 +81,7 @@ def pytest_collection_modifyitems(config, items) -> None:
 def pytest_collection_finish(session) -> None:
     """Refuse to run the Ray tests beside each other: pytest-xdist's ``--dist loadgroup`` marks a grouped
     test by a suffix of its node id, which pytest 9.2 no longer keeps (pytest-dev/pytest-xdist#1386)."""
-    if not session.config.getvalue("loadgroup"):
+    if not getattr(session.config.option, "loadgroup", False):  # set in pytest-xdist's workers only
         return
     ungrouped = [item.nodeid for item in session.items if ray_group(item)
                  and not item.nodeid.endswith(f"@{ray_group(item)}")]
