@@ -61,7 +61,7 @@ def is_resource_tracker(pid: int) -> bool:
 
 def ray_group(item) -> str | None:
     """The pytest-xdist group of a test marked ``ray``: ``ray-<instance>``, where ``instance`` names the Ray
-    it starts (default ``local``, the in-process Ray under /tmp/ray; the two-node cluster has its own
+    it starts (default ``local``, the in-process Ray in its default temp folder; the two-node cluster has its own
     folder, port and address)."""
     marker = item.get_closest_marker("ray")
     return None if marker is None else f"ray-{marker.kwargs.get('instance', 'local')}"
@@ -70,7 +70,7 @@ def ray_group(item) -> str | None:
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items) -> None:
     """Tests of one Ray instance share one pytest-xdist worker (``--dist loadgroup``): two in-process Rays
-    would share /tmp/ray, and a test's fault hooks and leftovers are its Ray's."""
+    would share Ray's default temp folder, and a test's fault hooks and leftovers are its Ray's."""
     for item in items:
         group = ray_group(item)
         if group:
@@ -83,8 +83,8 @@ def pytest_collection_finish(session) -> None:
     test by a suffix of its node id, which pytest 9.2 no longer keeps (pytest-dev/pytest-xdist#1386)."""
     if not getattr(session.config.option, "loadgroup", False):  # set in pytest-xdist's workers only
         return
-    ungrouped = [item.nodeid for item in session.items if ray_group(item)
-                 and not item.nodeid.endswith(f"@{ray_group(item)}")]
+    ungrouped = [item.nodeid for item in session.items
+                 if (group := ray_group(item)) and not item.nodeid.endswith(f"@{group}")]
     if ungrouped:
         message = (f"pytest-xdist did not group the Ray tests ({ungrouped[0]} and {len(ungrouped) - 1} more) with this "
                    "pytest; install the project's dev extra (pytest < 9.2)")
